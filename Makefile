@@ -1,0 +1,57 @@
+# zmqflow: one entry point for people and CI.
+# Stack targets delegate to scripts/ so that the logic stays readable shell.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+N ?= 2
+
+.PHONY: help venv up down ps logs scale images test test-fast test-integration lint bench-core clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/zmqflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e '.[test,integration,bench]'
+	@touch $@
+
+venv: $(BIN)/zmqflow ## create .venv with zmqflow and the test tools
+
+images: ## build every image we run (no registry needed)
+	bash scripts/build-images.sh
+
+up: venv ## build what is missing, start the stack, wait until healthy
+	bash scripts/stack-up.sh
+
+down: ## stop the stack (volumes kept; `make down V=1` drops them)
+	bash scripts/stack-down.sh $(if $(V),--volumes,)
+
+ps: ## what runs, and its health
+	bash scripts/compose.sh ps
+
+logs: ## follow the stack's logs
+	bash scripts/compose.sh logs -f --tail=100
+
+scale: ## scale python workers: make scale N=4
+	bash scripts/compose.sh up -d --no-recreate --scale worker-python=$(N)
+
+lint: venv ## ruff
+	$(BIN)/ruff check src tests integration_tests scripts
+	$(BIN)/ruff format --check src tests integration_tests scripts
+
+test-fast: venv ## fast tests: no Docker, real processes on loopback
+	$(BIN)/pytest -q tests
+
+test-integration: venv ## integration tests against the running stack (testcontainers)
+	bash scripts/run-integration-tests.sh
+
+test: test-fast test-integration ## everything CI runs
+
+bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
+	$(BIN)/python scripts/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
