@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Build every image the stack runs, with plain `docker build` (the legacy
+# builder or BuildKit, whichever the docker CLI has). Nothing is pulled:
+# every Dockerfile starts FROM ${BASE_IMAGE}, chosen by bootstrap-base-image.sh
+# (the public python:3.11-slim-bookworm where a registry is reachable, our own
+# Debian base where not).
+#
+#   scripts/build-images.sh                 build what is out of date
+#   scripts/build-images.sh forwarder       only some images
+#   FORCE=1 scripts/build-images.sh         rebuild even when up to date
+#
+# An image is up to date when its label zmqflow.inputs matches the hash of
+# its inputs: base image id, Dockerfile, build context files, wheelhouse.
+# Image names and tag come from .env (ZMQFLOW_IMAGE_PREFIX, ZMQFLOW_IMAGE_TAG).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python3}
+log() { echo "[build-images] $*" >&2; }
+
+# Image naming: the same variables compose.yaml uses.
+if [[ -f .env ]]; then
+    ZMQFLOW_IMAGE_PREFIX=${ZMQFLOW_IMAGE_PREFIX:-$(sed -n 's/^ZMQFLOW_IMAGE_PREFIX=//p' .env | tail -n1)}
+    ZMQFLOW_IMAGE_TAG=${ZMQFLOW_IMAGE_TAG:-$(sed -n 's/^ZMQFLOW_IMAGE_TAG=//p' .env | tail -n1)}
+fi
+PREFIX=${ZMQFLOW_IMAGE_PREFIX:-zmqflow}
+TAG=${ZMQFLOW_IMAGE_TAG:-dev}
+
+# name | Dockerfile | build context | wheelhouse it needs ("-" for none)
+IMAGES=(
+    "postgres|services/postgres/Dockerfile|services/postgres|-"
+    "forwarder|services/forwarder/Dockerfile|.|zmqflow"
+    "worker-python|services/worker-python/Dockerfile|.|zmqflow"
+)
+
+want=("$@")
+selected() {
+    [[ ${#want[@]} -eq 0 ]] && return 0
+    local w; for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1
+}
+
+t0=$(date +%s)
+BASE_IMAGE=$(bash scripts/bootstrap-base-image.sh | tail -n1)
+BASE_ID=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+
+# --- wheelhouse for the zmqflow images (see scripts/wheelhouse.sh for why) ---
+build_zmqflow_wheelhouse() {
+    local out=.build/wheels/zmqflow runtime build
+    runtime=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))')
+    build=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["build-system"]["requires"]))')
+    # shellcheck disable=SC2046
+    mapfile -t reqs < <(printf '%s\n%s\n' "$build" "$runtime" | sed '/^$/d')
+    bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
+    printf '%s\n' "$runtime" >"$out/requirements.txt"
+}
+
+# Hash of everything that goes into an image.
+inputs_hash() { # dockerfile context wheelhouse
+    local dockerfile=$1 context=$2 wheels=$3
+    {
+        echo "base $BASE_ID"
+        sha256sum "$dockerfile"
+        if [[ $context == . ]]; then
+            # what the python Dockerfiles COPY from the repository root
+            find pyproject.toml README.md src -type f \
+                ! -path '*/__pycache__/*' ! -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum
+        else
+            find "$context" -type f | LC_ALL=C sort | xargs -r sha256sum
+        fi
+        [[ $wheels == - ]] || cat ".build/wheels/$wheels/.stamp" ".build/wheels/$wheels/requirements.txt"
+    } | sha256sum | cut -d' ' -f1
+}
+
+need_wheels=0
+for spec in "${IMAGES[@]}"; do
+    IFS='|' read -r name _ _ wheels <<<"$spec"
+    selected "$name" && [[ $wheels == zmqflow ]] && need_wheels=1
+done
+[[ $need_wheels == 1 ]] && build_zmqflow_wheelhouse
+
+timings=()
+for spec in "${IMAGES[@]}"; do
+    IFS='|' read -r name dockerfile context wheels <<<"$spec"
+    selected "$name" || continue
+    image="$PREFIX/$name:$TAG"
+    hash=$(inputs_hash "$dockerfile" "$context" "$wheels")
+    have=$(docker image inspect -f '{{index .Config.Labels "zmqflow.inputs"}}' "$image" 2>/dev/null || true)
+    if [[ "${FORCE:-0}" != 1 && "$have" == "$hash" ]]; then
+        log "$image is up to date"
+        continue
+    fi
+    log "building $image from $dockerfile (BASE_IMAGE=$BASE_IMAGE)"
+    s=$(date +%s)
+    # shellcheck disable=SC2086
+    docker build ${DOCKER_BUILD_ARGS:-} \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+        --label "zmqflow.inputs=$hash" \
+        --label "zmqflow.base-image=$BASE_IMAGE" \
+        -f "$dockerfile" -t "$image" "$context" 2>&1 \
+        | grep -v -e '^DEPRECATED: The legacy builder' -e 'Install the buildx component' \
+                  -e 'https://docs.docker.com/go/buildx/' -e '^ *$' >&2 || true
+    # the pipe above hides docker's exit status: check the result instead
+    now=$(docker image inspect -f '{{index .Config.Labels "zmqflow.inputs"}}' "$image" 2>/dev/null || true)
+    [[ "$now" == "$hash" ]] || { log "FAILED: $image"; exit 1; }
+    timings+=("$image $(( $(date +%s) - s ))s")
+done
+
+# Smoke test: the CLI runs in the zmqflow images.
+for spec in "${IMAGES[@]}"; do
+    IFS='|' read -r name _ _ wheels <<<"$spec"
+    selected "$name" && [[ $wheels == zmqflow ]] || continue
+    if ! docker run --rm --network none "$PREFIX/$name:$TAG" zmqflow --help >/dev/null 2>&1; then
+        log "FAILED: 'zmqflow --help' does not run in $PREFIX/$name:$TAG"
+        exit 1
+    fi
+done
+
+for t in "${timings[@]}"; do log "built $t"; done
+log "done in $(( $(date +%s) - t0 ))s (base: $BASE_IMAGE)"

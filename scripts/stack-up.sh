@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build what is missing, start the stack, wait until every service is
+# healthy, then show what runs where and the forwarder's status table.
+#   scripts/stack-up.sh [extra `docker compose up` args, e.g. --scale worker-python=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "[stack-up] $*" >&2; }
+t0=$(date +%s)
+
+bash scripts/install-compose-v2.sh
+bash scripts/build-images.sh
+compose() { bash scripts/compose.sh "$@"; }
+
+log "starting the stack (docker compose up -d --wait)"
+if ! compose up -d --wait --wait-timeout "${WAIT_TIMEOUT:-180}" --remove-orphans "$@"; then
+    log "the stack did not become healthy; state and recent logs:"
+    compose ps -a >&2 || true
+    compose logs --tail=40 >&2 || true
+    exit 1
+fi
+log "healthy after $(( $(date +%s) - t0 ))s"
+
+port() { # service container-port -> host:port, or "-"
+    compose port "$1" "$2" 2>/dev/null | head -n1 || true
+}
+client=$(port forwarder 5555)
+cat <<INFO
+
+What runs where
+  forwarder          clients        tcp://${client:--}             (inside: tcp://forwarder:5555, ipc:///run/zmqflow/frontend.sock)
+                     workers        tcp://forwarder:5556 (compose network only), ipc:///run/zmqflow/backend.sock
+                     events in      tcp://$(port forwarder 5557)   (XSUB: publish here)
+                     events out     tcp://$(port forwarder 5558)   (XPUB: subscribe here)
+                     metrics        http://$(port forwarder 9100)/metrics
+                     journal        volume forwarder-journal -> /var/lib/zmqflow/journal.db
+  worker-python      $(compose ps -q worker-python | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-python=N)
+  worker-python-ipc  $(compose ps -q worker-python-ipc | wc -l) replica over ipc (volume zmqflow-ipc -> /run/zmqflow)
+  postgres           postgres:5432 inside the network (databases: airflow, prefect)
+
+INFO
+compose ps --format 'table {{.Service}}\t{{.Name}}\t{{.Status}}'
+echo
+if [[ -x .venv/bin/zmqflow ]] && .venv/bin/zmqflow status --connect "tcp://${client}" 2>/dev/null; then
+    :
+elif compose exec -T forwarder zmqflow status --connect tcp://127.0.0.1:5555 2>/dev/null; then
+    :
+else
+    log "no status table (zmqflow status not available yet)"
+fi
