@@ -1,0 +1,260 @@
+//! Command line and environment (ZMQFLOW_*) of `zmqflow-worker`.
+//!
+//! Contract: [`Cli::parse_validated`] returns either the `health` probe or a
+//! complete [`Config`]; a missing endpoint, no service, an unknown service
+//! name or a zero concurrency is a usage error (clap's message, exit 2).
+//! A flag wins over its environment variable.
+
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::services;
+
+/// zmqflow worker (Rust): serves built-in services to a zmqflow forwarder.
+#[derive(Debug, Parser)]
+#[command(name = "zmqflow-worker", version, about)]
+pub struct Cli {
+    /// Forwarder backend endpoint, e.g. tcp://forwarder:5556.
+    #[arg(long, env = "ZMQFLOW_CONNECT")]
+    pub connect: Option<String>,
+
+    /// Service to offer (repeatable; the variable takes a comma-separated list).
+    #[arg(long = "service", env = "ZMQFLOW_SERVICE", value_delimiter = ',')]
+    pub services: Vec<String>,
+
+    /// Handler threads.
+    #[arg(long, env = "ZMQFLOW_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+
+    /// Tasks held at once, running plus waiting (default: 2 × concurrency).
+    #[arg(long, env = "ZMQFLOW_CREDIT")]
+    pub credit: Option<u64>,
+
+    /// Seconds between heartbeats; the forwarder is dead after 3 silent intervals.
+    #[arg(long, env = "ZMQFLOW_HEARTBEAT_INTERVAL", default_value_t = 1.0)]
+    pub heartbeat_interval: f64,
+
+    /// File touched whenever the forwarder is heard from.
+    #[arg(long, env = "ZMQFLOW_HEALTH_FILE")]
+    pub health_file: Option<String>,
+
+    /// Worker id (default rust-<hostname>-<pid>-<4 hex>).
+    #[arg(long, env = "ZMQFLOW_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 when the health file was touched less than --max-age seconds ago.
+    Health {
+        /// The worker's health file.
+        #[arg(long, env = "ZMQFLOW_HEALTH_FILE")]
+        file: String,
+        /// Largest acceptable age in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        max_age: f64,
+    },
+}
+
+/// Everything the worker loop needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub connect: String,
+    pub services: Vec<String>,
+    pub concurrency: usize,
+    pub credit: u64,
+    pub heartbeat_interval: Duration,
+    pub liveness: u32,
+    pub health_file: Option<String>,
+    pub worker_id: String,
+    pub host: String,
+}
+
+/// What the process was asked to do.
+pub enum Mode {
+    Health { file: String, max_age: f64 },
+    Work(Config),
+}
+
+impl Cli {
+    /// Parse argv and the environment; exits 2 with a usage error on bad input.
+    pub fn parse_validated() -> Mode {
+        Self::parse()
+            .validate()
+            .unwrap_or_else(|(kind, msg)| Cli::command().error(kind, msg).exit())
+    }
+
+    /// Validate parsed arguments into a [`Mode`].
+    pub fn validate(self) -> Result<Mode, (ErrorKind, String)> {
+        if let Some(Command::Health { file, max_age }) = self.command {
+            return Ok(Mode::Health { file, max_age });
+        }
+        let connect = self.connect.filter(|c| !c.is_empty()).ok_or((
+            ErrorKind::MissingRequiredArgument,
+            "--connect (or ZMQFLOW_CONNECT) is required".to_owned(),
+        ))?;
+        let mut names: Vec<String> = Vec::new();
+        for name in self
+            .services
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            if services::lookup(name).is_none() {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "unknown service '{name}'; this worker offers {}",
+                        services::BUILTIN.join(", ")
+                    ),
+                ));
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        if names.is_empty() {
+            return Err((
+                ErrorKind::MissingRequiredArgument,
+                "at least one --service (or ZMQFLOW_SERVICE) is required".to_owned(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err((
+                ErrorKind::InvalidValue,
+                "--concurrency must be at least 1".to_owned(),
+            ));
+        }
+        if !(self.heartbeat_interval.is_finite() && self.heartbeat_interval > 0.0) {
+            return Err((
+                ErrorKind::InvalidValue,
+                "--heartbeat-interval must be > 0".to_owned(),
+            ));
+        }
+        let host = hostname();
+        let worker_id = self.worker_id.unwrap_or_else(|| default_worker_id(&host));
+        if worker_id.is_empty() || worker_id.len() > 128 {
+            return Err((
+                ErrorKind::InvalidValue,
+                "--worker-id must be 1 to 128 bytes".to_owned(),
+            ));
+        }
+        Ok(Mode::Work(Config {
+            connect,
+            services: names,
+            concurrency: self.concurrency,
+            credit: self.credit.unwrap_or(2 * self.concurrency as u64),
+            heartbeat_interval: Duration::from_secs_f64(self.heartbeat_interval),
+            liveness: 3,
+            health_file: self.health_file.filter(|f| !f.is_empty()),
+            worker_id,
+            host,
+        }))
+    }
+}
+
+/// The kernel's host name (a container's name on compose), or "localhost".
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `rust-<hostname>-<pid>-<4 hex>`; the hex part tells restarts apart.
+pub fn default_worker_id(host: &str) -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let tag = hasher.finish() as u16;
+    let id = format!("rust-{host}-{}-{tag:04x}", std::process::id());
+    // Keep within the protocol's 128 bytes even for very long host names.
+    id.chars()
+        .rev()
+        .take(128)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Mode, (ErrorKind, String)> {
+        let mut argv = vec!["zmqflow-worker"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("clap parse").validate()
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(Mode::Work(cfg)) = parse(&["--connect", "tcp://x:1", "--service", "echo"]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(cfg.concurrency, 1);
+        assert_eq!(cfg.credit, 2);
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(1));
+        assert!(cfg.worker_id.starts_with("rust-"));
+    }
+
+    #[test]
+    fn repeated_and_comma_separated_services() {
+        let Ok(Mode::Work(cfg)) = parse(&[
+            "--connect",
+            "tcp://x:1",
+            "--service",
+            "echo,sha256",
+            "--service",
+            "rollup",
+            "--service",
+            "echo",
+            "--concurrency",
+            "3",
+        ]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(cfg.services, ["echo", "sha256", "rollup"]);
+        assert_eq!(cfg.credit, 6);
+    }
+
+    #[test]
+    fn unknown_service_is_a_usage_error() {
+        let Err((kind, msg)) = parse(&["--connect", "tcp://x:1", "--service", "nope"]) else {
+            panic!("expected an error");
+        };
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert!(msg.contains("unknown service 'nope'"));
+    }
+
+    #[test]
+    fn health_needs_no_connect() {
+        assert!(matches!(
+            parse(&["health", "--file", "/tmp/x", "--max-age", "2"]),
+            Ok(Mode::Health { max_age, .. }) if max_age == 2.0
+        ));
+    }
+
+    #[test]
+    fn worker_id_shape() {
+        let id = default_worker_id("host");
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts[0], "rust");
+        assert_eq!(parts[1], "host");
+        assert_eq!(parts[3].len(), 4);
+    }
+}

@@ -1,0 +1,539 @@
+//! The worker side of ZFP/1 (docs/protocol.md, "Worker life").
+//!
+//! Contract:
+//! - one DEALER socket to the forwarder's backend; READY on every new socket
+//!   and after every DISCONNECT from the forwarder, listing the ids still held;
+//! - at most `credit` tasks held (running plus waiting); each TASK runs on a
+//!   pool of `concurrency` handler threads and is answered with exactly one
+//!   RESULT or FAILED (handler errors and panics become FAILED);
+//! - the main thread only moves messages, so it stays responsive while
+//!   handlers run: finished tasks come back over an inproc PUSH/PULL pair and
+//!   wake `zmq_poll` at once; SIGTERM/SIGINT arrive through a self-pipe that
+//!   is polled too;
+//! - HEARTBEAT every interval; after `liveness` silent intervals the socket
+//!   is closed and a new one opened after a backoff (0.1 s doubling to 5 s,
+//!   reset once the forwarder is heard from). Answers produced while the
+//!   link is down (and those sent during the silent window) are sent again
+//!   after the next READY: the forwarder drops late duplicates;
+//! - drain on SIGTERM: READY with credit 0, answer everything held,
+//!   DISCONNECT {reason: "drained"}, return Ok (exit 0).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use indexmap::IndexSet;
+use log::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::protocol::{self, cmd, Frames, Headers, Message, Ready};
+use crate::services;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a draining worker keeps trying to reach a dead forwarder before
+/// it gives up on delivering its last answers (the forwarder requeues them).
+const DRAIN_UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
+/// The health file is rewritten at most this often.
+const HEALTH_TOUCH_EVERY: Duration = Duration::from_millis(250);
+/// How long closing the socket waits to flush the final messages.
+const FINAL_LINGER_MS: i32 = 2000;
+
+static POOL_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// One task for the handler pool.
+struct Job {
+    id: String,
+    service: String,
+    headers: Headers,
+    payload: Vec<u8>,
+}
+
+/// Run a handler; the answer frames, prefixed with the task id for the loop.
+fn execute(job: Job) -> Frames {
+    let outcome = match services::lookup(&job.service) {
+        Some(handler) => catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &job.headers)))
+            .unwrap_or_else(|panic| {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".to_owned());
+                Err(format!("panic: {text}"))
+            }),
+        None => Err(format!("unknown service '{}'", job.service)),
+    };
+    let mut frames = vec![job.id.clone().into_bytes()];
+    frames.extend(match outcome {
+        Ok(payload) => protocol::result_frames(&job.id, payload),
+        Err(text) => {
+            debug!("task {} failed: {text}", job.id);
+            protocol::failed_frames(&job.id, &text)
+        }
+    });
+    frames
+}
+
+/// `concurrency` threads taking jobs from a channel and pushing answers to
+/// the loop's inproc PULL socket.
+struct Pool {
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(ctx: &zmq::Context, endpoint: &str, size: usize) -> Result<Pool, String> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(size);
+        for n in 0..size {
+            let push = ctx
+                .socket(zmq::PUSH)
+                .map_err(|e| format!("inproc socket: {e}"))?;
+            push.set_sndhwm(0).map_err(|e| e.to_string())?;
+            push.connect(endpoint)
+                .map_err(|e| format!("inproc connect: {e}"))?;
+            let rx = Arc::clone(&rx);
+            let thread = std::thread::Builder::new()
+                .name(format!("handler-{n}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    if let Err(e) = push.send_multipart(execute(job), 0) {
+                        error!("handler thread cannot reach the loop: {e}");
+                        return;
+                    }
+                })
+                .map_err(|e| format!("spawn handler thread: {e}"))?;
+            threads.push(thread);
+        }
+        Ok(Pool {
+            jobs: Some(tx),
+            threads,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        if let Some(tx) = &self.jobs {
+            if tx.send(job).is_err() {
+                error!("handler pool is gone");
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        self.jobs.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A live socket to the forwarder and its timers.
+struct Link {
+    socket: zmq::Socket,
+    last_heard: Instant,
+    next_heartbeat: Instant,
+}
+
+enum Conn {
+    Up(Link),
+    Down { retry_at: Instant },
+}
+
+/// The worker: its configuration, link and the tasks it holds.
+pub struct Worker {
+    cfg: Config,
+    ctx: zmq::Context,
+    conn: Conn,
+    /// Ids received and not yet answered by a handler, in arrival order.
+    held: IndexSet<String>,
+    /// Answers not sent yet (the link was down): (id, frames).
+    outbox: VecDeque<(String, Frames)>,
+    /// Answers sent since the forwarder was last heard from.
+    unconfirmed: Vec<(String, Frames)>,
+    backoff: Duration,
+    draining_since: Option<Instant>,
+    health_touched: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(cfg: Config, ctx: zmq::Context) -> Worker {
+        Worker {
+            cfg,
+            ctx,
+            conn: Conn::Down {
+                retry_at: Instant::now(),
+            },
+            held: IndexSet::new(),
+            outbox: VecDeque::new(),
+            unconfirmed: Vec::new(),
+            backoff: BACKOFF_MIN,
+            draining_since: None,
+            health_touched: None,
+        }
+    }
+
+    /// Serve until drained. `signals` becomes readable on SIGTERM/SIGINT.
+    pub fn run(mut self, mut signals: UnixStream) -> Result<(), String> {
+        let endpoint = format!(
+            "inproc://zmqflow-results-{}",
+            POOL_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let results = self.ctx.socket(zmq::PULL).map_err(|e| e.to_string())?;
+        results.set_rcvhwm(0).map_err(|e| e.to_string())?;
+        results
+            .bind(&endpoint)
+            .map_err(|e| format!("bind {endpoint}: {e}"))?;
+        let pool = Pool::start(&self.ctx, &endpoint, self.cfg.concurrency)?;
+        signals.set_nonblocking(true).map_err(|e| e.to_string())?;
+        info!(
+            "worker {} serving {} (concurrency {}, credit {}) via {}",
+            self.cfg.worker_id,
+            self.cfg.services.join(","),
+            self.cfg.concurrency,
+            self.cfg.credit,
+            self.cfg.connect
+        );
+
+        let outcome = loop {
+            self.timers();
+            if let Some(done) = self.drain_finished() {
+                break done;
+            }
+            let (signalled, results_ready, socket_ready) = match self.wait(&results, &signals) {
+                Ok(ready) => ready,
+                Err(e) => break Err(format!("poll: {e}")),
+            };
+            if signalled {
+                let mut sink = [0u8; 64];
+                while matches!(signals.read(&mut sink), Ok(n) if n > 0) {}
+                self.start_drain();
+            }
+            if results_ready {
+                while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
+                    self.answer(frames);
+                }
+            }
+            if socket_ready {
+                while let Some(frames) = self.recv() {
+                    self.handle(frames, &pool);
+                }
+            }
+        };
+        if let Conn::Up(link) = &self.conn {
+            let _ = link.socket.set_linger(FINAL_LINGER_MS);
+        }
+        self.conn = Conn::Down {
+            retry_at: Instant::now(),
+        };
+        pool.stop();
+        outcome
+    }
+
+    /// Block in zmq_poll until a socket, the signal pipe or a timer is due.
+    fn wait(
+        &self,
+        results: &zmq::Socket,
+        signals: &UnixStream,
+    ) -> Result<(bool, bool, bool), zmq::Error> {
+        let now = Instant::now();
+        let deadline = match &self.conn {
+            Conn::Up(link) => link.next_heartbeat.min(link.last_heard + self.dead_after()),
+            Conn::Down { retry_at } => *retry_at,
+        };
+        let timeout = deadline.saturating_duration_since(now);
+        let timeout_ms = timeout.as_micros().div_ceil(1000) as i64;
+        let mut items = vec![
+            zmq::PollItem::from_fd(signals.as_raw_fd(), zmq::POLLIN),
+            results.as_poll_item(zmq::POLLIN),
+        ];
+        if let Conn::Up(link) = &self.conn {
+            items.push(link.socket.as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, timeout_ms) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok((false, false, false)),
+            Err(e) => return Err(e),
+        }
+        let socket_ready = items.get(2).is_some_and(|i| i.is_readable());
+        Ok((items[0].is_readable(), items[1].is_readable(), socket_ready))
+    }
+
+    fn dead_after(&self) -> Duration {
+        self.cfg.heartbeat_interval * self.cfg.liveness
+    }
+
+    /// Heartbeats, liveness and reconnects.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let dead_after = self.dead_after();
+        match &mut self.conn {
+            Conn::Up(link) => {
+                if now.duration_since(link.last_heard) >= dead_after {
+                    warn!(
+                        "forwarder silent for {:.1}s; new socket in {:.1}s",
+                        now.duration_since(link.last_heard).as_secs_f64(),
+                        self.backoff.as_secs_f64()
+                    );
+                    let _ = link.socket.set_linger(0);
+                    self.conn = Conn::Down {
+                        retry_at: now + self.backoff,
+                    };
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    // What was sent on the old socket may be lost: send again.
+                    for item in self.unconfirmed.drain(..).rev() {
+                        self.outbox.push_front(item);
+                    }
+                } else if now >= link.next_heartbeat {
+                    send(&link.socket, protocol::encode(&Message::Heartbeat));
+                    link.next_heartbeat = now + self.cfg.heartbeat_interval;
+                }
+            }
+            Conn::Down { retry_at } => {
+                if now >= *retry_at {
+                    if let Err(e) = self.open() {
+                        error!("cannot open a socket to {}: {e}", self.cfg.connect);
+                        self.conn = Conn::Down {
+                            retry_at: now + self.backoff,
+                        };
+                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new DEALER, connected, READY sent, pending answers flushed.
+    fn open(&mut self) -> Result<(), zmq::Error> {
+        let socket = self.ctx.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket.set_sndhwm(0)?;
+        socket.set_rcvhwm(0)?;
+        socket.connect(&self.cfg.connect)?;
+        let now = Instant::now();
+        self.conn = Conn::Up(Link {
+            socket,
+            last_heard: now,
+            next_heartbeat: now + self.cfg.heartbeat_interval,
+        });
+        info!("connected to {}", self.cfg.connect);
+        self.send_ready();
+        let pending: Vec<_> = self.outbox.drain(..).collect();
+        if !pending.is_empty() {
+            info!(
+                "sending {} answers held while the forwarder was away",
+                pending.len()
+            );
+        }
+        for (id, frames) in pending {
+            self.deliver(id, frames);
+        }
+        Ok(())
+    }
+
+    fn send_ready(&mut self) {
+        let Conn::Up(link) = &self.conn else { return };
+        let mut inflight: Vec<String> = self.held.iter().cloned().collect();
+        inflight.extend(self.outbox.iter().map(|(id, _)| id.clone()));
+        let credit = if self.draining_since.is_some() {
+            0
+        } else {
+            self.cfg.credit
+        };
+        let ready = Ready {
+            worker: self.cfg.worker_id.clone(),
+            language: "rust".to_owned(),
+            services: self.cfg.services.clone(),
+            credit,
+            inflight,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: u64::from(std::process::id()),
+            host: self.cfg.host.clone(),
+        };
+        info!("READY credit {credit}, {} in flight", ready.inflight.len());
+        send(&link.socket, protocol::encode(&Message::Ready(ready)));
+    }
+
+    /// Send one answer now, or keep it for the next socket.
+    fn deliver(&mut self, id: String, frames: Frames) {
+        match &self.conn {
+            Conn::Up(link) if send(&link.socket, frames.clone()) => {
+                self.unconfirmed.push((id, frames));
+            }
+            _ => self.outbox.push_back((id, frames)),
+        }
+    }
+
+    /// A handler finished: frames are [id, answer frames…].
+    fn answer(&mut self, mut frames: Frames) {
+        if frames.len() < 3 {
+            error!("bad internal answer of {} frames", frames.len());
+            return;
+        }
+        let id = String::from_utf8_lossy(&frames.remove(0)).into_owned();
+        self.held.shift_remove(&id);
+        self.deliver(id, frames);
+    }
+
+    fn recv(&self) -> Option<Frames> {
+        let Conn::Up(link) = &self.conn else {
+            return None;
+        };
+        link.socket.recv_multipart(zmq::DONTWAIT).ok()
+    }
+
+    fn heard(&mut self) {
+        let now = Instant::now();
+        if let Conn::Up(link) = &mut self.conn {
+            link.last_heard = now;
+        }
+        self.backoff = BACKOFF_MIN;
+        self.unconfirmed.clear();
+        if let Some(path) = &self.cfg.health_file {
+            if self
+                .health_touched
+                .is_none_or(|t| now.duration_since(t) >= HEALTH_TOUCH_EVERY)
+            {
+                self.health_touched = Some(now);
+                if let Err(e) = touch(path) {
+                    warn!("cannot touch health file {path}: {e}");
+                }
+            }
+        }
+    }
+
+    /// One message from the forwarder.
+    fn handle(&mut self, frames: Frames, pool: &Pool) {
+        self.heard();
+        match protocol::decode(&frames) {
+            Ok(Message::Task(task)) => {
+                if self.held.contains(&task.id) {
+                    warn!(
+                        "task {} dispatched again while still held; answering once",
+                        task.id
+                    );
+                    return;
+                }
+                if self.held.len() as u64 >= self.cfg.credit {
+                    warn!(
+                        "forwarder sent task {} beyond credit {}",
+                        task.id, self.cfg.credit
+                    );
+                }
+                debug!(
+                    "task {} ({}, attempt {})",
+                    task.id, task.service, task.attempt
+                );
+                self.held.insert(task.id.clone());
+                pool.submit(Job {
+                    id: task.id,
+                    service: task.service,
+                    headers: task.headers,
+                    payload: task.payload,
+                });
+            }
+            Ok(Message::Heartbeat) => {}
+            Ok(Message::Disconnect { reason }) => {
+                info!("forwarder sent DISCONNECT ({reason}); announcing again");
+                self.send_ready();
+            }
+            Ok(other) => warn!("ignoring unexpected message from the forwarder: {other:?}"),
+            Err(e) => {
+                let is_task = frames.get(1).is_some_and(|c| c.as_slice() == [cmd::TASK]);
+                match protocol::salvage_task_id(&frames).filter(|_| is_task) {
+                    Some(id) => {
+                        warn!("malformed task {id}: {e}");
+                        self.deliver(
+                            id.clone(),
+                            protocol::failed_frames(&id, &format!("malformed task: {e}")),
+                        );
+                    }
+                    None => warn!("ignoring a message from the forwarder: {e}"),
+                }
+            }
+        }
+    }
+
+    fn start_drain(&mut self) {
+        if self.draining_since.is_some() {
+            info!("already draining ({} tasks held)", self.held.len());
+            return;
+        }
+        info!("draining: {} tasks held", self.held.len());
+        self.draining_since = Some(Instant::now());
+        self.send_ready();
+    }
+
+    /// `Some(outcome)` once a drain is complete.
+    fn drain_finished(&mut self) -> Option<Result<(), String>> {
+        let since = self.draining_since?;
+        if !self.held.is_empty() {
+            return None;
+        }
+        match &self.conn {
+            Conn::Up(link) if self.outbox.is_empty() => {
+                let bye = Message::Disconnect {
+                    reason: "drained".to_owned(),
+                };
+                send(&link.socket, protocol::encode(&bye));
+                info!("drained; DISCONNECT sent");
+                Some(Ok(()))
+            }
+            _ if since.elapsed() >= DRAIN_UNREACHABLE_GRACE => {
+                warn!(
+                    "drained, but the forwarder is unreachable: {} answers undelivered \
+                     (the forwarder requeues them)",
+                    self.outbox.len()
+                );
+                Some(Ok(()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Send without blocking (the socket's send queue is unbounded); false on error.
+fn send(socket: &zmq::Socket, frames: Frames) -> bool {
+    match socket.send_multipart(frames, zmq::DONTWAIT) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("send failed: {e}");
+            false
+        }
+    }
+}
+
+/// Create the file if needed and set its modification time to now.
+pub fn touch(path: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.set_modified(SystemTime::now())
+}
+
+/// `health` mode: is the file younger than `max_age` seconds?
+pub fn healthy(path: &str, max_age: f64) -> Result<f64, String> {
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{path}: {e}"))?;
+    let age = SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default()
+        .as_secs_f64();
+    if age <= max_age {
+        Ok(age)
+    } else {
+        Err(format!("{path} is {age:.1}s old (max {max_age}s)"))
+    }
+}
