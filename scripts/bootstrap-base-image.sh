@@ -16,6 +16,7 @@
 #   LOCAL_BASE       tag of the locally built base (zmqflow/base:bookworm)
 #   FORCE_LOCAL_BASE=1  skip the public image, always use/build the local one
 #   REBUILD_BASE=1   rebuild the local base even if it exists
+#   RECHOOSE_BASE=1  ignore the choice remembered in .build/base-image
 #   PULL_TIMEOUT     seconds to wait for `docker pull` (20)
 #   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  override the mirrors read from /etc/apt
 set -euo pipefail
@@ -40,6 +41,18 @@ choose() {
     log "base image: $1"
     echo "$1"
 }
+
+# --- 0. the choice made last time, if its image is still here ---------------
+# (saves the pull attempt, which can hang for PULL_TIMEOUT seconds offline)
+if [[ -f "$ROOT/.build/base-image" && "${RECHOOSE_BASE:-0}" != 1 && "${REBUILD_BASE:-0}" != 1 ]]; then
+    previous=$(cat "$ROOT/.build/base-image")
+    if [[ -n "$previous" ]] && image_exists "$previous" \
+        && { [[ "${FORCE_LOCAL_BASE:-0}" != 1 ]] || [[ "$previous" == "$LOCAL_BASE" ]]; }; then
+        log "reusing the previous choice (RECHOOSE_BASE=1 to choose again)"
+        choose "$previous"
+        exit 0
+    fi
+fi
 
 # --- 1. the public image -----------------------------------------------------
 if [[ "${FORCE_LOCAL_BASE:-0}" != 1 ]]; then

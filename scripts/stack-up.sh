@@ -30,11 +30,11 @@ What runs where
   forwarder          clients        tcp://${client:--}             (inside: tcp://forwarder:5555, ipc:///run/zmqflow/frontend.sock)
                      workers        tcp://forwarder:5556 (compose network only), ipc:///run/zmqflow/backend.sock
                      events in      tcp://$(port forwarder 5557)   (XSUB: publish here)
-                     events out     tcp://$(port forwarder 5558)   (XPUB: subscribe here)
+                     events out     tcp://$(port forwarder 5558)   (XPUB: subscribe here; also ipc:///run/zmqflow/events.sock)
                      metrics        http://$(port forwarder 9100)/metrics
                      journal        volume forwarder-journal -> /var/lib/zmqflow/journal.db
   worker-python      $(compose ps -q worker-python | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-python=N)
-  worker-python-ipc  $(compose ps -q worker-python-ipc | wc -l) replica over ipc (volume zmqflow-ipc -> /run/zmqflow)
+  events-log         worker arrivals/departures over ipc (volume zmqflow-ipc -> /run/zmqflow): docker compose logs events-log
   postgres           postgres:5432 inside the network (databases: airflow, prefect)
 
 INFO
