@@ -36,6 +36,14 @@ pub struct Cli {
     #[arg(long, env = "ZMQFLOW_HEARTBEAT_INTERVAL", default_value_t = 1.0)]
     pub heartbeat_interval: f64,
 
+    /// Silent intervals after which the forwarder counts as dead.
+    #[arg(long, env = "ZMQFLOW_HEARTBEAT_LIVENESS", default_value_t = 3)]
+    pub heartbeat_liveness: u32,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
+    #[arg(long, env = "ZMQFLOW_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
     /// File touched whenever the forwarder is heard from.
     #[arg(long, env = "ZMQFLOW_HEALTH_FILE")]
     pub health_file: Option<String>,
@@ -70,6 +78,7 @@ pub struct Config {
     pub credit: u64,
     pub heartbeat_interval: Duration,
     pub liveness: u32,
+    pub log_level: String,
     pub health_file: Option<String>,
     pub worker_id: String,
     pub host: String,
@@ -136,6 +145,12 @@ impl Cli {
                 "--heartbeat-interval must be > 0".to_owned(),
             ));
         }
+        if self.heartbeat_liveness == 0 {
+            return Err((
+                ErrorKind::InvalidValue,
+                "--heartbeat-liveness must be at least 1".to_owned(),
+            ));
+        }
         let host = hostname();
         let worker_id = self.worker_id.unwrap_or_else(|| default_worker_id(&host));
         if worker_id.is_empty() || worker_id.len() > 128 {
@@ -150,11 +165,22 @@ impl Cli {
             concurrency: self.concurrency,
             credit: self.credit.unwrap_or(2 * self.concurrency as u64),
             heartbeat_interval: Duration::from_secs_f64(self.heartbeat_interval),
-            liveness: 3,
+            liveness: self.heartbeat_liveness,
+            log_level: log_filter(&self.log_level),
             health_file: self.health_file.filter(|f| !f.is_empty()),
             worker_id,
             host,
         }))
+    }
+}
+
+/// Python's level names (WARNING, CRITICAL, any case) as env_logger filters.
+fn log_filter(level: &str) -> String {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" => "error".to_owned(),
+        "" => "info".to_owned(),
+        other => other.to_owned(),
     }
 }
 

@@ -14,8 +14,8 @@ use log::{error, info, warn};
 use zmqflow_worker::config::{Cli, Mode};
 use zmqflow_worker::worker;
 
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+fn init_logging(level: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|buf, record| {
             writeln!(
                 buf,
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         }
         Mode::Work(cfg) => cfg,
     };
-    init_logging();
+    init_logging(&cfg.log_level);
     report_curve();
     let signals = match signal_pipe() {
         Ok(s) => s,

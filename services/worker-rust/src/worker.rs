@@ -67,7 +67,8 @@ fn execute(job: Job) -> Frames {
                     .unwrap_or_else(|| "handler panicked".to_owned());
                 Err(format!("panic: {text}"))
             }),
-        None => Err(format!("unknown service '{}'", job.service)),
+        // Same text as the Python worker.
+        None => Err(format!("service '{}' not served here", job.service)),
     };
     let mut frames = vec![job.id.clone().into_bytes()];
     frames.extend(match outcome {
@@ -164,6 +165,9 @@ pub struct Worker {
     backoff: Duration,
     draining_since: Option<Instant>,
     health_touched: Option<Instant>,
+    /// A DISCONNECT arrived: READY goes out once the burst is read (a
+    /// restarted forwarder answers every queued message with DISCONNECT).
+    ready_wanted: bool,
 }
 
 impl Worker {
@@ -180,6 +184,7 @@ impl Worker {
             backoff: BACKOFF_MIN,
             draining_since: None,
             health_touched: None,
+            ready_wanted: false,
         }
     }
 
@@ -227,6 +232,9 @@ impl Worker {
             if socket_ready {
                 while let Some(frames) = self.recv() {
                     self.handle(frames, &pool);
+                }
+                if std::mem::take(&mut self.ready_wanted) {
+                    self.send_ready();
                 }
             }
         };
@@ -444,8 +452,10 @@ impl Worker {
             }
             Ok(Message::Heartbeat) => {}
             Ok(Message::Disconnect { reason }) => {
-                info!("forwarder sent DISCONNECT ({reason}); announcing again");
-                self.send_ready();
+                if !self.ready_wanted {
+                    info!("forwarder sent DISCONNECT ({reason}); announcing again");
+                }
+                self.ready_wanted = true;
             }
             Ok(other) => warn!("ignoring unexpected message from the forwarder: {other:?}"),
             Err(e) => {
