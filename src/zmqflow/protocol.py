@@ -311,9 +311,7 @@ def _id_list(frame: bytes) -> list[str]:
 
 def _body_count(frames: list[bytes], count: int, name: str) -> None:
     if len(frames) - 2 != count:
-        raise ProtocolError(
-            "malformed", f"{name} takes {count} body frames, got {len(frames) - 2}"
-        )
+        raise ProtocolError("malformed", f"{name} takes {count} body frames, got {len(frames) - 2}")
 
 
 def _decode_task(header_frame: bytes, payload: bytes) -> Task:

@@ -1,0 +1,5 @@
+"""python -m zmqflow: the CLI."""
+
+from zmqflow.cli import app
+
+app()

@@ -1,0 +1,446 @@
+"""The ``zmqflow`` command line (typer): the contract of docs/cli.md.
+
+Every option also reads a ZMQFLOW_* variable through pydantic-settings; a bad
+value is reported plainly with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import zmq
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zmqflow import events
+from zmqflow.settings import ClientSettings, ForwarderSettings, WorkerSettings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="zmqflow: a loss-free ZeroMQ task and event fabric.",
+)
+err = Console(stderr=True)
+
+Endpoints = Annotated[list[str] | None, typer.Option(help="repeatable; tcp:// or ipc://")]
+
+
+def _settings(cls: type[Any], **options: Any) -> Any:
+    """Settings from options given (not None) over ZMQFLOW_* variables over defaults."""
+    try:
+        return cls(**{k: v for k, v in options.items() if v is not None and v != []})
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            err.print(f"[red]bad setting[/] {field} (ZMQFLOW_{field.upper()}): {error['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@app.command()
+def forwarder(
+    frontend: Endpoints = None,
+    backend: Endpoints = None,
+    events_in: Endpoints = None,
+    events_out: Endpoints = None,
+    journal: Annotated[str | None, typer.Option(help="SQLite journal path or :memory:")] = None,
+    journal_sync: Annotated[
+        str | None, typer.Option(help="full (fsync per commit) or normal")
+    ] = None,
+    env: Annotated[str | None, typer.Option(help="environment prefix of event topics")] = None,
+    max_retries: int | None = None,
+    max_queue: int | None = None,
+    max_payload_bytes: int | None = None,
+    result_ttl_s: float | None = None,
+    heartbeat_interval: float | None = None,
+    heartbeat_liveness: int | None = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port, 0 = off")] = None,
+    log_level: str | None = None,
+) -> None:
+    """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
+    settings = _settings(
+        ForwarderSettings,
+        frontend=frontend,
+        backend=backend,
+        events_in=events_in,
+        events_out=events_out,
+        journal=journal,
+        journal_sync=journal_sync,
+        env=env,
+        max_retries=max_retries,
+        max_queue=max_queue,
+        max_payload_bytes=max_payload_bytes,
+        result_ttl_s=result_ttl_s,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_liveness=heartbeat_liveness,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
+    _logging(settings.log_level)
+    from zmqflow.forwarder import Forwarder
+    from zmqflow.forwarder.metrics import serve
+
+    try:
+        device = Forwarder(settings)
+    except zmq.ZMQError as exc:
+        err.print(f"[red]cannot bind:[/] {exc}")
+        raise typer.Exit(1) from None
+    if settings.metrics_port:
+        serve(device.broker, settings.metrics_port)
+    signal.signal(signal.SIGTERM, lambda *_: device.stop())
+    signal.signal(signal.SIGINT, lambda *_: device.stop())
+    device.run()
+
+
+@app.command()
+def worker(
+    connect: Annotated[str | None, typer.Option(help="forwarder backend endpoint")] = None,
+    service: Annotated[list[str] | None, typer.Option(help="service to serve; repeatable")] = None,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option(help="MODULE:FUNC; one, or one per --service; built-ins need none"),
+    ] = None,
+    concurrency: int | None = None,
+    credit: Annotated[int | None, typer.Option(help="tasks held at once (2x concurrency)")] = None,
+    health_file: Annotated[
+        str | None, typer.Option(help="touched when the forwarder is heard")
+    ] = None,
+    worker_id: str | None = None,
+    heartbeat_interval: float | None = None,
+    heartbeat_liveness: int | None = None,
+    log_level: str | None = None,
+) -> None:
+    """Serve tasks from a forwarder; SIGTERM drains (finish what is held, then leave)."""
+    settings = _settings(
+        WorkerSettings,
+        connect=connect,
+        service=service,
+        handler=handler,
+        concurrency=concurrency,
+        credit=credit,
+        health_file=health_file,
+        worker_id=worker_id,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_liveness=heartbeat_liveness,
+        log_level=log_level,
+    )
+    _logging(settings.log_level)
+    from zmqflow.worker import Worker, resolve_handlers
+
+    try:
+        handlers = resolve_handlers(settings.service, settings.handler)
+        runtime = Worker(settings, handlers)
+    except ValueError as exc:
+        err.print(f"[red]bad worker setup:[/] {exc}")
+        raise typer.Exit(2) from None
+    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
+    signal.signal(signal.SIGINT, lambda *_: runtime.stop())
+    runtime.run()
+
+
+@app.command()
+def submit(
+    service: Annotated[str, typer.Option(help="service to run")],
+    count: Annotated[int, typer.Option(min=1, help="how many tasks")] = 1,
+    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
+    payload: Annotated[str | None, typer.Option(help="payload text for every task")] = None,
+    payload_bytes: Annotated[int, typer.Option(help="payload of B bytes when no --payload")] = 100,
+    key_prefix: Annotated[
+        str | None, typer.Option(help="idempotency key PREFIX-<n> per task")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every answer")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON summary")] = False,
+) -> None:
+    """Submit COUNT tasks, wait for every answer; the last line is a JSON summary."""
+    from zmqflow.client import Client
+
+    settings = _settings(ClientSettings, connect=connect)
+    _logging("WARNING")
+    body = payload.encode() if payload is not None else b"x" * payload_bytes
+    keys = [f"{key_prefix}-{n}" for n in range(count)] if key_prefix else None
+    surfaced: Counter[str] = Counter()
+    by_worker: Counter[str] = Counter()
+    latencies: list[float] = []
+    completed = failed = refused = mismatched = 0
+    errors: Counter[str] = Counter()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    start = time.monotonic()
+    timed_out = False
+    with (
+        Client(
+            settings.connect,
+            timeout=timeout,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_liveness=settings.heartbeat_liveness,
+        ) as client,
+        progress,
+    ):
+        bar = progress.add_task(f"{service}", total=count)
+        ids = client.submit_many(service, [body] * count, keys=keys, wait_accepted=False)
+        try:
+            for result in client.as_completed(timeout):
+                surfaced[result.task_id] += 1
+                progress.advance(bar)
+                if result.ok:
+                    completed += 1
+                    latencies.append(result.latency_s)
+                    by_worker[result.worker or "?"] += 1
+                    if service in ("echo", "sleep") and result.payload != body:
+                        mismatched += 1
+                elif result.refused:
+                    refused += 1
+                    errors[f"{result.code}: {result.error}"] += 1
+                else:
+                    failed += 1
+                    errors[f"{result.code}: {result.error}"] += 1
+        except TimeoutError:
+            timed_out = True
+        session = client.session
+        unanswered = list(session.pending)
+        lost = sum(1 for i in unanswered if session.pending[i].accepted)
+        reconnects = client.reconnects
+    elapsed = time.monotonic() - start
+    summary = {
+        "service": service,
+        "submitted": len(ids),
+        "completed": completed,
+        "failed": failed,
+        "refused": refused,
+        "lost": lost,
+        "unacknowledged": len(unanswered) - lost,
+        "duplicates": sum(n - 1 for n in surfaced.values() if n > 1),
+        "redelivered": session.redelivered,
+        "mismatched": mismatched,
+        "elapsed_s": round(elapsed, 3),
+        "throughput_per_s": round(completed / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 3),
+        "reconnects": reconnects,
+        "timed_out": timed_out,
+        "workers": dict(by_worker),
+        "errors": dict(errors.most_common(5)),
+    }
+    if not as_json:
+        table = Table(
+            "submitted",
+            "completed",
+            "failed",
+            "refused",
+            "lost",
+            "duplicates",
+            "per s",
+            "p50 ms",
+            "p99 ms",
+            title=f"zmqflow submit {service}",
+        )
+        table.add_row(
+            *(
+                str(summary[k])
+                for k in (
+                    "submitted",
+                    "completed",
+                    "failed",
+                    "refused",
+                    "lost",
+                    "duplicates",
+                    "throughput_per_s",
+                    "p50_ms",
+                    "p99_ms",
+                )
+            )
+        )
+        Console().print(table)
+    print(json.dumps(summary))
+    ok = completed + failed == count and not lost and not mismatched
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def status(
+    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the forwarder")] = 3.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Workers, queues, in-flight and dead letters; exit 1 if the forwarder does not answer."""
+    from zmqflow.client import Client, ForwarderUnreachable
+
+    settings = _settings(ClientSettings, connect=connect)
+    try:
+        with Client(settings.connect, timeout=timeout) as client:
+            info = client.status(timeout)
+    except ForwarderUnreachable:
+        err.print(f"[red]no answer from {settings.connect} within {timeout}s[/]")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(info))
+        return
+    console = Console()
+    table = Table(
+        "worker",
+        "language",
+        "services",
+        "credit",
+        "in flight",
+        "last heard",
+        title=f"{len(info['workers'])} workers at {settings.connect}",
+    )
+    for w in info["workers"]:
+        table.add_row(
+            w["id"],
+            w["language"],
+            ",".join(w["services"]),
+            str(w["credit"]),
+            str(w["inflight"]),
+            f"{w['last_heartbeat_s']:.1f}s ago",
+        )
+    console.print(table)
+    queues = ", ".join(f"{k}={v}" for k, v in info["queues"].items()) or "empty"
+    console.print(
+        f"queued: {queues}; in flight: {info['inflight']}; "
+        f"dead letters: {info['dead_letter_count']}"
+    )
+
+
+@app.command("dead-letters")
+def dead_letters(
+    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
+    retry: Annotated[bool, typer.Option(help="queue them again and wait for the answers")] = False,
+    task_id: Annotated[list[str] | None, typer.Option("--id", help="only these ids")] = None,
+    timeout: float = 60.0,
+) -> None:
+    """List dead letters, or run them again with --retry."""
+    from zmqflow.client import Client
+
+    settings = _settings(ClientSettings, connect=connect)
+    with Client(settings.connect, timeout=timeout) as client:
+        if not retry:
+            print(json.dumps(client.status()["dead_letters"]))
+            return
+        moved = client.retry_dead_letters(task_id or [])
+        answers = [
+            {"id": r.task_id, "ok": r.ok, "error": r.error} for r in client.as_completed(timeout)
+        ]
+    print(json.dumps({"retried": len(moved), "answers": answers}))
+
+
+@app.command()
+def publish(
+    kind: Annotated[str, typer.Option(help="event kind; the topic is <env>.<kind>")],
+    data: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    connect: Annotated[
+        str, typer.Option(help="forwarder events-in (XSUB) endpoint")
+    ] = "tcp://127.0.0.1:5557",
+    env: Annotated[str, typer.Option(envvar="ZMQFLOW_ENV")] = "dev",
+    count: int = 1,
+) -> None:
+    """Publish events through the forwarder's event bus."""
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        err.print(f"[red]--data must be a JSON object:[/] {exc}")
+        raise typer.Exit(2) from None
+    encoder = events.EventEncoder(env, events.new_source("cli"))
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.linger = 2000
+    sock.connect(connect)
+    time.sleep(0.5)  # PUB/SUB slow joiner: let the connection settle before the first event
+    for _ in range(count):
+        sock.send_multipart(encoder.encode(kind, body))
+    sock.close()
+    print(json.dumps({"published": count, "topic": encoder.topic(kind), "last_seq": encoder.seq}))
+
+
+@app.command()
+def subscribe(
+    topic: Annotated[str, typer.Option(help="topic prefix, e.g. dev.task.")] = "",
+    connect: Annotated[
+        str, typer.Option(help="forwarder events-out (XPUB) endpoint")
+    ] = "tcp://127.0.0.1:5558",
+    count: Annotated[int, typer.Option(help="stop after N events (0: never)")] = 0,
+    timeout: Annotated[float, typer.Option(help="stop after S seconds (0: never)")] = 0.0,
+) -> None:
+    """Print events as JSON lines; the last line counts them and the gaps seen."""
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.linger = 0
+    sock.subscribe(topic.encode())
+    sock.connect(connect)
+    gaps = events.GapTracker()
+    received = 0
+    until = time.monotonic() + timeout if timeout else None
+    try:
+        while not count or received < count:
+            wait = None if until is None else max(0, int((until - time.monotonic()) * 1000))
+            if not sock.poll(wait):
+                break
+            try:
+                event = events.decode(sock.recv_multipart())
+            except ValueError as exc:
+                err.print(f"bad event dropped: {exc}")
+                continue
+            received += 1
+            missed = gaps.see(event)
+            print(
+                json.dumps(
+                    {
+                        "topic": event.topic,
+                        "source": event.source,
+                        "seq": event.seq,
+                        "missed_before": missed,
+                        "data": event.data,
+                    },
+                    default=str,
+                ),
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        pass
+    print(json.dumps({"received": received, "missed": gaps.missed}))
+
+
+@app.command()
+def health(
+    file: Annotated[Path, typer.Option(help="the worker's --health-file")],
+    max_age: Annotated[float, typer.Option(help="seconds")] = 5.0,
+) -> None:
+    """Exit 0 if the worker heard its forwarder within MAX_AGE seconds (a healthcheck)."""
+    try:
+        age = time.time() - file.stat().st_mtime
+    except FileNotFoundError:
+        err.print(f"{file} does not exist yet")
+        raise typer.Exit(1) from None
+    if age > max_age:
+        err.print(f"forwarder last heard {age:.1f}s ago")
+        raise typer.Exit(1)

@@ -1,0 +1,174 @@
+"""Client protocol state without sockets, shared by Client and AsyncClient.
+
+Contract: the session tracks every task it submitted until its one answer
+is surfaced. ``submit_frames`` gives the SUBMIT messages to send;
+``on_message`` takes what the forwarder sent and queues ``TaskResult``s in
+``ready``; ``resync_frames`` gives what to send on a new connection (SUBMIT
+again what was not ACCEPTED, COLLECT what was). An answer for an id already
+surfaced is dropped and counted in ``redelivered``: each task surfaces at
+most once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zmqflow import protocol as p
+
+Frames = list[bytes]
+REFUSAL_CODES = frozenset(
+    {
+        "malformed",
+        "unknown_command",
+        "bad_version",
+        "unknown_service",
+        "too_large",
+        "queue_full",
+        "unknown_task",
+    }
+)
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """The one answer of a task: a result, a failure or a refusal."""
+
+    task_id: str
+    ok: bool
+    payload: bytes = b""
+    error: str | None = None
+    code: str | None = None  # failure or refusal code; None when ok
+    worker: str | None = None
+    attempts: int = 0
+    cached: bool = False
+    latency_s: float = 0.0
+
+    @property
+    def refused(self) -> bool:
+        """The forwarder never took this task (see docs/protocol.md REFUSED)."""
+        return self.code in REFUSAL_CODES
+
+
+class Refused(Exception):
+    """The forwarder refused a task (unknown service, too large, queue full...)."""
+
+    def __init__(self, code: str, reason: str, ids: list[str]) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.ids = ids
+
+
+@dataclass(slots=True)
+class _Pending:
+    task: p.Task
+    sent_at: float
+    accepted: bool = False
+
+
+@dataclass
+class ClientSession:
+    max_batch: int = 1000
+    routing_id: bytes = field(default_factory=lambda: b"c-" + uuid.uuid4().hex.encode())
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    ready: deque[TaskResult] = field(default_factory=deque)
+    redelivered: int = 0
+    status: dict[str, Any] | None = None
+    errors: deque[p.Refused] = field(default_factory=deque)  # refusals not tied to an id
+    accepted_ids: deque[list[str]] = field(default_factory=deque)  # ACCEPTED replies, in order
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def submit_frames(self, tasks: Iterable[p.Task]) -> list[Frames]:
+        now = time.monotonic()
+        batch: list[p.Task] = []
+        out: list[Frames] = []
+        for task in tasks:
+            if task.id in self.pending or task.id in self.answered:
+                raise ValueError(f"task id {task.id!r} was already submitted in this session")
+            self.pending[task.id] = _Pending(task, now)
+            batch.append(task)
+            if len(batch) == self.max_batch:
+                out.append(p.encode(p.Submit(batch)))
+                batch = []
+        if batch:
+            out.append(p.encode(p.Submit(batch)))
+        return out
+
+    def collect_frames(self, ids: Iterable[str]) -> Frames:
+        """Attach to tasks submitted elsewhere (another process, an earlier run)."""
+        now = time.monotonic()
+        ids = list(ids)
+        for task_id in ids:
+            if task_id not in self.pending and task_id not in self.answered:
+                self.pending[task_id] = _Pending(p.Task(task_id, ""), now, accepted=True)
+        return p.encode(p.Collect(ids))
+
+    def resync_frames(self) -> list[Frames]:
+        unaccepted = [e.task for e in self.pending.values() if not e.accepted]
+        accepted = [i for i, e in self.pending.items() if e.accepted]
+        out = [
+            p.encode(p.Submit(unaccepted[i : i + self.max_batch]))
+            for i in range(0, len(unaccepted), self.max_batch)
+        ]
+        out.extend(
+            p.encode(p.Collect(accepted[i : i + 10_000])) for i in range(0, len(accepted), 10_000)
+        )
+        return out
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.pending)
+
+    def is_accepted(self, task_id: str) -> bool:
+        entry = self.pending.get(task_id)
+        return task_id in self.answered or (entry is not None and entry.accepted)
+
+    def on_message(self, frames: Frames) -> None:
+        try:
+            msg = p.decode(frames)
+        except p.ProtocolError:
+            return  # not for us to fix; the forwarder logs what it sent
+        match msg:
+            case p.Accepted(ids):
+                for task_id in ids:
+                    entry = self.pending.get(task_id)
+                    if entry is not None:
+                        entry.accepted = True
+                self.accepted_ids.append(ids)
+            case p.Result(task_id, worker, attempts, cached, payload):
+                self._answer(
+                    task_id,
+                    TaskResult(task_id, True, payload, None, None, worker, attempts, cached),
+                )
+            case p.Failed(task_id, code, error, worker, attempts):
+                self._answer(
+                    task_id, TaskResult(task_id, False, b"", error, code, worker, attempts)
+                )
+            case p.Refused(ids, code, reason):
+                if not ids:
+                    self.errors.append(msg)
+                for task_id in ids:
+                    self._answer(task_id, TaskResult(task_id, False, b"", reason, code))
+            case p.Status(info):
+                self.status = info
+            case _:
+                pass  # heartbeats: being heard is all they carry
+
+    def _answer(self, task_id: str, result: TaskResult) -> None:
+        entry = self.pending.pop(task_id, None)
+        if entry is None:
+            if task_id in self.answered:
+                self.redelivered += 1
+            return
+        self.answered.add(task_id)
+        result.latency_s = time.monotonic() - entry.sent_at
+        self.ready.append(result)

@@ -1,0 +1,619 @@
+"""The broker: task table, worker table and routing, without any sockets.
+
+Contract: ``on_client(rid, frames)`` and ``on_worker(rid, frames)`` take a
+message as received (routing id stripped), update the tables, buffer journal
+writes and append replies to ``outbox_clients`` / ``outbox_workers`` as
+``(routing_id, frames)``. The device commits the journal and only then sends
+the outboxes, so an ACCEPTED never leaves before its task is durable.
+``dispatch()`` hands queued tasks to workers with free credit (round robin);
+``tick(now)`` heartbeats workers and requeues the tasks of dead ones.
+Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
+exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zmqflow import protocol as p
+from zmqflow.journal import Answer, Journal, StoredTask
+
+log = logging.getLogger("zmqflow.forwarder")
+
+Frames = list[bytes]
+Outbox = list[tuple[bytes, Frames]]
+EventSink = Callable[[str, dict[str, Any]], None]
+
+_HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
+_HEARTBEAT_TO_CLIENT = p.encode(p.Heartbeat())
+
+
+@dataclass(slots=True, eq=False)
+class TaskEntry:
+    """An unfinished task held in memory (queued or in flight)."""
+
+    id: str
+    service: str
+    key: str | None
+    headers: dict[str, Any]
+    payload: bytes
+    retries: int
+    attempts: int
+    client: bytes
+    aliases: list[tuple[str, bytes]] = field(default_factory=list)
+    worker: bytes | None = None  # routing id while in flight
+
+    @classmethod
+    def from_stored(cls, stored: StoredTask) -> TaskEntry:
+        return cls(
+            stored.id,
+            stored.service,
+            stored.key,
+            stored.headers,
+            stored.payload,
+            stored.retries,
+            stored.attempts,
+            stored.client,
+            list(stored.aliases),
+        )
+
+
+@dataclass(slots=True, eq=False)
+class WorkerEntry:
+    rid: bytes
+    id: str
+    language: str
+    services: list[str]
+    credit: int
+    version: str
+    pid: int
+    host: str
+    last_seen: float
+    inflight: set[str] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.credit - len(self.inflight)
+
+
+@dataclass(slots=True)
+class Limits:
+    max_retries: int = 5
+    max_queue: int = 100_000
+    max_queue_bytes: int = 512 * 1024 * 1024
+    max_payload_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    heartbeat_interval: float = 1.0
+    heartbeat_liveness: int = 3
+
+
+class Broker:
+    def __init__(self, journal: Journal, limits: Limits, events: EventSink | None = None) -> None:
+        self.journal = journal
+        self.limits = limits
+        self.events: EventSink = events or (lambda kind, data: None)
+        self.tasks: dict[str, TaskEntry] = {}
+        self.aliases: dict[str, str] = {}  # alias id -> canonical id, unfinished only
+        self.keys: dict[str, str] = {}  # idempotency key -> canonical id, unfinished only
+        self.queues: dict[str, deque[TaskEntry]] = {}
+        self.queued_bytes = 0
+        self.workers: dict[bytes, WorkerEntry] = {}
+        self.by_service: dict[str, list[WorkerEntry]] = {}
+        self.known_services = journal.known_services()
+        self.dirty: set[str] = set()  # services that may be able to dispatch
+        self.outbox_clients: Outbox = []
+        self.outbox_workers: Outbox = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "accepted",
+                "completed",
+                "failed",
+                "refused",
+                "requeued",
+                "dead_lettered",
+                "late_results",
+                "malformed",
+                "workers_lost",
+            ),
+            0,
+        )
+        self._restore()
+
+    # ----------------------------------------------------------- recovery
+    def _restore(self) -> None:
+        for stored in self.journal.load_unfinished():
+            task = TaskEntry.from_stored(stored)
+            self._hold(task)
+            for alias_id, _client in task.aliases:
+                self.aliases[alias_id] = task.id
+        if self.tasks:
+            log.info("journal: %d unfinished tasks queued again", len(self.tasks))
+
+    def _hold(self, task: TaskEntry) -> None:
+        self.tasks[task.id] = task
+        if task.key:
+            self.keys[task.key] = task.id
+        self._enqueue(task)
+
+    def _enqueue(self, task: TaskEntry, front: bool = False) -> None:
+        task.worker = None
+        queue = self.queues.setdefault(task.service, deque())
+        if front:
+            queue.appendleft(task)
+        else:
+            queue.append(task)
+        self.queued_bytes += len(task.payload)
+        self.dirty.add(task.service)
+
+    # ------------------------------------------------------ client side
+    def on_client(self, rid: bytes, frames: Frames) -> None:
+        try:
+            if len(frames) >= 2 and frames[0] == p.CLIENT_SIGNATURE and frames[1] == b"\x01":
+                self._submit(rid, frames)
+                return
+            msg = p.decode(frames)
+            match msg:
+                case p.Heartbeat():
+                    self.outbox_clients.append((rid, _HEARTBEAT_TO_CLIENT))
+                case p.Collect(ids):
+                    self._collect(rid, ids)
+                case p.StatusRequest():
+                    self.outbox_clients.append((rid, p.encode(p.Status(self.status()))))
+                case p.Retry(ids):
+                    self._retry(rid, ids)
+                case _:
+                    raise p.ProtocolError(
+                        "unknown_command", f"{type(msg).__name__} is not a client request"
+                    )
+        except p.ProtocolError as exc:
+            self._refuse(rid, exc.ids, exc.code, exc.reason)
+
+    def _refuse(self, rid: bytes, ids: list[str], code: str, reason: str) -> None:
+        self.counters["refused"] += max(1, len(ids))
+        if code in ("malformed", "unknown_command", "bad_version"):
+            self.counters["malformed"] += 1
+            log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
+        self.outbox_clients.append((rid, p.encode(p.Refused(ids, code, reason))))
+
+    def _submit(self, rid: bytes, frames: Frames) -> None:
+        if (len(frames) - 2) // 2 > self.limits.max_batch:
+            raise p.ProtocolError(
+                "too_large", f"SUBMIT holds more than {self.limits.max_batch} tasks"
+            )
+        accepted: list[str] = []
+        cached: list[Frames] = []  # stored answers, sent after the ACCEPTED
+        refused: dict[tuple[str, str], list[str]] = {}
+        fresh: list[p.Task] = []
+        for item in p.decode_submit_tasks(frames):
+            if isinstance(item, p.ProtocolError):
+                refused.setdefault((item.code, item.reason), []).extend(item.ids)
+                continue
+            problem = self._check(item)
+            if problem:
+                refused.setdefault(problem, []).append(item.id)
+            elif self._known_unfinished(item.id, rid):
+                accepted.append(item.id)  # a re-sent SUBMIT: the same task
+            else:
+                fresh.append(item)
+        stored = self.journal.answers(t.id for t in fresh) if fresh else {}
+        for task in fresh:
+            if self._known_unfinished(task.id, rid):  # twice in one message
+                accepted.append(task.id)
+            elif task.id in stored:
+                accepted.append(task.id)
+                cached.extend(self._stored_reply(rid, task.id, stored[task.id]))
+            else:
+                outcome = self._accept(rid, task)
+                if isinstance(outcome, tuple):
+                    refused.setdefault(outcome, []).append(task.id)
+                else:
+                    accepted.append(task.id)
+                    cached.extend(outcome)
+        if accepted:
+            self.outbox_clients.append((rid, p.encode(p.Accepted(accepted))))
+        self.outbox_clients.extend((rid, reply) for reply in cached)
+        for (code, reason), ids in refused.items():
+            self._refuse(rid, ids, code, reason)
+
+    def _known_unfinished(self, task_id: str, rid: bytes) -> bool:
+        """True for an id held in memory; its results now go to ``rid``."""
+        if task_id in self.tasks:
+            self.tasks[task_id].client = rid
+            return True
+        canonical_id = self.aliases.get(task_id)
+        if canonical_id is not None:
+            canonical = self.tasks[canonical_id]
+            canonical.aliases = [(a, rid if a == task_id else c) for a, c in canonical.aliases]
+            return True
+        return False
+
+    def _check(self, task: p.Task) -> tuple[str, str] | None:
+        if not p.valid_id(task.id):
+            return ("malformed", "task id must be 1-64 characters of [A-Za-z0-9._:-]")
+        if not p.valid_service(task.service):
+            return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
+        if task.service not in self.known_services:
+            return ("unknown_service", f"no worker has ever offered service {task.service!r}")
+        if len(task.payload) > self.limits.max_payload_bytes:
+            return (
+                "too_large",
+                f"payload of {len(task.payload)} bytes exceeds {self.limits.max_payload_bytes}",
+            )
+        if task.key is not None and not 0 < len(task.key.encode()) <= 256:
+            return ("malformed", "idempotency key must be 1-256 bytes")
+        return None
+
+    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | list[Frames]:
+        """Take a new task, or join it to its key's task.
+
+        Returns a refusal, or the cached replies to send after ACCEPTED.
+        """
+        if task.key is not None:
+            canonical_id = self.keys.get(task.key)
+            if canonical_id is not None:
+                self.tasks[canonical_id].aliases.append((task.id, rid))
+                self.aliases[task.id] = canonical_id
+                self.journal.record_alias(task.id, canonical_id, task.service, task.key, rid, False)
+                return []
+            answer = self.journal.answer_for_key(task.key)
+            if answer is not None and answer.finished:
+                self.journal.record_alias(task.id, answer.id, task.service, task.key, rid, True)
+                return self._stored_reply(rid, task.id, answer)
+        if (
+            len(self.tasks) >= self.limits.max_queue
+            or self.queued_bytes + len(task.payload) > self.limits.max_queue_bytes
+        ):
+            return ("queue_full", f"the forwarder holds {len(self.tasks)} tasks, its limit")
+        retries = self.limits.max_retries if task.retries is None else task.retries
+        self.journal.record_accepted(
+            task.id, task.service, task.key, task.headers, task.payload, retries, rid
+        )
+        self._hold(
+            TaskEntry(task.id, task.service, task.key, task.headers, task.payload, retries, 0, rid)
+        )
+        self.counters["accepted"] += 1
+        return []
+
+    def _stored_reply(self, rid: bytes, reply_id: str, answer: Answer) -> list[Frames]:
+        """The stored answer of a finished task, under ``reply_id``; none if unfinished."""
+        if answer.state == "alias" and answer.alias_of is not None:
+            canonical_id = answer.alias_of
+            if canonical_id in self.tasks:  # still running: the alias joins it
+                self.tasks[canonical_id].aliases.append((reply_id, rid))
+                self.aliases[reply_id] = canonical_id
+                return []
+            target = self.journal.answers([canonical_id]).get(canonical_id)
+            if target is None:
+                return []
+            answer = target
+        if answer.state == "done":
+            return [
+                p.encode(
+                    p.Result(
+                        reply_id, answer.worker or "", answer.attempts, True, answer.result or b""
+                    )
+                )
+            ]
+        if answer.finished:
+            return [
+                p.encode(
+                    p.Failed(
+                        reply_id,
+                        answer.code or "handler_error",
+                        answer.error or "",
+                        answer.worker,
+                        answer.attempts,
+                    )
+                )
+            ]
+        return []
+
+    def _collect(self, rid: bytes, ids: list[str]) -> None:
+        pending = [i for i in ids if self._known_unfinished(i, rid)]
+        look_up = [i for i in ids if i not in self.tasks and i not in self.aliases]
+        stored = self.journal.answers(look_up) if look_up else {}
+        cached: list[Frames] = []
+        unknown: list[str] = []
+        for task_id in look_up:
+            if task_id in stored:
+                cached.extend(self._stored_reply(rid, task_id, stored[task_id]))
+            else:
+                unknown.append(task_id)
+        if pending:
+            self.outbox_clients.append((rid, p.encode(p.Accepted(pending))))
+        self.outbox_clients.extend((rid, reply) for reply in cached)
+        if unknown:
+            self._refuse(rid, unknown, "unknown_task", "no such task (never seen, or expired)")
+
+    def _retry(self, rid: bytes, ids: list[str]) -> None:
+        letters = self.journal.dead_letters(ids or None)
+        found = {d.id for d in letters}
+        for stored in letters:
+            stored.attempts = 0
+            stored.client = rid
+            self.journal.record_requeued(stored.id, rid)
+            self._hold(TaskEntry.from_stored(stored))
+        self.outbox_clients.append((rid, p.encode(p.Accepted([d.id for d in letters]))))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            self._refuse(rid, missing, "unknown_task", "not in the dead-letter list")
+
+    # ------------------------------------------------------ worker side
+    def on_worker(self, rid: bytes, frames: Frames, now: float) -> None:
+        worker = self.workers.get(rid)
+        if worker is not None:
+            worker.last_seen = now
+        try:
+            msg = p.decode(frames)
+        except p.ProtocolError as exc:
+            self.counters["malformed"] += 1
+            log.warning("worker %s: bad message dropped (%s): %s", rid.hex(), exc.code, exc.reason)
+            self.outbox_workers.append((rid, p.encode(p.Disconnect(f"{exc.code}: {exc.reason}"))))
+            return
+        match msg:
+            case p.Done(task_id, payload):
+                self._finish_from_worker(rid, worker, task_id, payload, None)
+            case p.Error(task_id, error):
+                self._finish_from_worker(rid, worker, task_id, None, error)
+            case p.WorkerHeartbeat():
+                if worker is None:
+                    self._disown(rid)
+            case p.Ready():
+                self._ready(rid, msg, now)
+            case p.Disconnect(reason):
+                if worker is not None:
+                    log.info("worker %s left: %s", worker.id, reason)
+                    self._remove_worker(worker, lost=False)
+                    self.events("worker.left", {"worker": worker.id, "reason": reason})
+            case _:
+                log.warning("worker %s: %s is not a worker message", rid.hex(), type(msg).__name__)
+                self.outbox_workers.append((rid, p.encode(p.Disconnect("unknown command"))))
+
+    def _disown(self, rid: bytes) -> None:
+        self.outbox_workers.append((rid, p.encode(p.Disconnect("unknown worker"))))
+
+    def _ready(self, rid: bytes, msg: p.Ready, now: float) -> None:
+        worker = self.workers.get(rid)
+        if worker is not None:
+            self._unlist(worker)
+            worker.services, worker.credit = msg.services, msg.credit
+        else:
+            worker = WorkerEntry(
+                rid,
+                msg.worker,
+                msg.language,
+                msg.services,
+                msg.credit,
+                msg.version,
+                msg.pid,
+                msg.host,
+                now,
+            )
+            self.workers[rid] = worker
+            log.info(
+                "worker %s (%s) ready: services=%s credit=%d inflight=%d",
+                msg.worker,
+                msg.language,
+                ",".join(msg.services),
+                msg.credit,
+                len(msg.inflight),
+            )
+            self.events(
+                "worker.ready",
+                {"worker": msg.worker, "language": msg.language, "services": msg.services},
+            )
+        for task_id in msg.inflight:
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            worker.inflight.add(task_id)
+            if task.worker is None:  # still queued: take it off instead of running it twice
+                task.worker = rid
+                task.attempts += 1
+                self.queued_bytes -= len(task.payload)
+        for service in msg.services:
+            self.by_service.setdefault(service, []).append(worker)
+            if service not in self.known_services:
+                self.known_services.add(service)
+                self.journal.add_service(service)
+            self.dirty.add(service)
+
+    def _unlist(self, worker: WorkerEntry) -> None:
+        for service in worker.services:
+            peers = self.by_service.get(service, [])
+            if worker in peers:
+                peers.remove(worker)
+
+    def _finish_from_worker(
+        self,
+        rid: bytes,
+        worker: WorkerEntry | None,
+        task_id: str,
+        payload: bytes | None,
+        error: str | None,
+    ) -> None:
+        if worker is not None:
+            worker.inflight.discard(task_id)
+            self.dirty.update(worker.services)
+        else:
+            self._disown(rid)
+        task = self.tasks.get(task_id)
+        if task is None:
+            self.counters["late_results"] += 1  # already answered by another worker
+            return
+        if task.worker is None:  # a late answer for a task queued again: take it off
+            self.queued_bytes -= len(task.payload)
+        name = worker.id if worker is not None else "unknown"
+        if error is None:
+            self._finish(task, "done", payload or b"", None, None, name)
+        else:
+            self._finish(task, "failed", None, error, "handler_error", name)
+
+    def _finish(
+        self,
+        task: TaskEntry,
+        state: str,
+        result: bytes | None,
+        error: str | None,
+        code: str | None,
+        worker: str | None,
+    ) -> None:
+        del self.tasks[task.id]  # a copy left in a queue is skipped by _next
+        if task.key:
+            self.keys.pop(task.key, None)
+        self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
+        if state == "done":
+            self.counters["completed"] += 1
+            reply = p.Result(task.id, worker or "", task.attempts, False, result or b"")
+            self.events(
+                "task.completed", {"id": task.id, "service": task.service, "worker": worker}
+            )
+        else:
+            self.counters["dead_lettered" if state == "dead" else "failed"] += 1
+            reply = p.Failed(task.id, code or "", error or "", worker, task.attempts)
+            self.events(
+                "task.dead_lettered" if state == "dead" else "task.failed",
+                {"id": task.id, "service": task.service, "error": error},
+            )
+        self.outbox_clients.append((task.client, p.encode(reply)))
+        if task.aliases:
+            self.journal.record_aliases_finished(task.id)
+            for alias_id, client in task.aliases:
+                self.aliases.pop(alias_id, None)
+                reply.id = alias_id
+                if isinstance(reply, p.Result):
+                    reply.cached = True
+                self.outbox_clients.append((client, p.encode(reply)))
+
+    # ---------------------------------------------------------- routing
+    def dispatch(self) -> None:
+        """Hand queued tasks to workers with free credit, one each per round."""
+        while self.dirty:
+            service = self.dirty.pop()
+            queue = self.queues.get(service)
+            peers = self.by_service.get(service)
+            if not queue or not peers:
+                continue
+            ready = deque(w for w in peers if w.free > 0)
+            while ready:
+                task = self._next(queue)
+                if task is None:
+                    break
+                worker = ready.popleft()
+                self._send_task(worker, task)
+                if worker.free > 0:
+                    ready.append(worker)
+            if len(peers) > 1:  # the next round starts with another worker
+                peers.append(peers.pop(0))
+
+    def _next(self, queue: deque[TaskEntry]) -> TaskEntry | None:
+        while queue:
+            task = queue.popleft()
+            if task.worker is None and self.tasks.get(task.id) is task:
+                return task
+        return None
+
+    def _send_task(self, worker: WorkerEntry, task: TaskEntry) -> None:
+        task.worker = worker.rid
+        task.attempts += 1
+        self.queued_bytes -= len(task.payload)
+        worker.inflight.add(task.id)
+        self.outbox_workers.append(
+            (
+                worker.rid,
+                p.encode(
+                    p.Dispatch(task.id, task.service, task.headers, task.attempts, task.payload)
+                ),
+            )
+        )
+
+    def worker_unreachable(self, rid: bytes) -> None:
+        """The device could not send to this routing id: the peer is gone."""
+        worker = self.workers.get(rid)
+        if worker is not None:
+            log.warning("worker %s unreachable", worker.id)
+            self._remove_worker(worker, lost=True)
+
+    # ------------------------------------------------------------ time
+    def tick(self, now: float) -> None:
+        """Heartbeat every worker; declare dead the silent ones."""
+        deadline = self.limits.heartbeat_interval * self.limits.heartbeat_liveness
+        for worker in list(self.workers.values()):
+            silent = now - worker.last_seen
+            if silent > deadline:
+                log.warning(
+                    "worker %s silent for %.1fs: dead, %d tasks requeued",
+                    worker.id,
+                    silent,
+                    len(worker.inflight),
+                )
+                self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
+                self._remove_worker(worker, lost=True)
+            else:
+                self.outbox_workers.append((worker.rid, _HEARTBEAT_TO_WORKER))
+
+    def _remove_worker(self, worker: WorkerEntry, lost: bool) -> None:
+        self.workers.pop(worker.rid, None)
+        self._unlist(worker)
+        if lost:
+            self.counters["workers_lost"] += 1
+        requeue: list[TaskEntry] = []
+        for task_id in worker.inflight:
+            task = self.tasks.get(task_id)
+            if task is not None and task.worker == worker.rid:
+                requeue.append(task)
+        # oldest first at the front, so order is kept
+        for task in sorted(requeue, key=lambda t: t.attempts, reverse=True):
+            if lost and task.attempts > task.retries:
+                self._finish(
+                    task,
+                    "dead",
+                    None,
+                    f"worker lost on each of {task.attempts} attempts",
+                    "dead_letter",
+                    None,
+                )
+                continue
+            self.counters["requeued"] += 1
+            self.journal.record_attempts(task.id, task.attempts)
+            self._enqueue(task, front=True)
+            self.events("task.requeued", {"id": task.id, "attempts": task.attempts})
+        worker.inflight.clear()
+
+    # ---------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        queues: dict[str, int] = {}
+        inflight = 0
+        for task in self.tasks.values():
+            if task.worker is None:
+                queues[task.service] = queues.get(task.service, 0) + 1
+            else:
+                inflight += 1
+        return {
+            "workers": [
+                {
+                    "id": w.id,
+                    "language": w.language,
+                    "services": w.services,
+                    "credit": w.credit,
+                    "inflight": len(w.inflight),
+                    "last_heartbeat_s": round(now - w.last_seen, 3),
+                    "host": w.host,
+                    "pid": w.pid,
+                    "version": w.version,
+                }
+                for w in self.workers.values()
+            ],
+            "services": sorted(self.known_services),
+            "queues": queues,
+            "inflight": inflight,
+            "dead_letters": self.journal.dead_letter_summaries(),
+            "dead_letter_count": self.journal.count_dead(),
+            "counters": dict(self.counters),
+        }

@@ -1,0 +1,185 @@
+"""The forwarder device: sockets, the poll loop and its timers.
+
+Contract: ``Forwarder(settings).run()`` binds a ROUTER for clients and a
+ROUTER for workers on every configured endpoint, plus an XSUB/XPUB pair for
+events, and serves until ``stop()`` (or SIGTERM/SIGINT in the CLI). Each
+loop turn drains every readable socket, commits the journal once (group
+commit), then sends what the broker queued: nothing leaves before the
+journal holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import zmq
+
+from zmqflow.events import EventEncoder, new_source
+from zmqflow.forwarder.broker import Broker, Limits, Outbox
+from zmqflow.journal import Journal
+from zmqflow.protocol import MAX_MESSAGE_BYTES
+from zmqflow.settings import ForwarderSettings
+from zmqflow.transport import recv_frames, send_frames
+
+log = logging.getLogger("zmqflow.forwarder")
+
+_DRAIN_LIMIT = 2000  # messages read from one socket per loop turn, for fairness
+_PURGE_EVERY_S = 60.0
+
+
+class Forwarder:
+    def __init__(self, settings: ForwarderSettings, ctx: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self.ctx = ctx or zmq.Context.instance()
+        self.source = new_source("forwarder")
+        self.events = EventEncoder(settings.env, self.source)
+        self._subscriptions: dict[bytes, int] = {}
+        if settings.journal == ":memory:":
+            log.warning("journal in memory: accepted tasks are lost if the forwarder dies")
+        self.journal = Journal(settings.journal, settings.journal_sync)
+        self.broker = Broker(
+            self.journal,
+            Limits(
+                max_retries=settings.max_retries,
+                max_queue=settings.max_queue,
+                max_queue_bytes=settings.max_queue_bytes,
+                max_payload_bytes=settings.max_payload_bytes,
+                max_batch=settings.max_batch,
+                heartbeat_interval=settings.heartbeat_interval,
+                heartbeat_liveness=settings.heartbeat_liveness,
+            ),
+            self._publish,
+        )
+        self._running = False
+        self.started = time.monotonic()
+        self.frontend = self._bind(zmq.ROUTER, settings.frontend, client_facing=True)
+        self.backend = self._bind(zmq.ROUTER, settings.backend, client_facing=False)
+        self.xsub = self._bind(zmq.XSUB, settings.events_in)
+        self.xpub = self._bind(zmq.XPUB, settings.events_out)
+        self._publish(
+            "forwarder.started", {"journal": settings.journal, "recovered": len(self.broker.tasks)}
+        )
+
+    def _bind(self, kind: int, endpoints: list[str], client_facing: bool = False) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error, not a drop
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            sock.sndhwm = sock.rcvhwm = 100_000
+            if client_facing:
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
+        for endpoint in endpoints:
+            if endpoint.startswith("ipc://"):
+                path = endpoint[len("ipc://") :]
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            sock.bind(endpoint)
+        return sock
+
+    @property
+    def bound(self) -> dict[str, list[str]]:
+        """The endpoints actually bound (ports resolved)."""
+
+        def last(sock: zmq.Socket) -> str:
+            return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+        return {"frontend": [last(self.frontend)], "backend": [last(self.backend)]}
+
+    # ----------------------------------------------------------- events
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        if not self._subscriptions or not hasattr(self, "xpub"):
+            return
+        topic = self.events.topic(kind).encode()
+        if any(topic.startswith(prefix) for prefix in self._subscriptions):
+            self.xpub.send_multipart(self.events.encode(kind, data), zmq.NOBLOCK)
+
+    def _on_subscription(self, frame: bytes) -> None:
+        if not frame:
+            return
+        prefix = frame[1:]
+        count = self._subscriptions.get(prefix, 0) + (1 if frame[0] == 1 else -1)
+        if count > 0:
+            self._subscriptions[prefix] = count
+        else:
+            self._subscriptions.pop(prefix, None)
+
+    # ------------------------------------------------------------- loop
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        s = self.settings
+        log.info(
+            "forwarder %s: clients %s, workers %s, events in %s out %s, journal %s (%d recovered)",
+            self.source,
+            ",".join(s.frontend),
+            ",".join(s.backend),
+            ",".join(s.events_in),
+            ",".join(s.events_out),
+            s.journal,
+            len(self.broker.tasks),
+        )
+        poller = zmq.Poller()
+        for sock in (self.frontend, self.backend, self.xsub, self.xpub):
+            poller.register(sock, zmq.POLLIN)
+        broker = self.broker
+        interval = s.heartbeat_interval
+        next_tick = time.monotonic() + interval
+        next_purge = time.monotonic() + _PURGE_EVERY_S
+        self._running = True
+        while self._running:
+            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+            ready = dict(poller.poll(timeout_ms))
+            now = time.monotonic()
+            if self.backend in ready:
+                self._drain(self.backend, lambda f, now=now: broker.on_worker(f[0], f[1:], now))
+            if self.frontend in ready:
+                self._drain(self.frontend, lambda f: broker.on_client(f[0], f[1:]))
+            if self.xsub in ready:
+                self._drain(self.xsub, self.xpub.send_multipart)
+            if self.xpub in ready:
+                self._drain(self.xpub, self._forward_subscription)
+            if now >= next_tick:
+                broker.tick(now)
+                next_tick = now + interval
+                if now >= next_purge:
+                    purged = self.journal.purge(s.result_ttl_s)
+                    if purged:
+                        log.info("journal: %d expired answers purged", purged)
+                    next_purge = now + _PURGE_EVERY_S
+            broker.dispatch()
+            self.journal.commit()
+            self._flush(self.frontend, broker.outbox_clients, workers=False)
+            self._flush(self.backend, broker.outbox_workers, workers=True)
+        self.close()
+
+    def _forward_subscription(self, frames: list[bytes]) -> None:
+        self._on_subscription(frames[0])
+        self.xsub.send_multipart(frames)
+
+    def _drain(self, sock: zmq.Socket, handle: Any) -> None:
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def _flush(self, sock: zmq.Socket, outbox: Outbox, workers: bool) -> None:
+        for rid, frames in outbox:
+            try:
+                send_frames(sock, [rid, *frames])
+            except zmq.ZMQError as exc:
+                if workers:
+                    self.broker.worker_unreachable(rid)
+                # a client that went away collects its stored answers when it returns
+                log.debug("send to %s failed: %s", rid.hex(), exc)
+        outbox.clear()
+
+    def close(self) -> None:
+        self.journal.close()
+        for sock in (self.frontend, self.backend, self.xsub, self.xpub):
+            sock.close(linger=0)

@@ -1,0 +1,333 @@
+"""The forwarder's journal: SQLite in WAL mode with group commit.
+
+Contract: writes are buffered by the ``record_*`` methods and become durable
+together at ``commit()``, one transaction (and, with ``sync="full"``, one
+fsync) per forwarder loop turn. The forwarder sends ACCEPTED only after the
+commit that holds the task, so a forwarder killed with SIGKILL and restarted
+on the same file finds every accepted, unfinished task in
+``load_unfinished()``. Finished tasks keep their answer until ``purge``.
+
+Task states: ``pending`` (accepted, not finished), ``done`` (result),
+``failed`` (handler error), ``dead`` (dead letter), ``alias`` (another id
+for the task in ``alias_of``, from an idempotency key).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    key TEXT,
+    headers BLOB,
+    payload BLOB,
+    retries INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    client BLOB,
+    state TEXT NOT NULL,
+    alias_of TEXT,
+    result BLOB,
+    error TEXT,
+    code TEXT,
+    worker TEXT,
+    accepted_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_key ON tasks(key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(state) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS tasks_alias ON tasks(alias_of) WHERE alias_of IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY);
+"""
+
+_FINISHED_COLUMNS = "id, service, key, state, alias_of, result, error, code, worker, attempts"
+
+
+@dataclass(slots=True)
+class StoredTask:
+    """An unfinished (or dead-lettered) task as the journal holds it."""
+
+    id: str
+    service: str
+    key: str | None
+    headers: dict[str, Any]
+    payload: bytes
+    retries: int
+    attempts: int
+    client: bytes
+    aliases: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Answer:
+    """The stored outcome of a task (or of an alias: ``alias_of`` is set)."""
+
+    id: str
+    service: str
+    key: str | None
+    state: str
+    alias_of: str | None
+    result: bytes | None
+    error: str | None
+    code: str | None
+    worker: str | None
+    attempts: int
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "dead")
+
+
+class Journal:
+    def __init__(self, path: str, sync: str = "full") -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        self._inserts: list[tuple[Any, ...]] = []
+        self._updates: list[tuple[str, Sequence[Any]]] = []
+        self._finishes: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------- writes
+    def record_accepted(
+        self,
+        task_id: str,
+        service: str,
+        key: str | None,
+        headers: dict[str, Any],
+        payload: bytes,
+        retries: int,
+        client: bytes,
+    ) -> None:
+        self._inserts.append(
+            (
+                task_id,
+                service,
+                key,
+                msgpack.packb(headers),
+                payload,
+                retries,
+                client,
+                "pending",
+                None,
+                time.time(),
+                None,
+            )
+        )
+
+    def record_alias(
+        self,
+        alias_id: str,
+        canonical_id: str,
+        service: str,
+        key: str | None,
+        client: bytes,
+        finished: bool,
+    ) -> None:
+        now = time.time()
+        self._inserts.append(
+            (
+                alias_id,
+                service,
+                key,
+                None,
+                None,
+                0,
+                client,
+                "alias",
+                canonical_id,
+                now,
+                now if finished else None,
+            )
+        )
+
+    def record_finished(
+        self,
+        task_id: str,
+        state: str,
+        result: bytes | None,
+        error: str | None,
+        code: str | None,
+        worker: str | None,
+        attempts: int,
+    ) -> None:
+        self._finishes.append(
+            {
+                "state": state,
+                "result": result,
+                "error": error,
+                "code": code,
+                "worker": worker,
+                "attempts": attempts,
+                "at": time.time(),
+                "id": task_id,
+            }
+        )
+
+    def record_attempts(self, task_id: str, attempts: int) -> None:
+        self._updates.append(("UPDATE tasks SET attempts=? WHERE id=?", (attempts, task_id)))
+
+    def record_requeued(self, task_id: str, client: bytes) -> None:
+        """A dead letter goes back to pending, its attempts reset."""
+        self._updates.append(
+            (
+                "UPDATE tasks SET state='pending', attempts=0, client=?, finished_at=NULL, "
+                "error=NULL, code=NULL WHERE id=?",
+                (client, task_id),
+            )
+        )
+
+    def record_aliases_finished(self, canonical_id: str) -> None:
+        self._updates.append(
+            ("UPDATE tasks SET finished_at=? WHERE alias_of=?", (time.time(), canonical_id))
+        )
+
+    def add_service(self, name: str) -> None:
+        self._updates.append(("INSERT OR IGNORE INTO services(name) VALUES (?)", (name,)))
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._inserts or self._updates or self._finishes)
+
+    def commit(self) -> None:
+        """Make every buffered write durable, in one transaction."""
+        if not self.dirty:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            if self._inserts:
+                db.executemany(
+                    "INSERT OR IGNORE INTO tasks(id, service, key, headers, payload, retries, "
+                    "client, state, alias_of, accepted_at, finished_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    self._inserts,
+                )
+            for sql, args in self._updates:
+                db.execute(sql, args)
+            if self._finishes:
+                db.executemany(
+                    # a dead letter keeps its payload so that RETRY can run it again
+                    "UPDATE tasks SET state=:state, result=:result, error=:error, code=:code, "
+                    "worker=:worker, attempts=:attempts, finished_at=:at, "
+                    "payload=CASE WHEN :state='dead' THEN payload ELSE NULL END WHERE id=:id",
+                    self._finishes,
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._inserts.clear()
+            self._updates.clear()
+            self._finishes.clear()
+
+    # -------------------------------------------------------------- reads
+    def known_services(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT name FROM services")}
+
+    def load_unfinished(self) -> list[StoredTask]:
+        """Pending tasks in the order they were accepted, with their aliases."""
+        aliases: dict[str, list[tuple[str, bytes]]] = {}
+        for alias_id, canonical, client in self._db.execute(
+            "SELECT a.id, a.alias_of, a.client FROM tasks a JOIN tasks t ON a.alias_of = t.id "
+            "WHERE a.state='alias' AND t.state='pending' ORDER BY a.rowid"
+        ):
+            aliases.setdefault(canonical, []).append((alias_id, client))
+        return [
+            StoredTask(
+                row[0],
+                row[1],
+                row[2],
+                msgpack.unpackb(row[3]) if row[3] else {},
+                row[4] or b"",
+                row[5],
+                row[6],
+                row[7] or b"",
+                aliases.get(row[0], []),
+            )
+            for row in self._db.execute(
+                "SELECT id, service, key, headers, payload, retries, attempts, client "
+                "FROM tasks WHERE state='pending' ORDER BY rowid"
+            )
+        ]
+
+    def answers(self, ids: Iterable[str]) -> dict[str, Answer]:
+        """Stored rows for these ids (any state), by id."""
+        ids = list(ids)
+        out: dict[str, Answer] = {}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk
+            ):
+                out[row[0]] = Answer(*row)
+        return out
+
+    def answer_for_key(self, key: str) -> Answer | None:
+        """The canonical (non-alias) task holding this idempotency key, newest first."""
+        row = self._db.execute(
+            f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE key=? AND state!='alias' "
+            "ORDER BY rowid DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        return Answer(*row) if row else None
+
+    def dead_letters(self, ids: Sequence[str] | None = None) -> list[StoredTask]:
+        """Dead-lettered tasks (all, or those of ``ids``), payload included."""
+        rows = self._db.execute(
+            "SELECT id, service, key, headers, payload, retries, attempts, client "
+            "FROM tasks WHERE state='dead' ORDER BY rowid"
+        )
+        wanted = set(ids) if ids else None
+        return [
+            StoredTask(
+                r[0],
+                r[1],
+                r[2],
+                msgpack.unpackb(r[3]) if r[3] else {},
+                r[4] or b"",
+                r[5],
+                r[6],
+                r[7] or b"",
+                [],
+            )
+            for r in rows
+            if wanted is None or r[0] in wanted
+        ]
+
+    def dead_letter_summaries(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [
+            {"id": r[0], "service": r[1], "error": r[2], "attempts": r[3]}
+            for r in self._db.execute(
+                "SELECT id, service, error, attempts FROM tasks WHERE state='dead' "
+                "ORDER BY rowid LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def count_dead(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks WHERE state='dead'").fetchone()[0]
+
+    def purge(self, older_than_s: float) -> int:
+        """Forget answers (and aliases) finished more than ``older_than_s`` ago."""
+        cutoff = time.time() - older_than_s
+        cur = self._db.execute(
+            "DELETE FROM tasks WHERE finished_at < ? AND state IN ('done', 'failed', 'alias')",
+            (cutoff,),
+        )
+        return cur.rowcount
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()

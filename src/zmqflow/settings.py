@@ -1,0 +1,91 @@
+"""Configuration: every setting from a CLI option or a ZMQFLOW_* variable.
+
+Contract: options given on the command line win over the environment, which
+wins over the defaults here. Lists read from the environment are comma
+separated (``ZMQFLOW_FRONTEND=tcp://*:5555,ipc:///run/zmqflow/frontend.sock``).
+Bad values raise pydantic's ``ValidationError``; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EndpointList = Annotated[list[str], NoDecode]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_endpoints(values: list[str]) -> list[str]:
+    for ep in values:
+        if not ep.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"endpoint {ep!r} must start with tcp://, ipc:// or inproc://")
+        if ep.startswith("ipc://") and len(ep) - len("ipc://") > 107:
+            raise ValueError(f"ipc path of {ep!r} is longer than 107 bytes")
+    return values
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZMQFLOW_", extra="ignore")
+
+    heartbeat_interval: float = Field(1.0, gt=0, le=60, description="seconds between heartbeats")
+    heartbeat_liveness: int = Field(3, ge=1, le=100, description="silent intervals before dead")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ForwarderSettings(_Base):
+    frontend: EndpointList = ["tcp://*:5555"]
+    backend: EndpointList = ["tcp://*:5556"]
+    events_in: EndpointList = ["tcp://*:5557"]
+    events_out: EndpointList = ["tcp://*:5558"]
+    journal: str = Field("zmqflow-journal.db", description="SQLite journal path, or :memory:")
+    journal_sync: Literal["full", "normal"] = "full"
+    env: str = Field("dev", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="event topic prefix")
+    max_retries: int = Field(5, ge=0, le=1000)
+    max_queue: int = Field(100_000, ge=1)
+    max_queue_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    max_payload_bytes: int = Field(1024 * 1024, ge=1, le=64 * 1024 * 1024 - 65536)
+    max_batch: int = Field(1000, ge=1, le=10_000)
+    result_ttl_s: float = Field(3600.0, gt=0)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 turns it off")
+
+    _split_lists = field_validator("frontend", "backend", "events_in", "events_out", mode="before")(
+        _split
+    )
+
+    @field_validator("frontend", "backend", "events_in", "events_out")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        return _check_endpoints(value)
+
+
+class WorkerSettings(_Base):
+    connect: str = "tcp://127.0.0.1:5556"
+    service: EndpointList = []
+    handler: EndpointList = []
+    concurrency: int = Field(1, ge=1, le=1024)
+    credit: int | None = Field(None, ge=1, le=100_000, description="tasks held; 2x concurrency")
+    health_file: str | None = None
+    worker_id: str | None = None
+
+    _split_lists = field_validator("service", "handler", mode="before")(_split)
+
+    @field_validator("connect")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoints([value])[0]
+
+
+class ClientSettings(_Base):
+    connect: str = "tcp://127.0.0.1:5555"
+
+    @field_validator("connect")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoints([value])[0]

@@ -1,0 +1,305 @@
+"""The worker runtime: serve tasks from a forwarder with handler functions.
+
+Contract (docs/protocol.md#worker-life): the worker announces its services
+and credit with READY, runs each TASK on a thread pool (so heartbeats go on
+while handlers run), answers RESULT or FAILED (a handler exception is a
+FAILED carrying its text, never a crash), heartbeats every interval, and when
+the forwarder falls silent for ``heartbeat_liveness`` intervals opens a new
+socket with backoff and announces itself again, listing the tasks it still
+runs. ``stop()`` (SIGTERM in the CLI) drains: credit 0, finish and answer
+everything held, DISCONNECT, return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zmq
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from zmqflow import __version__
+from zmqflow import protocol as p
+from zmqflow.handlers import BUILTIN
+from zmqflow.settings import WorkerSettings
+from zmqflow.transport import recv_frames, send_frames
+
+log = logging.getLogger("zmqflow.worker")
+
+Handler = Callable[[bytes, Mapping[str, Any]], bytes]
+
+
+class ForwarderSilent(Exception):
+    """No answer from the forwarder within the heartbeat deadline."""
+
+
+def load_handler(spec: str) -> Handler:
+    """``module:function`` to the function; a clear ValueError otherwise."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"handler {spec!r} must look like module:function")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load handler {spec!r}: {exc}") from None
+    if not callable(func):
+        raise ValueError(f"handler {spec!r} is not callable")
+    return func
+
+
+def resolve_handlers(services: list[str], handlers: list[str]) -> dict[str, Handler]:
+    """Pair services with handlers: one each, one for all, or built-ins by name."""
+    if not services:
+        raise ValueError("give at least one --service")
+    if len(handlers) == len(services):
+        return {s: load_handler(h) for s, h in zip(services, handlers, strict=True)}
+    if len(handlers) == 1:
+        return dict.fromkeys(services, load_handler(handlers[0]))
+    if handlers:
+        raise ValueError("give one --handler, or one per --service")
+    unknown = [s for s in services if s not in BUILTIN]
+    if unknown:
+        raise ValueError(
+            f"no built-in handler for {', '.join(unknown)}: give --handler MODULE:FUNC "
+            f"(built-ins: {', '.join(BUILTIN)})"
+        )
+    return {s: BUILTIN[s] for s in services}
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        handlers: Mapping[str, Handler],
+        ctx: zmq.Context | None = None,
+    ) -> None:
+        for service in handlers:
+            if not p.valid_service(service):
+                raise ValueError(f"invalid service name {service!r}")
+        self.settings = settings
+        self.handlers = dict(handlers)
+        self.ctx = ctx or zmq.Context.instance()
+        self.id = settings.worker_id or (
+            f"py-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        )
+        self.credit = settings.credit or 2 * settings.concurrency
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="handler")
+        self._done: queue.SimpleQueue[tuple[str, list[bytes]]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
+        self._running: set[str] = set()
+        self._draining = False
+        self._sock: zmq.Socket | None = None
+        self._last_heard = 0.0
+        self._health_touched = 0.0
+        self.completed = 0
+
+    # ----------------------------------------------------------- control
+    def stop(self) -> None:
+        """Drain and leave (safe to call from a signal handler or another thread)."""
+        self._draining = True
+        self._wake()
+
+    def run(self) -> None:
+        log.info(
+            "worker %s: services %s, concurrency %d, credit %d, forwarder %s",
+            self.id,
+            ",".join(self.handlers),
+            self.settings.concurrency,
+            self.credit,
+            self.settings.connect,
+        )
+        try:
+            self._connect_with_backoff()
+            self._serve()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._sock is not None:
+                self._sock.close(linger=1000)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # ------------------------------------------------------- connection
+    @property
+    def _deadline(self) -> float:
+        return self.settings.heartbeat_interval * self.settings.heartbeat_liveness
+
+    def _ready(self) -> p.Ready:
+        return p.Ready(
+            self.id,
+            "python",
+            list(self.handlers),
+            0 if self._draining else self.credit,
+            sorted(self._running),
+            __version__,
+            os.getpid(),
+            socket.gethostname(),
+        )
+
+    def _handshake(self) -> None:
+        """New socket, READY, and wait to hear the forwarder; ForwarderSilent if not."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
+        sock.connect(self.settings.connect)
+        self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        sock.send_multipart(p.encode(self._ready()))
+        if not sock.poll(int(self._deadline * 1000)):
+            raise ForwarderSilent(f"no answer from {self.settings.connect}")
+        self._last_heard = time.monotonic()
+
+    def _connect_with_backoff(self) -> None:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ForwarderSilent),
+            wait=wait_exponential(multiplier=0.1, min=0.1, max=5),
+            before_sleep=lambda state: log.warning(
+                "forwarder silent, new socket in %.1fs (attempt %d)",
+                state.next_action.sleep if state.next_action else 0,
+                state.attempt_number,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                if self._draining and not self._running and self._done.empty():
+                    return  # nothing to hand back: no need to wait for a forwarder
+                self._handshake()
+        log.info("worker %s connected to %s", self.id, self.settings.connect)
+
+    # ------------------------------------------------------------- loop
+    def _serve(self) -> None:
+        interval = self.settings.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        announced_drain = False
+        while True:
+            assert self._sock is not None
+            sock = self._sock
+            timeout = max(0.0, next_beat - time.monotonic())
+            ready = dict(self._poller.poll(int(timeout * 1000)))
+            if self._wake_r in ready:
+                self._clear_wake()
+            self._send_answers()
+            if sock in ready:
+                self._read(sock)
+            if self._draining and not announced_drain:
+                sock.send_multipart(p.encode(self._ready()))  # credit 0: send nothing more
+                announced_drain = True
+                log.info("draining: %d tasks to finish", len(self._running))
+            if self._draining and not self._running and self._done.empty():
+                sock.send_multipart(p.encode(p.Disconnect("drained")))
+                log.info("worker %s drained and left (%d tasks done)", self.id, self.completed)
+                return
+            now = time.monotonic()
+            if now >= next_beat:
+                sock.send_multipart(p.encode(p.WorkerHeartbeat()), zmq.NOBLOCK)
+                next_beat = now + interval
+                if now - self._last_heard > self._deadline:
+                    log.warning("forwarder silent for %.1fs: reconnecting", now - self._last_heard)
+                    self._connect_with_backoff()
+                    announced_drain = False
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+            os.write(self._wake_w, b"!")
+
+    def _clear_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                return
+            self._heard()
+            try:
+                msg = p.decode(frames)
+            except p.ProtocolError as exc:
+                log.warning("bad message from forwarder dropped: %s", exc)
+                continue
+            match msg:
+                case p.Dispatch():
+                    self._start(msg)
+                case p.WorkerHeartbeat():
+                    pass
+                case p.Disconnect(reason):
+                    log.info("forwarder asked to announce again (%s)", reason)
+                    sock.send_multipart(p.encode(self._ready()))
+                case _:
+                    log.warning("unexpected %s from forwarder dropped", type(msg).__name__)
+
+    def _heard(self) -> None:
+        now = time.monotonic()
+        self._last_heard = now
+        path = self.settings.health_file
+        if path and now - self._health_touched > 0.5:
+            Path(path).touch()
+            self._health_touched = now
+
+    # ------------------------------------------------------------ tasks
+    def _start(self, task: p.Dispatch) -> None:
+        handler = self.handlers.get(task.service)
+        if handler is None:
+            error = p.Error(task.id, f"service {task.service!r} not served here")
+            self._done.put((task.id, p.encode(error)))
+            return
+        self._running.add(task.id)
+        self._pool.submit(self._run_handler, handler, task)
+
+    def _run_handler(self, handler: Handler, task: p.Dispatch) -> None:
+        try:
+            out = handler(task.payload, task.headers)
+            if isinstance(out, str):
+                out = out.encode()
+            elif not isinstance(out, bytes | bytearray | memoryview):
+                raise TypeError(f"handler returned {type(out).__name__}, expected bytes")
+            reply = p.encode(p.Done(task.id, bytes(out)))
+        except Exception as exc:  # the handler's failure is the task's answer
+            reply = p.encode(p.Error(task.id, str(exc) or type(exc).__name__))
+        self._done.put((task.id, reply))
+        self._wake()
+
+    def _send_answers(self) -> None:
+        sock = self._sock
+        while True:
+            try:
+                task_id, frames = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._running.discard(task_id)
+            self.completed += 1
+            if sock is None:
+                continue
+            try:
+                send_frames(sock, frames)
+            except zmq.Again:
+                # the forwarder will count this task lost with us and run it again
+                log.warning("answer for %s dropped: forwarder not reachable", task_id)
+
+
+def run_in_thread(worker: Worker) -> threading.Thread:
+    """Start ``worker.run`` in a daemon thread (tests and embedding)."""
+    thread = threading.Thread(target=worker.run, name=f"zmqflow-worker-{worker.id}", daemon=True)
+    thread.start()
+    return thread
