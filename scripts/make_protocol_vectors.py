@@ -19,30 +19,42 @@ VECTORS: dict[str, p.Message] = {
     "client-submit-one": p.Submit([p.Task("t-1", "echo", b"hello")]),
     "client-submit-batch": p.Submit(
         [
-            p.Task("t-2", "sha256", b"abc", key="order-42", headers={"trace": "x1", "prio": 3},
-                   retries=2),
+            p.Task(
+                "t-2",
+                "sha256",
+                b"abc",
+                key="order-42",
+                headers={"trace": "x1", "prio": 3},
+                retries=2,
+            ),
             p.Task("t-3", "sleep", b"5"),
         ]
     ),
     "client-accepted": p.Accepted(["t-2", "t-3"]),
     "client-result": p.Result("t-1", "py-host-17-ab12", 1, False, b"hello"),
     "client-result-cached": p.Result("t-4", "rust-host-9-cd34", 2, True, b"\x00\xff"),
-    "client-failed-handler": p.Failed("t-5", "handler_error", "ValueError: bad input",
-                                      "py-host-17-ab12", 1),
+    "client-failed-handler": p.Failed(
+        "t-5", "handler_error", "ValueError: bad input", "py-host-17-ab12", 1
+    ),
     "client-failed-dead-letter": p.Failed("t-6", "dead_letter", "worker lost 6 times", None, 6),
     "client-refused": p.Refused(["t-7"], "unknown_service", "no worker ever offered 'nope'"),
-    "client-refused-malformed": p.Refused([], "malformed", "first frame is not a zmqflow signature"),
+    "client-refused-malformed": p.Refused(
+        [], "malformed", "first frame is not a zmqflow signature"
+    ),
     "client-heartbeat": p.Heartbeat(),
     "client-collect": p.Collect(["t-1", "t-2"]),
     "client-status-request": p.StatusRequest(),
     "client-retry-all": p.Retry([]),
-    "worker-ready": p.Ready("py-host-17-ab12", "python", ["echo", "sha256"], 4, [], "0.1.0",
-                            17, "host"),
-    "worker-ready-inflight": p.Ready("rust-host-9-cd34", "rust", ["sleep"], 0, ["t-3"], "0.1.0",
-                                     9, "host"),
+    "worker-ready": p.Ready(
+        "py-host-17-ab12", "python", ["echo", "sha256"], 4, [], "0.1.0", 17, "host"
+    ),
+    "worker-ready-inflight": p.Ready(
+        "rust-host-9-cd34", "rust", ["sleep"], 0, ["t-3"], "0.1.0", 9, "host"
+    ),
     "worker-task": p.Dispatch("t-2", "sha256", {"trace": "x1", "prio": 3}, 1, b"abc"),
-    "worker-result": p.Done("t-2", bytes.fromhex(
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")),
+    "worker-result": p.Done(
+        "t-2", bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    ),
     "worker-failed": p.Error("t-5", "ValueError: bad input"),
     "worker-heartbeat": p.WorkerHeartbeat(),
     "worker-disconnect": p.Disconnect("drained"),
