@@ -95,7 +95,7 @@ class Journal:
         self._db.executescript(_SCHEMA)
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[str, Sequence[Any]]] = []
-        self._finishes: list[dict[str, Any]] = []
+        self._finishes: dict[str, dict[str, Any]] = {}  # by id: reads see them before commit
 
     # ------------------------------------------------------------- writes
     def record_accepted(
@@ -160,18 +160,16 @@ class Journal:
         worker: str | None,
         attempts: int,
     ) -> None:
-        self._finishes.append(
-            {
-                "state": state,
-                "result": result,
-                "error": error,
-                "code": code,
-                "worker": worker,
-                "attempts": attempts,
-                "at": time.time(),
-                "id": task_id,
-            }
-        )
+        self._finishes[task_id] = {
+            "state": state,
+            "result": result,
+            "error": error,
+            "code": code,
+            "worker": worker,
+            "attempts": attempts,
+            "at": time.time(),
+            "id": task_id,
+        }
 
     def record_attempts(self, task_id: str, attempts: int) -> None:
         self._updates.append(("UPDATE tasks SET attempts=? WHERE id=?", (attempts, task_id)))
@@ -220,7 +218,7 @@ class Journal:
                     "UPDATE tasks SET state=:state, result=:result, error=:error, code=:code, "
                     "worker=:worker, attempts=:attempts, finished_at=:at, "
                     "payload=CASE WHEN :state='dead' THEN payload ELSE NULL END WHERE id=:id",
-                    self._finishes,
+                    list(self._finishes.values()),
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -271,8 +269,20 @@ class Journal:
             for row in self._db.execute(
                 f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk
             ):
-                out[row[0]] = Answer(*row)
+                out[row[0]] = self._buffered(Answer(*row))
         return out
+
+    def _buffered(self, answer: Answer) -> Answer:
+        """``answer`` with a finish recorded this loop turn (not yet committed) applied."""
+        done = self._finishes.get(answer.id)
+        if done is not None:
+            answer.state, answer.result, answer.error = done["state"], done["result"], done["error"]
+            answer.code, answer.worker, answer.attempts = (
+                done["code"],
+                done["worker"],
+                done["attempts"],
+            )
+        return answer
 
     def answer_for_key(self, key: str) -> Answer | None:
         """The canonical (non-alias) task holding this idempotency key, newest first."""
@@ -281,7 +291,7 @@ class Journal:
             "ORDER BY rowid DESC LIMIT 1",
             (key,),
         ).fetchone()
-        return Answer(*row) if row else None
+        return self._buffered(Answer(*row)) if row else None
 
     def dead_letters(self, ids: Sequence[str] | None = None) -> list[StoredTask]:
         """Dead-lettered tasks (all, or those of ``ids``), payload included."""

@@ -72,6 +72,9 @@ class AsyncClient:
             await self._send(p.encode(p.Heartbeat()))
         if now - self._last_heard > self.deadline_s:
             await self._reconnect(until)
+        elif self.session.outstanding and now - self.session.last_progress > 2 * self.deadline_s:
+            for frames in self.session.resync_frames():
+                await self._send(frames)
 
     async def _reconnect(self, until: float) -> None:
         log.warning("forwarder silent for %.1fs: reconnecting", time.monotonic() - self._last_heard)

@@ -81,6 +81,9 @@ class Client:
             self._send(p.encode(p.Heartbeat()))
         if now - self._last_heard > self.deadline_s:
             self._reconnect(until)
+        elif self.session.outstanding and now - self.session.last_progress > 2 * self.deadline_s:
+            for frames in self.session.resync_frames():
+                self._send(frames)
 
     def _reconnect(self, until: float) -> None:
         log.warning("forwarder silent for %.1fs: reconnecting", time.monotonic() - self._last_heard)
@@ -205,7 +208,7 @@ class Client:
         self._send(p.encode(p.Retry(ids)))
         self._wait(lambda: bool(self.session.accepted_ids), "retry", timeout, reconnect=False)
         moved = self.session.accepted_ids.popleft()
-        self.session.collect_frames(moved)  # track them; the forwarder already routes them here
+        self.session.reopen(moved)  # the forwarder already routes their answers here
         return moved
 
     def _wait(

@@ -82,6 +82,7 @@ class ClientSession:
     status: dict[str, Any] | None = None
     errors: deque[p.Refused] = field(default_factory=deque)  # refusals not tied to an id
     accepted_ids: deque[list[str]] = field(default_factory=deque)  # ACCEPTED replies, in order
+    last_progress: float = field(default_factory=time.monotonic)  # last ACCEPTED or answer
 
     @staticmethod
     def new_id() -> str:
@@ -112,7 +113,21 @@ class ClientSession:
                 self.pending[task_id] = _Pending(p.Task(task_id, ""), now, accepted=True)
         return p.encode(p.Collect(ids))
 
+    def reopen(self, ids: Iterable[str]) -> None:
+        """Await a new answer for these ids (dead letters sent to RETRY)."""
+        now = time.monotonic()
+        for task_id in ids:
+            self.answered.discard(task_id)
+            self.pending[task_id] = _Pending(p.Task(task_id, ""), now, accepted=True)
+
     def resync_frames(self) -> list[Frames]:
+        """SUBMIT again what was not ACCEPTED, COLLECT what was (both idempotent).
+
+        Sent on a new connection, and when nothing progressed for a while: a
+        forwarder that restarted faster than the heartbeat deadline may have
+        lost a SUBMIT before journaling it, or an answer while we reconnected.
+        """
+        self.last_progress = time.monotonic()
         unaccepted = [e.task for e in self.pending.values() if not e.accepted]
         accepted = [i for i, e in self.pending.items() if e.accepted]
         out = [
@@ -137,6 +152,8 @@ class ClientSession:
             msg = p.decode(frames)
         except p.ProtocolError:
             return  # not for us to fix; the forwarder logs what it sent
+        if not isinstance(msg, p.Heartbeat | p.Status):
+            self.last_progress = time.monotonic()
         match msg:
             case p.Accepted(ids):
                 for task_id in ids:

@@ -1,0 +1,22 @@
+"""Shared fixtures: ``fabric`` is a real forwarder-and-workers set on loopback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fabric import Fabric
+
+
+@pytest.fixture
+def fabric(tmp_path: Path) -> Iterator[Fabric]:
+    fab = Fabric(tmp_path)
+    try:
+        yield fab
+    finally:
+        fab.stop()

@@ -1,0 +1,275 @@
+"""Faults with real processes on loopback: every task is counted.
+
+Each test starts the real forwarder and workers (``python -m zmqflow``),
+causes a fault (SIGKILL, SIGSTOP, forwarder restart, bad input) under load,
+and checks that every accepted task was answered once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import zmq
+from fabric import Fabric
+
+from zmqflow import protocol as p
+
+
+def assert_all_answered(summary: dict, count: int) -> None:
+    assert summary["submitted"] == count
+    assert summary["completed"] == count, summary
+    assert summary["lost"] == 0, summary
+    assert summary["duplicates"] == 0, summary
+    assert summary["mismatched"] == 0, summary
+
+
+def test_sigkilled_workers_mid_task_lose_nothing(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    workers = [fabric.start_worker("sleep"), fabric.start_worker("sleep")]
+    fabric.wait_workers(2)
+    submit = fabric.submit_cli("--service", "sleep", "--payload", "20", "--count", "400")
+    for round_ in range(4):
+        victim = workers[round_ % 2]
+        fabric.wait_holding(victim)  # the kill must hit tasks in flight
+        fabric.kill(victim)
+        workers[round_ % 2] = fabric.start_worker("sleep")
+    summary = fabric.summary(submit)
+    assert_all_answered(summary, 400)
+    assert fabric.status()["counters"]["requeued"] >= 4
+
+
+def test_forwarder_sigkill_and_restart_on_its_journal_while_client_waits(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("sleep")
+    fabric.start_worker("sleep")
+    fabric.wait_workers(2)
+    submit = fabric.submit_cli("--service", "sleep", "--payload", "3", "--count", "1500")
+    time.sleep(1.5)
+    assert fabric.forwarder is not None
+    fabric.kill(fabric.forwarder)
+    time.sleep(0.5)
+    fabric.start_forwarder()
+    info = fabric.wait_workers(2, timeout=2 * 3 * fabric.heartbeat_interval + 2)
+    assert {w["language"] for w in info["workers"]} == {"python"}
+    summary = fabric.summary(submit)
+    assert_all_answered(summary, 1500)
+    assert "unfinished tasks queued again" in fabric.log("forwarder")
+
+
+def test_frozen_worker_is_declared_dead_and_its_late_answers_are_not_surfaced_twice(
+    fabric: Fabric,
+) -> None:
+    fabric.start_forwarder()
+    frozen = fabric.start_worker("sleep", extra=("--credit", "4", "--concurrency", "4"))
+    frozen_id = fabric.wait_workers(1)["workers"][0]["id"]
+    submit = fabric.submit_cli("--service", "sleep", "--payload", "300", "--count", "40")
+    time.sleep(0.5)
+    frozen.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    fabric.start_worker("sleep", extra=("--credit", "4", "--concurrency", "4"))
+    # declared dead after three silent heartbeat intervals (plus the tick that notices)
+    deadline = 3 * fabric.heartbeat_interval + fabric.heartbeat_interval + 0.5
+    while frozen_id in {w["id"] for w in fabric.status()["workers"]}:
+        assert time.monotonic() - stopped_at < deadline, "frozen worker not declared dead"
+        time.sleep(0.05)
+    # silence counts from its last heartbeat, up to one interval before the freeze
+    assert time.monotonic() - stopped_at >= 2 * fabric.heartbeat_interval
+    time.sleep(0.5)
+    frozen.send_signal(signal.SIGCONT)  # its answers for requeued tasks now arrive late
+    summary = fabric.summary(submit)
+    assert_all_answered(summary, 40)
+    assert summary["redelivered"] == 0
+    assert fabric.status()["counters"]["workers_lost"] == 1
+
+
+def _raw_request(endpoint: str, frames: list[bytes], timeout_ms: int = 2000) -> list[bytes]:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(frames)
+        assert sock.poll(timeout_ms), f"no reply to {frames!r}"
+        return sock.recv_multipart()
+    finally:
+        sock.close()
+
+
+def test_bad_input_is_refused_clearly_and_other_clients_are_unaffected(fabric: Fabric) -> None:
+    fabric.start_forwarder("--max-payload-bytes", "1000")
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+    good = fabric.submit_cli("--service", "echo", "--count", "2000")
+    cases: list[tuple[list[bytes], str]] = [
+        ([b"junk"], "malformed"),
+        ([b"junk", b"\x01"], "malformed"),
+        ([b"ZFC2", b"\x06"], "bad_version"),
+        ([b"ZFC1", b"\x7f"], "unknown_command"),
+        ([b"ZFC1", b"\x11", b"\x80"], "unknown_command"),
+        ([b"ZFC1", b"\x01", b"\xc1not msgpack", b""], "malformed"),
+        ([b"ZFC1", b"\x07", b"\x80" * 70_000], "malformed"),
+        (p.encode(p.Submit([p.Task("t-1", "nope", b"x")])), "unknown_service"),
+        (p.encode(p.Submit([p.Task("t-2", "echo", b"x" * 1001)])), "too_large"),
+        (p.encode(p.Submit([p.Task("bad id!", "echo", b"x")])), "malformed"),
+        (p.encode(p.Collect(["never-seen"])), "unknown_task"),
+    ]
+    for frames, code in cases:
+        reply = p.decode(_raw_request(fabric.frontend, frames))
+        assert isinstance(reply, p.Refused), (frames[:2], reply)
+        assert reply.code == code, (frames[:2], reply)
+    # garbage on the workers' side: answered with DISCONNECT, nothing else happens
+    reply = p.decode(_raw_request(fabric.backend, [b"ZFW1", b"\x13", b"\x00"]))
+    assert isinstance(reply, p.Disconnect)
+    assert_all_answered(fabric.summary(good), 2000)
+    assert fabric.forwarder is not None and fabric.forwarder.poll() is None
+    assert "refused (malformed)" in fabric.log("forwarder")
+
+
+def test_tcp_and_ipc_endpoints_serve_together(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("echo", connect=fabric.backend)
+    fabric.start_worker("echo", connect=fabric.backend_ipc)
+    fabric.wait_workers(2)
+    over_tcp = fabric.submit_cli("--service", "echo", "--count", "1000")
+    over_ipc = fabric.submit_cli(
+        "--service", "echo", "--count", "1000", endpoint=fabric.frontend_ipc
+    )
+    for proc in (over_tcp, over_ipc):
+        summary = fabric.summary(proc)
+        assert_all_answered(summary, 1000)
+        assert len(summary["workers"]) == 2  # both the tcp and the ipc worker answered
+
+
+def test_sigterm_drains_a_worker_without_requeueing(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    worker = fabric.start_worker("sleep", extra=("--concurrency", "2", "--credit", "2"))
+    fabric.wait_workers(1)
+    submit = fabric.submit_cli("--service", "sleep", "--payload", "200", "--count", "6")
+    time.sleep(0.5)
+    fabric.kill(worker, signal.SIGTERM)
+    assert worker.returncode == 0
+    fabric.start_worker("sleep")
+    assert_all_answered(fabric.summary(submit), 6)
+    status = fabric.status()
+    assert status["counters"]["requeued"] == 0
+    assert "left: drained" in fabric.log("forwarder")
+
+
+def test_exhausted_retries_make_a_dead_letter_that_can_be_retried(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    victim = fabric.start_worker("sleep")
+    fabric.wait_workers(1)
+    with fabric.client() as client:
+        task_id = client.submit("sleep", b"5000", retries=0)
+        time.sleep(0.5)
+        fabric.kill(victim)  # its only attempt dies with it
+        result = client.result(task_id, timeout=10)
+        assert not result.ok and result.code == "dead_letter"
+        assert [d["id"] for d in fabric.status()["dead_letters"]] == [task_id]
+        fabric.start_worker("sleep")
+        assert client.retry_dead_letters([task_id]) == [task_id]
+        again = client.result(task_id, timeout=20)
+    assert again.ok and again.payload == b"5000"
+    assert fabric.status()["dead_letters"] == []
+
+
+def test_idempotency_key_runs_a_task_once_for_two_submissions(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("sleep")
+    fabric.wait_workers(1)
+    with fabric.client() as client:
+        first = client.submit("sleep", b"300", key="order-42")
+        second = client.submit("sleep", b"300", key="order-42")
+        answers = {r.task_id: r for r in client.as_completed(10)}
+        third = client.submit("sleep", b"300", key="order-42")
+        cached = client.result(third, timeout=5)
+    assert answers[first].ok and answers[second].ok
+    assert cached.ok and cached.cached
+    assert fabric.status()["counters"]["completed"] == 1
+
+
+def test_events_carry_topics_and_sequence_numbers(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"dev.task.completed")
+    sub.connect(fabric.events_out)
+    time.sleep(0.5)  # let the subscription reach the forwarder
+    with fabric.client() as client:
+        assert all(r.ok for r in client.map("echo", [b"a"] * 20))
+    from zmqflow import events
+
+    seen = []
+    while sub.poll(2000) and len(seen) < 20:
+        seen.append(events.decode(sub.recv_multipart()))
+    sub.close()
+    assert len(seen) == 20
+    assert {e.topic for e in seen} == {"dev.task.completed"}
+    seqs = [e.seq for e in seen]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+
+
+def test_async_client_maps_and_survives_nothing_special(fabric: Fabric) -> None:
+    import asyncio
+
+    from zmqflow import AsyncClient
+
+    fabric.start_forwarder()
+    fabric.start_worker("sha256")
+    fabric.wait_workers(1)
+
+    async def run() -> list[bytes]:
+        async with AsyncClient(fabric.frontend, heartbeat_interval=0.5) as client:
+            results = await client.map("sha256", [b"abc", b""], timeout=10)
+        return [r.payload for r in results]
+
+    digests = asyncio.run(run())
+    assert digests == [
+        b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ]
+
+
+def _killer(fabric: Fabric, stop: threading.Event) -> None:
+    """Every 1.5 s SIGKILL a worker and start it again; once, the forwarder too."""
+    n = 0
+    while not stop.wait(1.5):
+        n += 1
+        index = n % len(fabric.workers)
+        old = fabric.workers[index]
+        services = ("sleep",)
+        connect = fabric.backend_ipc if index == 2 else fabric.backend
+        fabric.kill(old)
+        fabric.workers.remove(old)
+        fabric.workers.insert(index, fabric.start_worker(*services, connect=connect))
+        fabric.workers.pop()  # start_worker appended it; keep the order
+        if n == 3 and fabric.forwarder is not None:
+            fabric.kill(fabric.forwarder)
+            time.sleep(0.3)
+            fabric.start_forwarder()
+
+
+def test_acceptance_3000_tasks_through_worker_and_forwarder_kills(tmp_path) -> None:
+    """The issue's check: 3000 sleep tasks, workers killed every 1.5 s, forwarder once."""
+    fabric = Fabric(tmp_path, heartbeat_interval=1.0)  # the defaults users run with
+    try:
+        fabric.start_forwarder()
+        fabric.start_worker("sleep")
+        fabric.start_worker("sleep")
+        fabric.start_worker("sleep", connect=fabric.backend_ipc)
+        fabric.wait_workers(3)
+        submit = fabric.submit_cli("--service", "sleep", "--count", "3000", "--payload", "5")
+        stop = threading.Event()
+        killer = threading.Thread(target=_killer, args=(fabric, stop), daemon=True)
+        killer.start()
+        summary = fabric.summary(submit)
+        stop.set()
+        killer.join()
+        assert_all_answered(summary, 3000)
+        assert "unfinished tasks queued again" in fabric.log("forwarder")
+    finally:
+        fabric.stop()
