@@ -276,12 +276,8 @@ class Journal:
         """``answer`` with a finish recorded this loop turn (not yet committed) applied."""
         done = self._finishes.get(answer.id)
         if done is not None:
-            answer.state, answer.result, answer.error = done["state"], done["result"], done["error"]
-            answer.code, answer.worker, answer.attempts = (
-                done["code"],
-                done["worker"],
-                done["attempts"],
-            )
+            for name in ("state", "result", "error", "code", "worker", "attempts"):
+                setattr(answer, name, done[name])
         return answer
 
     def answer_for_key(self, key: str) -> Answer | None:
