@@ -13,6 +13,7 @@ exception.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -31,6 +32,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
 _HEARTBEAT_TO_CLIENT = p.encode(p.Heartbeat())
+_ARRIVAL = itertools.count()  # orders tasks taken into memory, oldest first
 
 
 @dataclass(slots=True, eq=False)
@@ -47,6 +49,7 @@ class TaskEntry:
     client: bytes
     aliases: list[tuple[str, bytes]] = field(default_factory=list)
     worker: bytes | None = None  # routing id while in flight
+    arrival: int = field(default_factory=lambda: next(_ARRIVAL))
 
     @classmethod
     def from_stored(cls, stored: StoredTask) -> TaskEntry:
@@ -568,7 +571,7 @@ class Broker:
             if task is not None and task.worker == worker.rid:
                 requeue.append(task)
         # oldest first at the front, so order is kept
-        for task in sorted(requeue, key=lambda t: t.attempts, reverse=True):
+        for task in sorted(requeue, key=lambda t: t.arrival, reverse=True):
             if lost and task.attempts > task.retries:
                 self._finish(
                     task,
