@@ -337,6 +337,8 @@ class Broker:
         letters = self.journal.dead_letters(ids or None)
         found = {d.id for d in letters}
         for stored in letters:
+            if self._known_unfinished(stored.id, rid):  # retried already in this loop turn
+                continue
             stored.attempts = 0
             stored.client = rid
             self.journal.record_requeued(stored.id, rid)
