@@ -1,0 +1,1008 @@
+"""The sans-IO broker (src/zmqflow/forwarder/broker.py) driven with ZFP/1 frames.
+
+Each test plays the forwarder loop by hand: messages go in through
+``on_client`` / ``on_worker``, then ``turn()`` does what the device does once
+per loop turn (dispatch, journal commit, send the outboxes) and hands back
+the decoded replies. Routing ids are arbitrary bytes (``b"c1"``, ``b"w1"``)
+and time is a fake clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zmqflow import protocol as p
+from zmqflow.forwarder.broker import Broker, Limits
+from zmqflow.journal import Journal
+
+Sent = list[tuple[bytes, p.Message]]
+
+
+@dataclass
+class Turn:
+    """What the broker sent during one loop turn, decoded."""
+
+    clients: Sent
+    workers: Sent
+
+    def to(self, rid: bytes) -> list[p.Message]:
+        return [msg for r, msg in self.clients + self.workers if r == rid]
+
+    def tasks(self, rid: bytes | None = None) -> list[p.Dispatch]:
+        return [
+            msg
+            for r, msg in self.workers
+            if isinstance(msg, p.Dispatch) and (rid is None or r == rid)
+        ]
+
+    def task_ids(self, rid: bytes | None = None) -> list[str]:
+        return [msg.id for msg in self.tasks(rid)]
+
+
+@dataclass
+class Forwarder:
+    """A broker on a journal, with a fake clock and the events it published."""
+
+    journal: Journal
+    limits: Limits = field(default_factory=Limits)
+    now: float = 1000.0
+
+    def __post_init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.broker = Broker(self.journal, self.limits, lambda k, d: self.events.append((k, d)))
+
+    # -- inputs
+    def client(self, rid: bytes, msg: p.Message | list[bytes]) -> None:
+        frames = msg if isinstance(msg, list) else p.encode(msg)
+        self.broker.on_client(rid, frames)
+
+    def worker(self, rid: bytes, msg: p.Message | list[bytes]) -> None:
+        frames = msg if isinstance(msg, list) else p.encode(msg)
+        self.broker.on_worker(rid, frames, self.now)
+
+    def submit(self, rid: bytes, *tasks: p.Task) -> None:
+        self.client(rid, p.Submit(list(tasks)))
+
+    def ready(
+        self,
+        rid: bytes,
+        services: list[str] | None = None,
+        credit: int = 10,
+        inflight: list[str] | None = None,
+    ) -> None:
+        name = rid.decode()
+        msg = p.Ready(name, "python", services or ["echo"], credit, inflight or [], "0.1.0", 1, "h")
+        self.worker(rid, msg)
+
+    def done(self, rid: bytes, task_id: str, payload: bytes = b"out") -> None:
+        self.worker(rid, p.Done(task_id, payload))
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.broker.tick(self.now)
+
+    # -- one loop turn
+    def turn(self) -> Turn:
+        broker = self.broker
+        broker.dispatch()
+        self.journal.commit()
+        clients = [(rid, p.decode(frames)) for rid, frames in broker.outbox_clients]
+        workers = [(rid, p.decode(frames)) for rid, frames in broker.outbox_workers]
+        broker.outbox_clients.clear()
+        broker.outbox_workers.clear()
+        return Turn(clients, workers)
+
+    def restart(self) -> Forwarder:
+        """A new broker on the same journal file, as after a SIGKILL."""
+        self.journal.commit()
+        return Forwarder(Journal(self.journal.path), self.limits, self.now)
+
+
+def task(task_id: str, service: str = "echo", payload: bytes = b"in", **kw: Any) -> p.Task:
+    return p.Task(task_id, service, payload, **kw)
+
+
+def only(messages: list[p.Message], kind: type) -> list[Any]:
+    return [m for m in messages if isinstance(m, kind)]
+
+
+@pytest.fixture
+def fwd() -> Forwarder:
+    return Forwarder(Journal(":memory:"))
+
+
+@pytest.fixture
+def file_fwd(tmp_path: Path) -> Forwarder:
+    return Forwarder(Journal(str(tmp_path / "journal.db")))
+
+
+def run_to_dispatch(fwd: Forwarder, client: bytes, worker: bytes, *tasks: p.Task) -> Turn:
+    fwd.ready(worker)
+    fwd.submit(client, *tasks)
+    return fwd.turn()
+
+
+# ------------------------------------------------------------------ services
+
+
+def test_a_task_for_a_service_no_worker_ever_offered_is_refused_unknown_service(fwd):
+    fwd.submit(b"c1", task("t-1", "nope"))
+
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Refused(["t-1"], "unknown_service", out.to(b"c1")[0].reason)]
+    assert "nope" in out.to(b"c1")[0].reason
+    assert fwd.broker.tasks == {}
+
+
+def test_ready_makes_its_services_known_and_tasks_for_them_are_accepted_and_dispatched(fwd):
+    fwd.ready(b"w1", ["echo", "sha256"])
+    fwd.submit(b"c1", task("t-1", "sha256", b"abc"))
+
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+    assert out.tasks(b"w1") == [p.Dispatch("t-1", "sha256", {}, 1, b"abc")]
+
+
+def test_a_service_stays_known_after_its_last_worker_left_and_tasks_queue_for_it(fwd):
+    fwd.ready(b"w1")
+    fwd.worker(b"w1", p.Disconnect("drained"))
+    fwd.submit(b"c1", task("t-1"))
+
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+    assert out.tasks() == []
+    assert fwd.broker.status()["queues"] == {"echo": 1}
+
+
+# -------------------------------------------------------------------- submit
+
+
+def test_in_a_mixed_batch_only_the_valid_tasks_are_accepted_and_each_bad_one_is_refused_by_id(
+    fwd,
+):
+    fwd.broker.limits.max_payload_bytes = 10
+    fwd.ready(b"w1", credit=0)
+    fwd.submit(
+        b"c1",
+        task("good-1"),
+        task("bad id!"),
+        task("big", payload=b"x" * 11),
+        task("lost", "nope"),
+        task("bad-service", "a/b"),
+        task("good-2", payload=b"x" * 10),
+    )
+
+    replies = fwd.turn().to(b"c1")
+
+    assert replies[0] == p.Accepted(["good-1", "good-2"])
+    refused = {i: r.code for r in only(replies, p.Refused) for i in r.ids}
+    assert refused == {
+        "bad id!": "malformed",
+        "bad-service": "malformed",
+        "big": "too_large",
+        "lost": "unknown_service",
+    }
+    assert set(fwd.broker.tasks) == {"good-1", "good-2"}
+    assert fwd.broker.counters["accepted"] == 2
+    assert fwd.broker.counters["refused"] == 4
+
+
+def test_a_submit_with_an_undecodable_task_still_accepts_the_others(fwd):
+    fwd.ready(b"w1", credit=0)
+    good = p.encode(p.Submit([task("good")]))
+    bad = p.encode(p.Submit([task("bad", retries=1)]))
+    bad[2] = bad[2].replace(b"\x01", b"\xff")  # retries: -1
+    fwd.client(b"c1", [*good, *bad[2:]])
+
+    replies = fwd.turn().to(b"c1")
+
+    assert replies[0] == p.Accepted(["good"])
+    assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("malformed", ["bad"])]
+
+
+def test_a_submit_over_max_batch_is_refused_whole_as_too_large(fwd):
+    fwd.broker.limits.max_batch = 2
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a"), task("b"), task("c"))
+
+    out = fwd.turn()
+
+    assert [(m.code, m.ids) for m in out.to(b"c1")] == [("too_large", [])]
+    assert fwd.broker.tasks == {}
+
+
+def test_accepted_tasks_are_journaled_and_the_accepted_reply_waits_in_the_outbox(file_fwd):
+    file_fwd.ready(b"w1", credit=0)
+    file_fwd.submit(b"c1", task("t-1"))
+    other = Journal(file_fwd.journal.path)
+
+    assert file_fwd.journal.dirty  # the device commits before it sends the outbox
+    assert other.load_unfinished() == []
+    out = file_fwd.turn()
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+    assert [t.id for t in other.load_unfinished()] == ["t-1"]
+
+
+def test_queue_full_is_refused_past_max_queue_and_room_comes_back_as_tasks_finish(fwd):
+    fwd.broker.limits.max_queue = 2
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"), task("t-2"), task("t-3"))
+
+    replies = fwd.turn().to(b"c1")
+    fwd.done(b"w1", "t-1")
+    fwd.submit(b"c1", task("t-4"))
+    later = fwd.turn().to(b"c1")
+
+    assert replies[0] == p.Accepted(["t-1", "t-2"])
+    assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["t-3"])]
+    assert p.Accepted(["t-4"]) in later
+
+
+def test_queue_full_when_queued_payload_bytes_pass_max_queue_bytes(fwd):
+    fwd.broker.limits.max_queue_bytes = 10
+    fwd.ready(b"w1", credit=0)
+    fwd.submit(b"c1", task("a", payload=b"x" * 6), task("b", payload=b"x" * 6))
+
+    replies = fwd.turn().to(b"c1")
+
+    assert replies[0] == p.Accepted(["a"])
+    assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["b"])]
+
+
+# ----------------------------------------------------------- credit, routing
+
+
+def test_a_worker_never_holds_more_tasks_than_its_credit_and_gets_more_as_results_return(fwd):
+    fwd.ready(b"w1", credit=2)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(5)))
+
+    first = fwd.turn()
+    fwd.done(b"w1", "t-0")
+    second = fwd.turn()
+    third = fwd.turn()
+
+    assert first.task_ids(b"w1") == ["t-0", "t-1"]
+    assert second.task_ids(b"w1") == ["t-2"]
+    assert third.task_ids() == []
+    assert len(fwd.broker.workers[b"w1"].inflight) == 2
+
+
+def test_credit_is_respected_over_a_whole_run(fwd):
+    fwd.ready(b"w1", credit=3)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(20)))
+    holding: list[str] = []
+    results = 0
+    for _ in range(40):
+        out = fwd.turn()
+        holding += out.task_ids(b"w1")
+        results += len(only(out.to(b"c1"), p.Result))
+        assert len(holding) <= 3
+        if holding:
+            fwd.done(b"w1", holding.pop(0))
+    assert results == 20
+
+
+def test_a_failed_handler_also_gives_the_credit_back(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"), task("t-2"))
+    fwd.turn()
+
+    fwd.worker(b"w1", p.Error("t-1", "boom"))
+
+    assert fwd.turn().task_ids(b"w1") == ["t-2"]
+
+
+def test_round_robin_spreads_tasks_over_all_workers_with_credit(fwd):
+    for rid in (b"w1", b"w2", b"w3"):
+        fwd.ready(rid, credit=10)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(6)))
+
+    out = fwd.turn()
+
+    assert sorted(len(out.tasks(rid)) for rid in (b"w1", b"w2", b"w3")) == [2, 2, 2]
+    assert sorted(out.task_ids()) == sorted(f"t-{i}" for i in range(6))
+
+
+def test_round_robin_starts_each_round_with_another_worker(fwd):
+    fwd.ready(b"w1")
+    fwd.ready(b"w2")
+    receivers = []
+    for i in range(4):
+        fwd.submit(b"c1", task(f"t-{i}"))
+        (rid, _msg) = fwd.turn().workers[0]
+        receivers.append(rid)
+
+    assert set(receivers) == {b"w1", b"w2"}
+
+
+def test_tasks_only_go_to_workers_offering_their_service(fwd):
+    fwd.ready(b"w-echo", ["echo"])
+    fwd.ready(b"w-sha", ["sha256"])
+    fwd.submit(b"c1", task("a", "sha256"), task("b", "echo"))
+
+    out = fwd.turn()
+
+    assert out.task_ids(b"w-sha") == ["a"]
+    assert out.task_ids(b"w-echo") == ["b"]
+
+
+def test_a_worker_with_credit_zero_is_draining_and_gets_no_new_tasks(fwd):
+    fwd.ready(b"w1", credit=2)
+    fwd.submit(b"c1", task("t-1"), task("t-2"), task("t-3"))
+    assert fwd.turn().task_ids(b"w1") == ["t-1", "t-2"]
+
+    fwd.ready(b"w1", credit=0)
+    fwd.done(b"w1", "t-1")
+    fwd.done(b"w1", "t-2")
+    out = fwd.turn()
+
+    assert out.task_ids() == []
+    assert len(only(out.to(b"c1"), p.Result)) == 2
+    fwd.ready(b"w1", credit=0)
+    fwd.ready(b"w2", credit=0)
+    assert fwd.turn().task_ids() == []
+
+
+def test_ready_again_replaces_services_and_credit(fwd):
+    fwd.ready(b"w1", ["echo"], credit=1)
+    fwd.ready(b"w1", ["sha256"], credit=2)
+    fwd.submit(b"c1", task("a", "echo"), task("b", "sha256"), task("c", "sha256"))
+
+    out = fwd.turn()
+
+    assert out.task_ids(b"w1") == ["b", "c"]
+    assert len(fwd.broker.workers) == 1
+
+
+# ------------------------------------------------------------------ results
+
+
+def test_a_result_reaches_the_submitting_client_exactly_once(fwd):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("t-1", payload=b"hello"))
+    fwd.submit(b"c2", task("other"))
+    fwd.turn()
+
+    fwd.done(b"w1", "t-1", b"HELLO")
+    out = fwd.turn()
+    later = fwd.turn()
+
+    assert out.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"HELLO")]
+    assert out.to(b"c2") == []
+    assert later.clients == []
+    assert fwd.broker.counters["completed"] == 1
+    assert "t-1" not in fwd.broker.tasks
+
+
+def test_a_handler_failure_reaches_the_client_as_failed_handler_error(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+
+    fwd.worker(b"w1", p.Error("t-1", "ValueError: bad input"))
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Failed("t-1", "handler_error", "ValueError: bad input", "w1", 1)]
+    assert fwd.broker.counters["failed"] == 1
+    assert fwd.broker.workers[b"w1"].inflight == set()
+
+
+def test_a_client_heartbeat_is_answered_with_a_heartbeat(fwd):
+    fwd.client(b"c1", p.Heartbeat())
+    assert fwd.turn().to(b"c1") == [p.Heartbeat()]
+
+
+def test_a_status_request_is_answered_with_the_tables(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"), task("t-2"))
+    fwd.turn()
+
+    fwd.client(b"c9", p.StatusRequest())
+    (reply,) = fwd.turn().to(b"c9")
+
+    assert isinstance(reply, p.Status)
+    info = reply.info
+    assert info["inflight"] == 1
+    assert info["queues"] == {"echo": 1}
+    assert info["services"] == ["echo"]
+    assert [(w["id"], w["credit"], w["inflight"]) for w in info["workers"]] == [("w1", 1, 1)]
+    assert info["dead_letters"] == []
+    assert info["counters"]["accepted"] == 2
+
+
+# ------------------------------------------------------ dead workers, retries
+
+
+def test_a_worker_silent_past_the_liveness_deadline_is_removed_and_its_tasks_go_to_another(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"), task("t-2"))
+    assert fwd.turn().task_ids(b"w1") == ["t-1"]
+
+    fwd.tick(3.0)  # heartbeat_interval 1 s * liveness 3: not yet
+    assert b"w1" in fwd.broker.workers
+    assert fwd.turn().to(b"w1") == [p.WorkerHeartbeat()]
+    fwd.tick(0.01)
+    assert b"w1" not in fwd.broker.workers
+    fwd.ready(b"w2", credit=1)
+    out = fwd.turn()
+
+    assert out.tasks(b"w2") == [p.Dispatch("t-1", "echo", {}, 2, b"in")]  # front of the queue
+    assert fwd.broker.counters["workers_lost"] == 1
+    assert fwd.broker.counters["requeued"] == 1
+    assert ("task.requeued", {"id": "t-1", "attempts": 1}) in fwd.events
+    assert any(kind == "worker.lost" for kind, _ in fwd.events)
+
+
+def test_any_message_from_a_worker_keeps_it_alive(fwd):
+    fwd.ready(b"w1")
+    for _ in range(5):
+        fwd.now += 2.5
+        fwd.worker(b"w1", p.WorkerHeartbeat())
+        fwd.broker.tick(fwd.now)
+    assert b"w1" in fwd.broker.workers
+
+
+def test_the_liveness_deadline_follows_the_configured_limits():
+    fwd = Forwarder(Journal(":memory:"), Limits(heartbeat_interval=0.5, heartbeat_liveness=2))
+    fwd.ready(b"w1")
+    fwd.tick(0.9)
+    assert b"w1" in fwd.broker.workers
+    fwd.tick(0.2)
+    assert b"w1" not in fwd.broker.workers
+
+
+def test_tasks_of_a_dead_worker_go_back_in_front_of_the_queue_in_their_order(fwd):
+    fwd.ready(b"w1", credit=3)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(6)))
+    assert fwd.turn().task_ids(b"w1") == ["t-0", "t-1", "t-2"]
+
+    fwd.tick(10)
+    fwd.ready(b"w2", credit=1)
+    order = []
+    for _ in range(6):
+        (dispatched,) = fwd.turn().task_ids(b"w2")
+        order.append(dispatched)
+        fwd.done(b"w2", dispatched)
+
+    assert order == [f"t-{i}" for i in range(6)]
+
+
+def test_after_its_retries_a_task_becomes_a_dead_letter_and_retry_brings_it_back(fwd):
+    fwd.submit(b"c1", task("t-1", retries=1))  # unknown yet: refused
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1", retries=1))
+    fwd.turn()
+    fwd.tick(10)  # lost on attempt 1: requeued (1 retry left)
+    fwd.ready(b"w2", credit=1)
+    assert fwd.turn().tasks(b"w2")[0].attempt == 2
+
+    fwd.tick(10)  # lost on attempt 2: no retries left
+    out = fwd.turn()
+
+    (failed,) = out.to(b"c1")
+    assert failed == p.Failed("t-1", "dead_letter", failed.error, None, 2)
+    assert fwd.broker.counters["dead_lettered"] == 1
+    assert [d["id"] for d in fwd.broker.status()["dead_letters"]] == ["t-1"]
+    assert fwd.broker.status()["dead_letter_count"] == 1
+    assert "t-1" not in fwd.broker.tasks
+
+    fwd.ready(b"w3", credit=1)
+    fwd.client(b"c2", p.Retry([]))
+    out = fwd.turn()
+    assert out.to(b"c2") == [p.Accepted(["t-1"])]
+    assert out.tasks(b"w3") == [p.Dispatch("t-1", "echo", {}, 1, b"in")]  # attempts reset
+    assert fwd.broker.status()["dead_letters"] == []
+
+    fwd.done(b"w3", "t-1", b"finally")
+    assert fwd.turn().to(b"c2") == [p.Result("t-1", "w3", 1, False, b"finally")]
+
+
+def test_the_default_retries_come_from_max_retries():
+    fwd = Forwarder(Journal(":memory:"), Limits(max_retries=2))
+    fwd.ready(b"w0", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+    attempts = []
+    for i in range(1, 5):
+        fwd.tick(10)
+        fwd.ready(f"w{i}".encode(), credit=1)
+        out = fwd.turn()
+        attempts += [t.attempt for t in out.tasks()]
+        if out.to(b"c1"):
+            break
+
+    assert attempts == [2, 3]
+    assert out.to(b"c1")[0].code == "dead_letter"
+    assert out.to(b"c1")[0].attempts == 3
+
+
+def test_retry_of_listed_ids_moves_only_those_and_refuses_unknown_ones(fwd):
+    fwd.ready(b"w1", credit=2)
+    fwd.submit(b"c1", task("a", retries=0), task("b", retries=0))
+    fwd.turn()
+    fwd.tick(10)
+    fwd.turn()
+
+    fwd.client(b"c1", p.Retry(["b", "zzz"]))
+    replies = fwd.turn().to(b"c1")
+
+    assert replies[0] == p.Accepted(["b"])
+    assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("unknown_task", ["zzz"])]
+    assert [d["id"] for d in fwd.broker.status()["dead_letters"]] == ["a"]
+
+
+def test_retry_of_the_same_dead_letter_twice_in_one_turn_queues_it_once(fwd):
+    fwd.ready(b"w1", credit=0)
+    fwd.ready(b"w0", credit=1)
+    fwd.submit(b"c1", task("a", retries=0, payload=b"12345"))
+    fwd.turn()
+    fwd.worker(b"w1", p.WorkerHeartbeat())
+    fwd.tick(2)
+    fwd.worker(b"w1", p.WorkerHeartbeat())
+    fwd.tick(2)  # w0 is dead, w1 is alive
+    fwd.turn()
+
+    fwd.client(b"c1", p.Retry(["a"]))
+    fwd.client(b"c2", p.Retry(["a"]))
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["a"])]
+    assert out.to(b"c2") == [p.Accepted(["a"])]
+    assert fwd.broker.queued_bytes == 5  # queued once
+    fwd.ready(b"w2", credit=5)
+    assert fwd.turn().task_ids() == ["a"]
+    fwd.done(b"w2", "a")
+    assert [m.id for m in fwd.turn().to(b"c2")] == ["a"]  # to the last client that asked
+
+
+def test_a_worker_disconnect_requeues_its_tasks_without_using_up_retries(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1", retries=0))
+    fwd.turn()
+
+    fwd.worker(b"w1", p.Disconnect("drained"))
+    fwd.ready(b"w2", credit=1)
+    out = fwd.turn()
+
+    assert out.tasks(b"w2") == [p.Dispatch("t-1", "echo", {}, 2, b"in")]
+    assert b"w1" not in fwd.broker.workers
+    assert fwd.broker.counters["requeued"] == 1
+    assert fwd.broker.counters["workers_lost"] == 0
+    assert ("worker.left", {"worker": "w1", "reason": "drained"}) in fwd.events
+
+
+def test_an_unreachable_worker_is_removed_and_its_tasks_requeued(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+
+    fwd.broker.worker_unreachable(b"w1")
+    fwd.ready(b"w2")
+
+    assert fwd.turn().task_ids(b"w2") == ["t-1"]
+    assert fwd.broker.counters["workers_lost"] == 1
+
+
+# -------------------------------------------------------------- late results
+
+
+def test_a_late_result_from_a_removed_worker_for_a_finished_task_is_dropped_and_disowned(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+    fwd.tick(10)
+    fwd.ready(b"w2", credit=1)
+    fwd.turn()
+    fwd.done(b"w2", "t-1", b"from-w2")
+    assert only(fwd.turn().to(b"c1"), p.Result)[0].payload == b"from-w2"
+
+    fwd.done(b"w1", "t-1", b"from-w1")
+    out = fwd.turn()
+
+    assert out.to(b"c1") == []
+    assert out.to(b"w1") == [p.Disconnect("unknown worker")]
+    assert fwd.broker.counters["late_results"] == 1
+    assert fwd.broker.counters["completed"] == 1
+
+
+def test_a_message_from_an_unknown_worker_is_answered_with_disconnect(fwd):
+    fwd.worker(b"ghost", p.WorkerHeartbeat())
+    fwd.worker(b"ghost2", p.Error("never-seen", "x"))
+
+    out = fwd.turn()
+
+    assert out.to(b"ghost") == [p.Disconnect("unknown worker")]
+    assert out.to(b"ghost2") == [p.Disconnect("unknown worker")]
+    assert fwd.broker.counters["late_results"] == 1
+
+
+def test_a_late_result_for_a_requeued_unfinished_task_completes_it_once(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+    fwd.tick(10)  # t-1 waits in the queue again, nobody to run it
+
+    fwd.done(b"w1", "t-1", b"late")
+    out = fwd.turn()
+    fwd.ready(b"w2")
+    after = fwd.turn()
+
+    assert out.to(b"c1") == [p.Result("t-1", "unknown", 1, False, b"late")]
+    assert out.to(b"w1") == [p.Disconnect("unknown worker")]
+    assert after.tasks() == []  # not run a second time
+    assert fwd.broker.queued_bytes == 0
+    assert fwd.broker.status()["queues"] == {}
+
+
+def test_a_late_result_for_a_task_running_elsewhere_completes_it_and_the_second_is_dropped(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+    fwd.tick(10)
+    fwd.ready(b"w2", credit=1)
+    assert fwd.turn().task_ids(b"w2") == ["t-1"]
+
+    fwd.done(b"w1", "t-1", b"first")
+    first = fwd.turn()
+    fwd.done(b"w2", "t-1", b"second")
+    second = fwd.turn()
+
+    assert only(first.to(b"c1"), p.Result)[0].payload == b"first"
+    assert second.to(b"c1") == []
+    assert second.to(b"w2") == []  # w2 is known: no DISCONNECT
+    assert fwd.broker.workers[b"w2"].inflight == set()
+    assert fwd.broker.counters["late_results"] == 1
+
+
+def test_ready_listing_queued_tasks_as_inflight_takes_them_off_the_queue(fwd):
+    fwd.ready(b"w0", credit=0)  # makes echo known, takes nothing
+    fwd.submit(b"c1", task("t-1"), task("t-2"))
+    fwd.turn()
+
+    fwd.ready(b"w1", credit=1, inflight=["t-1", "unknown-id"])
+    first = fwd.turn()
+    fwd.done(b"w1", "t-1", b"kept")
+    second = fwd.turn()
+
+    assert first.tasks() == []  # t-1 runs on w1 already and fills its credit
+    assert second.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"kept")]
+    assert second.task_ids(b"w1") == ["t-2"]
+    fwd.done(b"w1", "t-2")
+    assert fwd.turn().tasks() == []
+    assert fwd.broker.queued_bytes == 0
+
+
+def test_after_a_restart_ready_with_inflight_keeps_a_task_from_running_twice(file_fwd):
+    file_fwd.ready(b"w1", credit=1)
+    file_fwd.submit(b"c1", task("t-1"))
+    file_fwd.turn()
+
+    fwd = file_fwd.restart()
+    fwd.ready(b"w1", credit=1, inflight=["t-1"])
+    fwd.ready(b"w2", credit=1)
+    assert fwd.turn().tasks() == []
+    fwd.done(b"w1", "t-1")
+
+    assert only(fwd.turn().to(b"c1"), p.Result)[0].id == "t-1"
+
+
+# --------------------------------------------------------- repeated submits
+
+
+def test_a_duplicate_submit_of_an_unfinished_id_creates_no_second_task(fwd):
+    fwd.ready(b"w1", credit=5)
+    fwd.submit(b"c1", task("t-1"))
+    first = fwd.turn()
+    fwd.submit(b"c1", task("t-1"))
+    fwd.submit(b"c2", task("t-1", payload=b"other"))
+    second = fwd.turn()
+    held = len(fwd.broker.tasks)
+    fwd.done(b"w1", "t-1")
+    third = fwd.turn()
+
+    assert first.task_ids() == ["t-1"]
+    assert second.to(b"c1") == [p.Accepted(["t-1"])]
+    assert second.to(b"c2") == [p.Accepted(["t-1"])]
+    assert second.tasks() == []
+    assert held == 1
+    assert fwd.broker.counters["accepted"] == 1
+    # results go to the client that last submitted the id
+    assert [m.id for m in third.to(b"c2")] == ["t-1"]
+    assert third.to(b"c1") == []
+
+
+def test_the_same_id_twice_in_one_submit_is_one_task(fwd):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("t-1"), task("t-1"))
+
+    out = fwd.turn()
+
+    assert out.task_ids() == ["t-1"]
+    assert len(fwd.broker.tasks) == 1
+
+
+def test_a_submit_of_a_finished_id_returns_accepted_then_the_cached_result(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+    fwd.done(b"w1", "t-1", b"stored")
+    fwd.turn()
+
+    fwd.submit(b"c2", task("t-1"))
+    out = fwd.turn()
+
+    assert out.to(b"c2") == [p.Accepted(["t-1"]), p.Result("t-1", "w1", 1, True, b"stored")]
+    assert out.tasks() == []
+    assert fwd.broker.tasks == {}
+
+
+def test_a_submit_of_a_failed_id_returns_accepted_then_the_stored_failure(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+    fwd.worker(b"w1", p.Error("t-1", "boom"))
+    fwd.turn()
+
+    fwd.submit(b"c1", task("t-1"))
+
+    assert fwd.turn().to(b"c1") == [
+        p.Accepted(["t-1"]),
+        p.Failed("t-1", "handler_error", "boom", "w1", 1),
+    ]
+
+
+def test_a_submit_of_an_id_finished_in_the_same_loop_turn_gets_the_result(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+
+    fwd.done(b"w1", "t-1", b"just-now")  # the backend is drained first...
+    fwd.submit(b"c2", task("t-1"))  # ...then the frontend, before the commit
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"just-now")]
+    assert out.to(b"c2") == [p.Accepted(["t-1"]), p.Result("t-1", "w1", 1, True, b"just-now")]
+    assert out.tasks() == []
+
+
+def test_a_collect_of_an_id_finished_in_the_same_loop_turn_gets_the_result(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+
+    fwd.done(b"w1", "t-1", b"just-now")
+    fwd.client(b"c2", p.Collect(["t-1"]))
+
+    assert fwd.turn().to(b"c2") == [p.Result("t-1", "w1", 1, True, b"just-now")]
+
+
+# ---------------------------------------------------------- idempotency keys
+
+
+def test_a_second_id_with_the_key_of_a_running_task_joins_it_and_the_work_runs_once(fwd):
+    fwd.ready(b"w1", credit=5)
+    fwd.submit(b"c1", task("a", key="order-42"))
+    first = fwd.turn()
+    fwd.submit(b"c2", task("b", key="order-42"))
+    second = fwd.turn()
+    fwd.done(b"w1", "a", b"shipped")
+    third = fwd.turn()
+
+    assert first.task_ids() == ["a"]
+    assert second.to(b"c2") == [p.Accepted(["b"])]
+    assert second.tasks() == []
+    assert third.to(b"c1") == [p.Result("a", "w1", 1, False, b"shipped")]
+    assert third.to(b"c2") == [p.Result("b", "w1", 1, True, b"shipped")]
+    assert fwd.broker.counters["accepted"] == 1
+    assert fwd.broker.aliases == {}
+
+
+def test_the_key_of_a_finished_task_returns_its_cached_result_under_the_new_id(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("a", key="k"))
+    fwd.done(b"w1", "a", b"once")
+    fwd.turn()
+
+    fwd.submit(b"c2", task("b", key="k"))
+    out = fwd.turn()
+
+    assert out.to(b"c2") == [p.Accepted(["b"]), p.Result("b", "w1", 1, True, b"once")]
+    assert out.tasks() == []
+    fwd.client(b"c3", p.Collect(["b"]))
+    assert fwd.turn().to(b"c3") == [p.Result("b", "w1", 1, True, b"once")]
+
+
+def test_a_key_finished_in_the_same_loop_turn_is_not_run_again(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("a", key="k"))
+
+    fwd.done(b"w1", "a", b"once")
+    fwd.submit(b"c2", task("b", key="k"))
+    out = fwd.turn()
+
+    assert out.tasks() == []
+    assert out.to(b"c2") == [p.Accepted(["b"]), p.Result("b", "w1", 1, True, b"once")]
+
+
+def test_a_collect_of_a_joined_id_routes_its_result_to_the_collector(fwd):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a", key="k"), task("b", key="k"))
+    fwd.turn()
+
+    fwd.client(b"c9", p.Collect(["b"]))
+    assert fwd.turn().to(b"c9") == [p.Accepted(["b"])]
+    fwd.done(b"w1", "a")
+    out = fwd.turn()
+
+    assert [m.id for m in out.to(b"c9")] == ["b"]
+    assert [m.id for m in out.to(b"c1")] == ["a"]
+
+
+def test_an_empty_key_is_malformed(fwd):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a", key=""))
+    (refused,) = fwd.turn().to(b"c1")
+    assert (refused.code, refused.ids) == ("malformed", ["a"])
+
+
+# ------------------------------------------------------------------ collect
+
+
+def test_collect_answers_finished_unfinished_and_unknown_ids(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("done-1"), task("open-1"))
+    fwd.turn()
+    fwd.done(b"w1", "done-1", b"r1")
+    fwd.turn()
+
+    fwd.client(b"c2", p.Collect(["done-1", "open-1", "never"]))
+    replies = fwd.turn().to(b"c2")
+
+    assert replies == [
+        p.Accepted(["open-1"]),
+        p.Result("done-1", "w1", 1, True, b"r1"),
+        p.Refused(["never"], "unknown_task", replies[2].reason),
+    ]
+    fwd.done(b"w1", "open-1", b"r2")
+    out = fwd.turn()
+    assert out.to(b"c2") == [p.Result("open-1", "w1", 1, False, b"r2")]  # to the collector
+    assert out.to(b"c1") == []
+
+
+def test_collect_of_a_dead_letter_returns_its_failure(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1", retries=0))
+    fwd.turn()
+    fwd.tick(10)
+    fwd.turn()
+
+    fwd.client(b"c2", p.Collect(["t-1"]))
+    (failed,) = fwd.turn().to(b"c2")
+
+    assert (failed.id, failed.code, failed.attempts) == ("t-1", "dead_letter", 1)
+
+
+# ------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([b"GET / HTTP/1.1"], "malformed"),
+        ([b"nonsense", b"\x01"], "malformed"),
+        ([b"ZFC2", b"\x01", b"x", b"y"], "bad_version"),
+        ([b"ZFC1", b"\x0f"], "unknown_command"),
+        ([b"ZFC1", b"\x01"], "malformed"),
+        ([b"ZFC1", b"\x01", b"\xc1"], "malformed"),
+        ([b"ZFC1", b"\x07", b"\xc1"], "malformed"),
+        (p.encode(p.Accepted(["x"])), "unknown_command"),  # a reply is not a request
+        (p.encode(p.WorkerHeartbeat()), "unknown_command"),
+    ],
+    ids=[
+        "one-frame",
+        "bad-signature",
+        "version-2",
+        "unknown-command",
+        "empty-submit",
+        "odd-submit",
+        "bad-collect",
+        "client-sends-accepted",
+        "worker-message-on-frontend",
+    ],
+)
+def test_malformed_client_frames_are_refused_and_others_keep_being_served(fwd, frames, code):
+    fwd.ready(b"w1")
+    fwd.client(b"bad", frames)
+    fwd.submit(b"good", task("t-1"))
+
+    out = fwd.turn()
+
+    (refused,) = out.to(b"bad")
+    assert isinstance(refused, p.Refused)
+    assert (refused.code, refused.ids) == (code, [])
+    assert out.to(b"good") == [p.Accepted(["t-1"])]
+    assert out.task_ids(b"w1") == ["t-1"]
+
+
+def test_a_malformed_worker_message_is_answered_with_disconnect_and_the_broker_goes_on(fwd):
+    fwd.ready(b"w1", credit=1)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+
+    fwd.worker(b"w1", [b"ZFW1", b"\x13", b"\xc1", b"x"])
+    fwd.worker(b"w1", p.encode(p.Heartbeat()))
+    out = fwd.turn()
+
+    assert [type(m) for m in out.to(b"w1")] == [p.Disconnect, p.Disconnect]
+    assert out.to(b"w1")[0].reason.startswith("malformed")
+    assert fwd.broker.counters["malformed"] == 1
+    fwd.done(b"w1", "t-1")
+    assert only(fwd.turn().to(b"c1"), p.Result)
+
+
+# ------------------------------------------------------------------ restart
+
+
+def test_a_restarted_broker_queues_every_accepted_unfinished_task_again_but_not_finished_ones(
+    file_fwd,
+):
+    file_fwd.ready(b"w1", credit=1)
+    file_fwd.submit(b"c1", task("t-1"), task("t-2"), task("t-3", payload=b"three"))
+    file_fwd.turn()
+    file_fwd.done(b"w1", "t-1")
+    file_fwd.turn()  # t-1 finished, t-2 in flight, t-3 queued
+
+    fwd = file_fwd.restart()
+    assert [t.id for t in fwd.broker.queues["echo"]] == ["t-2", "t-3"]
+    fwd.ready(b"w9", credit=5)
+    out = fwd.turn()
+
+    assert out.tasks(b"w9") == [
+        p.Dispatch("t-2", "echo", {}, 1, b"in"),
+        p.Dispatch("t-3", "echo", {}, 1, b"three"),
+    ]
+    fwd.done(b"w9", "t-2")
+    fwd.done(b"w9", "t-3")
+    assert sorted(m.id for m in fwd.turn().to(b"c1")) == ["t-2", "t-3"]  # stored client rid
+    fwd.client(b"c1", p.Collect(["t-1"]))
+    assert only(fwd.turn().to(b"c1"), p.Result)[0].cached
+
+
+def test_a_restarted_broker_remembers_known_services_keys_and_joined_ids(file_fwd):
+    file_fwd.ready(b"w1", credit=0)
+    file_fwd.submit(b"c1", task("a", key="k"))
+    file_fwd.turn()
+    file_fwd.submit(b"c2", task("b", key="k"))
+    file_fwd.turn()
+
+    fwd = file_fwd.restart()
+    fwd.submit(b"c3", task("c", key="k"), task("d"))
+    assert fwd.turn().to(b"c3") == [p.Accepted(["c", "d"])]  # echo is still known
+    fwd.ready(b"w2", credit=5)
+    assert fwd.turn().task_ids() == ["a", "d"]
+    fwd.done(b"w2", "a", b"A")
+    out = fwd.turn()
+
+    assert [(m.id, m.cached) for m in out.to(b"c1")] == [("a", False)]
+    assert [(m.id, m.cached) for m in out.to(b"c2")] == [("b", True)]
+    assert [(m.id, m.cached) for m in out.to(b"c3")] == [("c", True)]
+
+
+def test_a_task_accepted_but_never_committed_is_not_there_after_a_restart(file_fwd):
+    file_fwd.ready(b"w1", credit=0)
+    file_fwd.turn()
+    file_fwd.submit(b"c1", task("t-1"))  # killed before the commit: ACCEPTED never left
+
+    fwd = Forwarder(Journal(file_fwd.journal.path))
+
+    assert fwd.broker.tasks == {}
+
+
+def test_a_restarted_broker_keeps_attempt_counts_of_requeued_tasks(file_fwd):
+    file_fwd.ready(b"w1", credit=1)
+    file_fwd.submit(b"c1", task("t-1", retries=1))
+    file_fwd.turn()
+    file_fwd.tick(10)
+    file_fwd.turn()
+
+    fwd = file_fwd.restart()
+    fwd.ready(b"w2", credit=1)
+    assert fwd.turn().tasks(b"w2")[0].attempt == 2
+    fwd.tick(10)
+
+    assert fwd.turn().to(b"c1")[0].code == "dead_letter"

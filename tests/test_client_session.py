@@ -1,0 +1,196 @@
+"""Client state without sockets (src/zmqflow/client/session.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from zmqflow import protocol as p
+from zmqflow.client.session import ClientSession, TaskResult
+
+
+def task(task_id: str) -> p.Task:
+    return p.Task(task_id, "echo", task_id.encode())
+
+
+def feed(session: ClientSession, msg: p.Message) -> None:
+    session.on_message(p.encode(msg))
+
+
+@pytest.fixture
+def session() -> ClientSession:
+    return ClientSession(routing_id=b"c-test")
+
+
+def test_submit_frames_batch_tasks_by_max_batch():
+    session = ClientSession(max_batch=2)
+
+    frames = session.submit_frames(task(f"t-{i}") for i in range(5))
+
+    batches = [p.decode(f) for f in frames]
+    assert [[t.id for t in b.tasks] for b in batches] == [["t-0", "t-1"], ["t-2", "t-3"], ["t-4"]]
+    assert session.outstanding == 5
+
+
+def test_an_id_cannot_be_submitted_twice_in_one_session(session):
+    session.submit_frames([task("t-1")])
+    with pytest.raises(ValueError, match="already submitted"):
+        session.submit_frames([task("t-1")])
+
+
+def test_accepted_marks_tasks_accepted_and_is_kept_in_order(session):
+    session.submit_frames([task("a"), task("b")])
+
+    feed(session, p.Accepted(["a"]))
+
+    assert session.is_accepted("a")
+    assert not session.is_accepted("b")
+    assert list(session.accepted_ids) == [["a"]]
+
+
+def test_a_result_is_surfaced_once_and_its_second_copy_is_counted_as_redelivered(session):
+    session.submit_frames([task("t-1")])
+    feed(session, p.Accepted(["t-1"]))
+
+    feed(session, p.Result("t-1", "w1", 1, False, b"out"))
+    feed(session, p.Result("t-1", "w1", 1, True, b"out"))
+
+    assert len(session.ready) == 1
+    result = session.ready[0]
+    assert (result.task_id, result.ok, result.payload, result.worker) == ("t-1", True, b"out", "w1")
+    assert not result.cached
+    assert session.redelivered == 1
+    assert session.outstanding == 0
+    assert session.is_accepted("t-1")
+
+
+def test_a_failure_after_a_result_for_the_same_id_is_not_surfaced(session):
+    session.submit_frames([task("t-1")])
+    feed(session, p.Result("t-1", "w1", 1, False, b"out"))
+    feed(session, p.Failed("t-1", "handler_error", "boom", "w1", 1))
+
+    assert [r.ok for r in session.ready] == [True]
+    assert session.redelivered == 1
+
+
+def test_a_result_for_an_id_never_submitted_is_ignored(session):
+    feed(session, p.Result("stranger", "w1", 1, False, b""))
+
+    assert not session.ready
+    assert session.redelivered == 0
+
+
+def test_a_handler_failure_becomes_a_failed_task_result(session):
+    session.submit_frames([task("t-1")])
+
+    feed(session, p.Failed("t-1", "handler_error", "ValueError: bad", "w2", 3))
+
+    (result,) = session.ready
+    assert (result.ok, result.code, result.error, result.worker, result.attempts) == (
+        False,
+        "handler_error",
+        "ValueError: bad",
+        "w2",
+        3,
+    )
+    assert not result.refused
+
+
+def test_a_dead_letter_is_a_failure_not_a_refusal(session):
+    session.submit_frames([task("t-1")])
+    feed(session, p.Failed("t-1", "dead_letter", "lost", None, 6))
+    assert not session.ready[0].refused
+
+
+def test_a_refusal_becomes_a_task_result_for_each_refused_id(session):
+    session.submit_frames([task("a"), task("b"), task("c")])
+
+    feed(session, p.Accepted(["c"]))
+    feed(session, p.Refused(["a", "b"], "unknown_service", "no worker ever offered 'echo'"))
+
+    results = {r.task_id: r for r in session.ready}
+    assert set(results) == {"a", "b"}
+    assert all(r.refused and not r.ok for r in results.values())
+    assert results["a"].code == "unknown_service"
+    assert results["a"].error == "no worker ever offered 'echo'"
+    assert session.outstanding == 1
+
+
+def test_a_refusal_without_ids_is_kept_as_a_session_error(session):
+    feed(session, p.Refused([], "malformed", "first frame is not a zmqflow signature"))
+
+    assert not session.ready
+    assert [e.code for e in session.errors] == ["malformed"]
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        ("malformed", True),
+        ("unknown_command", True),
+        ("bad_version", True),
+        ("unknown_service", True),
+        ("too_large", True),
+        ("queue_full", True),
+        ("unknown_task", True),
+        ("handler_error", False),
+        ("dead_letter", False),
+        (None, False),
+    ],
+)
+def test_refused_is_true_only_for_refusal_codes(code, refused):
+    assert TaskResult("t", False, code=code).refused is refused
+
+
+def test_resync_submits_the_unaccepted_again_and_collects_the_accepted(session):
+    session.submit_frames([task("a"), task("b"), task("c"), task("d")])
+    feed(session, p.Accepted(["b", "d"]))
+    feed(session, p.Result("d", "w", 1, False, b""))
+
+    messages = [p.decode(f) for f in session.resync_frames()]
+
+    assert messages == [p.Submit([task("a"), task("c")]), p.Collect(["b"])]
+
+
+def test_resync_with_nothing_outstanding_sends_nothing(session):
+    assert session.resync_frames() == []
+
+
+def test_resync_respects_max_batch():
+    session = ClientSession(max_batch=2)
+    session.submit_frames(task(f"t-{i}") for i in range(3))
+
+    messages = [p.decode(f) for f in session.resync_frames()]
+
+    assert [len(m.tasks) for m in messages] == [2, 1]
+
+
+def test_collect_attaches_to_tasks_submitted_elsewhere_and_surfaces_their_results(session):
+    frames = session.collect_frames(["x", "y"])
+
+    assert p.decode(frames) == p.Collect(["x", "y"])
+    assert session.is_accepted("x")
+    feed(session, p.Result("x", "w", 1, True, b"stored"))
+    assert [(r.task_id, r.cached) for r in session.ready] == [("x", True)]
+    assert [p.decode(f) for f in session.resync_frames()] == [p.Collect(["y"])]
+
+
+def test_a_status_reply_is_kept(session):
+    feed(session, p.Status({"inflight": 3}))
+    assert session.status == {"inflight": 3}
+
+
+def test_heartbeats_and_undecodable_frames_change_nothing(session):
+    session.submit_frames([task("t-1")])
+
+    session.on_message(p.encode(p.Heartbeat()))
+    session.on_message([b"garbage"])
+    session.on_message([p.CLIENT_SIGNATURE, b"\x03", b"\xc1", b""])
+
+    assert not session.ready
+    assert session.outstanding == 1
+
+
+def test_each_session_gets_its_own_routing_id_and_new_ids_are_unique():
+    assert ClientSession().routing_id != ClientSession().routing_id
+    assert ClientSession.new_id() != ClientSession.new_id()
+    assert p.valid_id(ClientSession.new_id())

@@ -1,0 +1,334 @@
+"""ZFP/1 codec (docs/protocol.md): byte-exact vectors and every refusal code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from zmqflow import protocol as p
+
+VECTORS = sorted((Path(__file__).resolve().parents[1] / "docs" / "protocol-vectors").glob("*.json"))
+
+C = p.CLIENT_SIGNATURE
+W = p.WORKER_SIGNATURE
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _unhex(value: Any) -> Any:
+    """The vector's ``message`` with ``<name>_hex`` fields turned into bytes ``<name>``."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key.endswith("_hex"):
+                out[key[: -len("_hex")]] = bytes.fromhex(item)
+            else:
+                out[key] = _unhex(item)
+        return out
+    if isinstance(value, list):
+        return [_unhex(item) for item in value]
+    return value
+
+
+def _build(type_name: str, fields: dict[str, Any]) -> p.Message:
+    if type_name == "Submit":
+        return p.Submit([p.Task(**task) for task in fields["tasks"]])
+    return getattr(p, type_name)(**fields)
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _task_header(**overrides: Any) -> bytes:
+    header = {"id": "t-1", "service": "echo", "key": None, "headers": {}, "retries": None}
+    header.update(overrides)
+    return _pack(header)
+
+
+def _refusal(frames: list[bytes]) -> p.ProtocolError:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(frames)
+    return info.value
+
+
+# ------------------------------------------------------------------ vectors
+
+
+def test_there_is_a_vector_for_every_documented_message_type():
+    types = {_load(path)["type"] for path in VECTORS}
+    assert len(VECTORS) >= 20
+    assert {"Submit", "Accepted", "Result", "Failed", "Refused", "Ready", "Dispatch"} <= types
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda path: path.stem)
+def test_vector_decodes_to_its_message(path: Path):
+    vector = _load(path)
+    frames = [bytes.fromhex(frame) for frame in vector["frames"]]
+
+    msg = p.decode(frames)
+
+    assert type(msg).__name__ == vector["type"]
+    assert dataclasses.asdict(msg) == _unhex(vector["message"])
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda path: path.stem)
+def test_vector_message_encodes_byte_exactly_to_its_frames(path: Path):
+    vector = _load(path)
+    msg = _build(vector["type"], _unhex(vector["message"]))
+
+    assert [frame.hex() for frame in p.encode(msg)] == vector["frames"]
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda path: path.stem)
+def test_vector_command_byte_matches_its_command_name(path: Path):
+    vector = _load(path)
+    assert bytes.fromhex(vector["frames"][1])[0] == p.Command[vector["command"]]
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("frames", [[], [C]], ids=["no-frames", "signature-only"])
+def test_fewer_than_two_frames_is_malformed(frames: list[bytes]):
+    assert _refusal(frames).code == "malformed"
+
+
+@pytest.mark.parametrize("sig", [b"ZFX1", b"HTTP", b"ZFC", b"ZFC10", b""])
+def test_a_frame_that_is_not_a_signature_is_malformed(sig: bytes):
+    err = _refusal([sig, b"\x06"])
+    assert err.code == "malformed"
+    assert err.ids == []
+
+
+@pytest.mark.parametrize("sig", [b"ZFC2", b"ZFW2", b"ZFC0"])
+def test_a_signature_of_another_protocol_version_is_bad_version(sig: bytes):
+    assert _refusal([sig, b"\x06"]).code == "bad_version"
+
+
+@pytest.mark.parametrize("cmd", [b"\x00", b"\x0a", b"\x10", b"\x17", b"\xff"])
+def test_an_unknown_command_byte_is_unknown_command(cmd: bytes):
+    sig = C if cmd[0] < 0x10 else W
+    assert _refusal([sig, cmd]).code == "unknown_command"
+
+
+@pytest.mark.parametrize("cmd", [b"", b"\x06\x06"])
+def test_a_command_frame_that_is_not_one_byte_is_malformed(cmd: bytes):
+    assert _refusal([C, cmd]).code == "malformed"
+
+
+def test_a_worker_command_under_the_client_signature_is_unknown_command():
+    frames = p.encode(p.Ready("w", "python", ["echo"], 1))
+    assert _refusal([C, *frames[1:]]).code == "unknown_command"
+
+
+def test_a_client_command_under_the_worker_signature_is_unknown_command():
+    assert _refusal([W, bytes([p.Command.HEARTBEAT])]).code == "unknown_command"
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [C, b"\x02"],  # ACCEPTED without its id array
+        [C, b"\x02", _pack([]), _pack([])],
+        [C, b"\x03", _pack({"id": "t", "worker": "w", "attempts": 1, "cached": False})],
+        [C, b"\x04"],
+        [C, b"\x05"],
+        [C, b"\x06", b""],  # HEARTBEAT takes no body
+        [C, b"\x07"],
+        [C, b"\x08", _pack({}), _pack({})],
+        [C, b"\x09"],
+        [W, b"\x11"],
+        [W, b"\x12", _pack({"id": "t", "service": "s", "headers": {}, "attempt": 1})],
+        [W, b"\x13", _pack({"id": "t"})],
+        [W, b"\x14", _pack({"id": "t", "error": "e"}), b"extra"],
+        [W, b"\x15", b""],
+        [W, b"\x16"],
+    ],
+    ids=lambda frames: f"{frames[0].decode()}-{frames[1].hex()}-{len(frames) - 2}-bodies",
+)
+def test_a_wrong_number_of_body_frames_is_malformed(frames: list[bytes]):
+    assert _refusal(frames).code == "malformed"
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01", b"\xa5abc", b"\x81"])
+def test_a_body_that_is_not_msgpack_is_malformed(body: bytes):
+    assert _refusal([C, b"\x07", body]).code == "malformed"
+
+
+def test_a_body_of_the_wrong_shape_is_malformed():
+    assert _refusal([C, b"\x07", _pack({"ids": ["t-1"]})]).code == "malformed"
+    assert _refusal([C, b"\x07", _pack(["t-1", 2])]).code == "malformed"
+    assert _refusal([W, b"\x16", _pack(["drained"])]).code == "malformed"
+    assert _refusal([C, b"\x04", _pack({"id": "t", "code": "x"})]).code == "malformed"
+
+
+def test_a_msgpack_body_over_64_kib_is_malformed_even_when_valid():
+    ids = [f"t-{i:06d}" for i in range(8000)]
+    body = _pack(ids)
+    assert len(body) > p.MAX_MAP_BYTES
+
+    err = _refusal([C, b"\x07", body])
+
+    assert err.code == "malformed"
+    assert "64 KiB" in err.reason
+
+
+def test_a_msgpack_body_of_exactly_64_kib_is_accepted():
+    text = "x" * (p.MAX_MAP_BYTES - 5)  # str32 header is 5 bytes
+    body = _pack({"reason": text})
+    body = _pack({"reason": "x" * (p.MAX_MAP_BYTES - len(body) + len(text))})
+    assert len(body) == p.MAX_MAP_BYTES
+
+    assert isinstance(p.decode([W, b"\x16", body]), p.Disconnect)
+
+
+def test_a_raw_payload_frame_is_not_held_to_the_64_kib_map_limit():
+    payload = b"\x00" * (p.MAX_MAP_BYTES * 4)
+    msg = p.decode([C, b"\x01", _task_header(), payload])
+    assert isinstance(msg, p.Submit)
+    assert msg.tasks[0].payload == payload
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_submit_with_an_odd_or_empty_body_is_malformed(count: int):
+    body = [_task_header(), b"payload", _task_header(id="t-2")][:count]
+    assert _refusal([C, b"\x01", *body]).code == "malformed"
+
+
+def test_ready_without_services_or_with_negative_credit_is_malformed():
+    def ready(**overrides: Any) -> list[bytes]:
+        frames = p.encode(p.Ready("w", "python", ["echo"], 1))
+        body = msgpack.unpackb(frames[2])
+        body.update(overrides)
+        return [W, frames[1], _pack(body)]
+
+    assert isinstance(p.decode(ready()), p.Ready)
+    assert _refusal(ready(services=[])).code == "malformed"
+    assert _refusal(ready(services=["bad name"])).code == "malformed"
+    assert _refusal(ready(credit=-1)).code == "malformed"
+    assert _refusal(ready(inflight=[1])).code == "malformed"
+
+
+def test_decoders_accept_keys_in_any_order_and_ignore_unknown_keys():
+    body = _pack({"future": [1, 2], "attempts": 3, "cached": True, "worker": "w", "id": "t-9"})
+
+    msg = p.decode([C, b"\x03", body, b"out"])
+
+    assert msg == p.Result("t-9", "w", 3, True, b"out")
+
+
+def test_every_message_round_trips_through_encode_and_decode():
+    messages: list[p.Message] = [
+        p.Submit([p.Task("a", "echo", b"1", "k", {"h": 1.5, "n": None}, 3)]),
+        p.Accepted(["a", "b"]),
+        p.Result("a", "w", 2, True, b"\x00"),
+        p.Failed("a", "handler_error", "boom", None, 1),
+        p.Refused(["a"], "queue_full", "full"),
+        p.Heartbeat(),
+        p.Collect([]),
+        p.StatusRequest(),
+        p.Status({"workers": [], "counters": {"accepted": 1}}),
+        p.Retry(["a"]),
+        p.Ready("w", "rust", ["echo", "sleep"], 0, ["a"], "1", 2, "h"),
+        p.Dispatch("a", "echo", {"x": True}, 4, b"data"),
+        p.Done("a", b""),
+        p.Error("a", "bad"),
+        p.WorkerHeartbeat(),
+        p.Disconnect("drained"),
+    ]
+    for msg in messages:
+        assert p.decode(p.encode(msg)) == msg
+
+
+def test_encode_rejects_objects_that_are_not_messages():
+    with pytest.raises(TypeError):
+        p.encode("SUBMIT")  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------- submit, task by task
+
+
+def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
+    frames = [
+        C,
+        b"\x01",
+        _task_header(id="good-1"),
+        b"one",
+        _task_header(id="bad-key", key=7),
+        b"two",
+        b"\xc1",  # not msgpack at all
+        b"three",
+        _task_header(id="good-2"),
+        b"four",
+    ]
+
+    items = p.decode_submit_tasks(frames)
+
+    assert [type(item) for item in items] == [p.Task, p.ProtocolError, p.ProtocolError, p.Task]
+    assert (items[0].id, items[0].payload) == ("good-1", b"one")
+    assert (items[3].id, items[3].payload) == ("good-2", b"four")
+    assert items[1].code == "malformed"
+    assert items[1].ids == ["bad-key"]  # refused by id when the id could be read
+    assert items[2].ids == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"headers": [1]}, {"retries": -1}, {"retries": "2"}, {"service": 5}, {"key": b"bin"}],
+    ids=["headers-list", "negative-retries", "string-retries", "service-int", "key-bin"],
+)
+def test_a_bad_task_field_is_refused_by_the_task_id(overrides: dict[str, Any]):
+    (item,) = p.decode_submit_tasks([C, b"\x01", _task_header(id="t-x", **overrides), b""])
+    assert isinstance(item, p.ProtocolError)
+    assert (item.code, item.ids) == ("malformed", ["t-x"])
+
+
+def test_decode_of_submit_raises_for_the_first_bad_task():
+    err = _refusal(
+        [C, b"\x01", _task_header(id="ok"), b"", _task_header(id="t-x", retries=-1), b""]
+    )
+    assert (err.code, err.ids) == ("malformed", ["t-x"])
+
+
+def test_a_task_header_over_64_kib_is_refused_without_killing_the_batch():
+    huge = _task_header(id="huge", headers={"blob": "x" * p.MAX_MAP_BYTES})
+
+    items = p.decode_submit_tasks([C, b"\x01", huge, b"", _task_header(id="small"), b""])
+
+    assert isinstance(items[0], p.ProtocolError)
+    assert items[0].code == "malformed"
+    assert isinstance(items[1], p.Task)
+
+
+def test_absent_optional_task_fields_take_their_defaults():
+    (task,) = p.decode_submit_tasks([C, b"\x01", _pack({"id": "t", "service": "echo"}), b"x"])
+    assert task == p.Task("t", "echo", b"x", None, {}, None)
+
+
+# ------------------------------------------------------------- identifiers
+
+
+@pytest.mark.parametrize("value", ["a", "A-z.0_9:x", "x" * 64])
+def test_valid_ids(value: str):
+    assert p.valid_id(value)
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65, "a b", "a/b", "é", "a\n", None, b"a"])
+def test_invalid_ids(value: Any):
+    assert not p.valid_id(value)
+
+
+def test_service_names_do_not_allow_colons_but_ids_do():
+    assert p.valid_id("a:b")
+    assert not p.valid_service("a:b")
+    assert p.valid_service("my-service.v2_x")
+    assert not p.valid_service("")
+    assert not p.valid_service("s" * 65)
