@@ -1,4 +1,4 @@
-"""The ``zmqflow`` command line (typer): the contract of docs/cli.md.
+"""The ``zmqflow`` command line (typer): the contract in README.md and DESIGN-BRIEF.
 
 Every option also reads a ZMQFLOW_* variable through pydantic-settings; a bad
 value is reported plainly with exit code 2.

@@ -10,6 +10,7 @@ collected by task id: finished work is never submitted again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -167,6 +168,39 @@ class Client:
             while self.session.ready:
                 yield self.session.ready.popleft()
             if not self.session.outstanding:
+                return
+            if time.monotonic() >= until:
+                raise TimeoutError(f"{self.session.outstanding} tasks still unanswered")
+            self._pump(until)
+
+    def stream(
+        self,
+        service: str,
+        payloads: Iterable[bytes],
+        *,
+        window: int = 1000,
+        timeout: float | None = None,
+    ) -> Iterator[TaskResult]:
+        """Submit lazily, keeping at most ``window`` tasks outstanding; yield answers.
+
+        Memory stays bounded however many payloads the iterable holds.
+        """
+        until = time.monotonic() + (self.timeout if timeout is None else timeout)
+        source = iter(payloads)
+        exhausted = False
+        while True:
+            room = window - self.session.outstanding
+            if room > 0 and not exhausted:
+                batch = [
+                    p.Task(ClientSession.new_id(), service, bytes(payload))
+                    for payload in itertools.islice(source, room)
+                ]
+                exhausted = len(batch) < room
+                for frames in self.session.submit_frames(batch):
+                    self._send(frames)
+            while self.session.ready:
+                yield self.session.ready.popleft()
+            if exhausted and not self.session.outstanding:
                 return
             if time.monotonic() >= until:
                 raise TimeoutError(f"{self.session.outstanding} tasks still unanswered")
