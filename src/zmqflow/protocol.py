@@ -427,6 +427,9 @@ def decode(frames: list[bytes]) -> Message:
         inflight = b.get("inflight") or []
         if not isinstance(inflight, list) or not all(isinstance(i, str) for i in inflight):
             raise ProtocolError("malformed", "inflight must be an array of ids")
+        pid = b.get("pid") or 0
+        if not isinstance(pid, int):
+            raise ProtocolError("malformed", "pid must be an int")
         return Ready(
             _field(b, "worker", str),
             _field(b, "language", str),
@@ -434,7 +437,7 @@ def decode(frames: list[bytes]) -> Message:
             credit,
             inflight,
             str(b.get("version") or ""),
-            int(b.get("pid") or 0),
+            pid,
             str(b.get("host") or ""),
         )
     if code is Command.W_TASK:
