@@ -383,6 +383,7 @@ class Broker:
         self.outbox_workers.append((rid, p.encode(p.Disconnect("unknown worker"))))
 
     def _ready(self, rid: bytes, msg: p.Ready, now: float) -> None:
+        msg.services = list(dict.fromkeys(msg.services))  # listed twice, served once
         worker = self.workers.get(rid)
         if worker is not None:
             self._unlist(worker)
