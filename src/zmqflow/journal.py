@@ -332,7 +332,12 @@ class Journal:
             "DELETE FROM tasks WHERE finished_at < ? AND state IN ('done', 'failed', 'alias')",
             (cutoff,),
         )
-        return cur.rowcount
+        # an id that joined a key after its task finished may outlive that task
+        orphans = self._db.execute(
+            "DELETE FROM tasks WHERE alias_of IS NOT NULL "
+            "AND alias_of NOT IN (SELECT id FROM tasks)"
+        )
+        return cur.rowcount + orphans.rowcount
 
     def close(self) -> None:
         self.commit()
