@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from zmqflow import protocol as p
@@ -348,6 +349,19 @@ def test_a_worker_with_credit_zero_is_draining_and_gets_no_new_tasks(fwd):
     fwd.ready(b"w1", credit=0)
     fwd.ready(b"w2", credit=0)
     assert fwd.turn().task_ids() == []
+
+
+def test_a_service_listed_twice_in_ready_does_not_double_the_workers_credit(fwd):
+    fwd.ready(b"w1", ["echo", "echo"], credit=1)
+    fwd.submit(b"c1", task("t-1"), task("t-2"))
+
+    out = fwd.turn()
+
+    assert out.task_ids(b"w1") == ["t-1"]
+    assert fwd.broker.workers[b"w1"].free == 0
+    fwd.ready(b"w1", ["echo"], credit=1)
+    fwd.done(b"w1", "t-1")
+    assert fwd.turn().task_ids(b"w1") == ["t-2"]
 
 
 def test_ready_again_replaces_services_and_credit(fwd):
@@ -819,6 +833,21 @@ def test_a_key_finished_in_the_same_loop_turn_is_not_run_again(fwd):
     assert out.to(b"c2") == [p.Accepted(["b"]), p.Result("b", "w1", 1, True, b"once")]
 
 
+def test_an_id_joined_to_a_key_whose_answer_expired_is_unknown(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("a", key="k"))
+    fwd.done(b"w1", "a")
+    fwd.turn()
+    fwd.submit(b"c2", task("b", key="k"))  # answered from a's stored result
+    fwd.turn()
+    fwd.journal._db.execute("UPDATE tasks SET finished_at = finished_at - 7200 WHERE id = 'a'")
+
+    fwd.journal.purge(older_than_s=3600)  # a expired; b joined it later
+    fwd.client(b"c3", p.Collect(["b"]))
+    out = fwd.turn()
+
+    assert [(m.code, m.ids) for m in out.to(b"c3")] == [("unknown_task", ["b"])]
+
+
 def test_a_collect_of_a_joined_id_routes_its_result_to_the_collector(fwd):
     fwd.ready(b"w1")
     fwd.submit(b"c1", task("a", key="k"), task("b", key="k"))
@@ -933,6 +962,19 @@ def test_a_malformed_worker_message_is_answered_with_disconnect_and_the_broker_g
     assert fwd.broker.counters["malformed"] == 1
     fwd.done(b"w1", "t-1")
     assert only(fwd.turn().to(b"c1"), p.Result)
+
+
+def test_a_ready_the_codec_refuses_is_answered_with_disconnect_not_an_exception(fwd):
+    body = msgpack.unpackb(p.encode(p.Ready("w1", "python", ["echo"], 1))[2])
+    body["pid"] = "not-a-pid"
+
+    fwd.worker(b"w1", [p.WORKER_SIGNATURE, b"\x11", msgpack.packb(body)])
+    out = fwd.turn()
+
+    assert [type(m) for m in out.to(b"w1")] == [p.Disconnect]
+    assert b"w1" not in fwd.broker.workers
+    fwd.ready(b"w1")
+    assert b"w1" in fwd.broker.workers
 
 
 # ------------------------------------------------------------------ restart

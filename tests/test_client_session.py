@@ -194,3 +194,26 @@ def test_each_session_gets_its_own_routing_id_and_new_ids_are_unique():
     assert ClientSession().routing_id != ClientSession().routing_id
     assert ClientSession.new_id() != ClientSession.new_id()
     assert p.valid_id(ClientSession.new_id())
+
+
+def test_reopen_awaits_a_new_answer_for_a_retried_dead_letter(session):
+    session.submit_frames([task("t-1")])
+    feed(session, p.Failed("t-1", "dead_letter", "lost", None, 6))
+
+    session.reopen(["t-1"])
+    feed(session, p.Result("t-1", "w", 1, False, b"second life"))
+
+    assert [(r.task_id, r.ok) for r in session.ready] == [("t-1", False), ("t-1", True)]
+    assert session.redelivered == 0
+    assert session.outstanding == 0
+
+
+def test_answers_and_acceptances_count_as_progress_but_heartbeats_do_not(session):
+    session.submit_frames([task("t-1")])
+    session.last_progress = 0.0
+
+    feed(session, p.Heartbeat())
+    feed(session, p.Status({}))
+    assert session.last_progress == 0.0
+    feed(session, p.Accepted(["t-1"]))
+    assert session.last_progress > 0.0

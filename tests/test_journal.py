@@ -228,6 +228,20 @@ def test_purge_forgets_expired_answers_and_aliases_but_keeps_dead_letters_and_pe
     assert [t.id for t in journal.load_unfinished()] == ["pending"]
 
 
+def test_purge_forgets_an_alias_whose_task_was_purged(journal):
+    accept(journal, "a", key="k")
+    journal.commit()
+    journal.record_finished("a", "done", b"r", None, None, "w", 1)
+    journal.commit()
+    journal._db.execute("UPDATE tasks SET finished_at = finished_at - 7200 WHERE id = 'a'")
+    journal.record_alias("b", "a", "echo", "k", b"c2", finished=True)  # joined an hour later
+    journal.commit()
+
+    journal.purge(older_than_s=3600)
+
+    assert journal.answers(["a", "b"]) == {}
+
+
 def test_an_in_memory_journal_works_for_tests_and_throwaway_runs():
     journal = Journal(":memory:", sync="normal")
     accept(journal, "t-1")

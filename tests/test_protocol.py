@@ -217,6 +217,15 @@ def test_ready_without_services_or_with_negative_credit_is_malformed():
     assert _refusal(ready(inflight=[1])).code == "malformed"
 
 
+@pytest.mark.parametrize("pid", ["abc", [1], {"n": 1}])
+def test_ready_with_a_pid_that_is_not_an_int_is_malformed(pid: Any):
+    frames = p.encode(p.Ready("w", "python", ["echo"], 1))
+    body = msgpack.unpackb(frames[2])
+    body["pid"] = pid
+
+    assert _refusal([W, frames[1], _pack(body)]).code == "malformed"
+
+
 def test_decoders_accept_keys_in_any_order_and_ignore_unknown_keys():
     body = _pack({"future": [1, 2], "attempts": 3, "cached": True, "worker": "w", "id": "t-9"})
 
