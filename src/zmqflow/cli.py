@@ -173,6 +173,7 @@ def submit(
         str | None, typer.Option(help="idempotency key PREFIX-<n> per task")
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every answer")] = 300.0,
+    window: Annotated[int, typer.Option(min=1, help="tasks outstanding at once")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON summary")] = False,
 ) -> None:
     """Submit COUNT tasks, wait for every answer; the last line is a JSON summary."""
@@ -207,9 +208,15 @@ def submit(
         progress,
     ):
         bar = progress.add_task(f"{service}", total=count)
-        ids = client.submit_many(service, [body] * count, keys=keys, wait_accepted=False)
+        if keys:  # keyed tasks go in one go, so that duplicates of a key meet in flight
+            client.submit_many(service, [body] * count, keys=keys, wait_accepted=False)
+            answers = client.as_completed(timeout)
+        else:
+            answers = client.stream(
+                service, (body for _ in range(count)), window=window, timeout=timeout
+            )
         try:
-            for result in client.as_completed(timeout):
+            for result in answers:
                 surfaced[result.task_id] += 1
                 progress.advance(bar)
                 if result.ok:
@@ -233,7 +240,7 @@ def submit(
     elapsed = time.monotonic() - start
     summary = {
         "service": service,
-        "submitted": len(ids),
+        "submitted": len(session.answered) + len(unanswered),
         "completed": completed,
         "failed": failed,
         "refused": refused,
