@@ -30,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="zmqflow: a loss-free ZeroMQ task and event fabric.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 
 Endpoints = Annotated[list[str] | None, typer.Option(help="repeatable; tcp:// or ipc://")]
 

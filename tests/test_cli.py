@@ -1,0 +1,166 @@
+"""The command line as users and scripts meet it: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fabric import Fabric, free_port
+
+
+def zmqflow(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zmqflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_bad_setting_from_the_environment_is_named_and_exits_2() -> None:
+    run = zmqflow("forwarder", env={"ZMQFLOW_HEARTBEAT_INTERVAL": "soon"})
+    assert run.returncode == 2
+    assert "heartbeat_interval" in run.stderr and "ZMQFLOW_HEARTBEAT_INTERVAL" in run.stderr
+
+
+def test_bad_endpoint_option_is_refused_with_exit_2() -> None:
+    run = zmqflow("forwarder", "--frontend", "udp://*:1")
+    assert run.returncode == 2
+    assert "must start with tcp://" in run.stderr
+
+
+def test_worker_for_a_service_without_handler_exits_2() -> None:
+    run = zmqflow("worker", "--service", "resize")
+    assert run.returncode == 2
+    assert "no built-in handler for resize" in run.stderr
+
+
+def test_worker_with_an_unloadable_handler_exits_2() -> None:
+    run = zmqflow("worker", "--service", "x", "--handler", "nowhere.at_all:func")
+    assert run.returncode == 2
+    assert "cannot load handler" in run.stderr
+
+
+def test_status_exits_1_when_no_forwarder_answers() -> None:
+    started = time.monotonic()
+    run = zmqflow("status", "--connect", f"tcp://127.0.0.1:{free_port()}", "--timeout", "1")
+    assert run.returncode == 1
+    assert "no answer" in run.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_health_fails_for_a_stale_or_missing_file(tmp_path: Path) -> None:
+    beat = tmp_path / "beat"
+    assert zmqflow("health", "--file", str(beat)).returncode == 1
+    beat.touch()
+    assert zmqflow("health", "--file", str(beat), "--max-age", "5").returncode == 0
+    old = time.time() - 60
+    os.utime(beat, (old, old))
+    assert zmqflow("health", "--file", str(beat), "--max-age", "5").returncode == 1
+
+
+def test_submit_summary_is_the_last_line_and_counts_every_task(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+    run = zmqflow(
+        "submit",
+        "--connect",
+        fabric.frontend,
+        "--service",
+        "echo",
+        "--count",
+        "300",
+        "--payload-bytes",
+        "100",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    for key in (
+        "submitted",
+        "completed",
+        "failed",
+        "lost",
+        "duplicates",
+        "elapsed_s",
+        "throughput_per_s",
+        "p50_ms",
+        "p99_ms",
+    ):
+        assert key in summary
+    assert summary["submitted"] == summary["completed"] == 300
+
+
+def test_submit_to_an_unknown_service_reports_refusals_and_exits_1(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    run = zmqflow(
+        "submit",
+        "--connect",
+        fabric.frontend,
+        "--service",
+        "nope",
+        "--count",
+        "5",
+        "--json",
+        "--timeout",
+        "10",
+    )
+    assert run.returncode == 1
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["refused"] == 5 and summary["lost"] == 0
+    assert any("unknown_service" in e for e in summary["errors"])
+
+
+def test_published_events_reach_subscribers_with_sequence_numbers(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    sub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zmqflow",
+            "subscribe",
+            "--connect",
+            fabric.events_out,
+            "--topic",
+            "dev.demo.",
+            "--count",
+            "3",
+            "--timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)  # the subscription must reach the forwarder before publishing
+    pub = zmqflow(
+        "publish",
+        "--connect",
+        fabric.events_in,
+        "--kind",
+        "demo.hello",
+        "--data",
+        '{"n": 1}',
+        "--count",
+        "3",
+    )
+    assert pub.returncode == 0, pub.stderr
+    out, _ = sub.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    events, summary = lines[:-1], lines[-1]
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert {e["topic"] for e in events} == {"dev.demo.hello"}
+    assert summary == {"received": 3, "missed": 0}
+
+
+def test_publish_rejects_data_that_is_not_a_json_object() -> None:
+    run = zmqflow("publish", "--kind", "x", "--data", "[1, 2]")
+    assert run.returncode == 2
+    assert "JSON object" in run.stderr
