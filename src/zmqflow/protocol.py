@@ -229,24 +229,33 @@ def _unpack(frame: bytes) -> Any:
         raise ProtocolError("malformed", f"body is not valid msgpack: {exc}") from None
 
 
+_COMMAND_FRAMES = [bytes((i,)) for i in range(256)]
+_COMMANDS = {int(c): c for c in Command}
+
+
 def _cmd(code: Command) -> bytes:
-    return bytes((code,))
+    return _COMMAND_FRAMES[code]
 
 
 def encode(msg: Message) -> list[bytes]:
-    """Frames for ``msg``, signature first."""
+    """Frames for ``msg``, signature first (hot-path messages are matched first)."""
     match msg:
+        case Dispatch(id_, service, headers, attempt, payload):
+            body = {"id": id_, "service": service, "headers": headers, "attempt": attempt}
+            return [WORKER_SIGNATURE, _cmd(Command.W_TASK), _pack(body), payload]
+        case Done(id_, payload):
+            return [WORKER_SIGNATURE, _cmd(Command.W_RESULT), _pack({"id": id_}), payload]
+        case Result(id_, worker, attempts, cached, payload):
+            body = {"id": id_, "worker": worker, "attempts": attempts, "cached": cached}
+            return [CLIENT_SIGNATURE, _cmd(Command.RESULT), _pack(body), payload]
+        case Accepted(ids):
+            return [CLIENT_SIGNATURE, _cmd(Command.ACCEPTED), _pack(ids)]
         case Submit(tasks):
             frames = [CLIENT_SIGNATURE, _cmd(Command.SUBMIT)]
             for task in tasks:
                 frames.append(_pack(task.header()))
                 frames.append(task.payload)
             return frames
-        case Accepted(ids):
-            return [CLIENT_SIGNATURE, _cmd(Command.ACCEPTED), _pack(ids)]
-        case Result(id_, worker, attempts, cached, payload):
-            body = {"id": id_, "worker": worker, "attempts": attempts, "cached": cached}
-            return [CLIENT_SIGNATURE, _cmd(Command.RESULT), _pack(body), payload]
         case Failed(id_, code, error, worker, attempts):
             body = {"id": id_, "code": code, "error": error, "worker": worker, "attempts": attempts}
             return [CLIENT_SIGNATURE, _cmd(Command.FAILED), _pack(body)]
@@ -275,11 +284,6 @@ def encode(msg: Message) -> list[bytes]:
                 "host": msg.host,
             }
             return [WORKER_SIGNATURE, _cmd(Command.W_READY), _pack(body)]
-        case Dispatch(id_, service, headers, attempt, payload):
-            body = {"id": id_, "service": service, "headers": headers, "attempt": attempt}
-            return [WORKER_SIGNATURE, _cmd(Command.W_TASK), _pack(body), payload]
-        case Done(id_, payload):
-            return [WORKER_SIGNATURE, _cmd(Command.W_RESULT), _pack({"id": id_}), payload]
         case Error(id_, error):
             body = {"id": id_, "error": error}
             return [WORKER_SIGNATURE, _cmd(Command.W_FAILED), _pack(body)]
@@ -357,10 +361,9 @@ def decode(frames: list[bytes]) -> Message:
         raise ProtocolError("malformed", "first frame is not a zmqflow signature")
     if len(cmd) != 1:
         raise ProtocolError("malformed", "command frame must be 1 byte")
-    try:
-        code = Command(cmd[0])
-    except ValueError:
-        raise ProtocolError("unknown_command", f"unknown command 0x{cmd[0]:02x}") from None
+    code = _COMMANDS.get(cmd[0])
+    if code is None:
+        raise ProtocolError("unknown_command", f"unknown command 0x{cmd[0]:02x}")
     if (sig == CLIENT_SIGNATURE) != (code < 0x10):
         raise ProtocolError("unknown_command", f"command {code.name} under signature {sig!r}")
 
