@@ -30,7 +30,7 @@ import pytest
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-from testcontainers.compose import DockerCompose  # noqa: E402
+from testcontainers.compose import DockerCompose
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = os.environ.get("ZMQFLOW_IT_PROJECT", "zmqflow-it")
@@ -63,6 +63,18 @@ def _ensure_images(client: docker.DockerClient) -> None:
             missing.append(name)
     if missing and os.environ.get("ZMQFLOW_IT_SKIP_BUILD") != "1":
         subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh")], check=True)
+
+
+def _down(compose: DockerCompose) -> None:
+    """`down --volumes`, with `--profile *` so that services of optional
+    profiles the tests started (worker-python-ipc) go too."""
+    everything = [*compose.compose_command_property, "--profile", "*"]
+    subprocess.run(
+        [*everything, "down", "--volumes", "--remove-orphans"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
 
 
 @dataclass
@@ -160,10 +172,7 @@ def stack() -> Iterator[Stack]:
         wait=True,
     )
     # A project left over from an interrupted run would keep its old ports.
-    subprocess.run(
-        [*compose.compose_command_property, "--profile", "*", "down", "--volumes", "--remove-orphans"],
-        cwd=ROOT, capture_output=True, check=False,
-    )  # fmt: skip
+    _down(compose)
     try:
         compose.start()
     except subprocess.CalledProcessError:
@@ -172,7 +181,7 @@ def stack() -> Iterator[Stack]:
             cwd=ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
         print(out.stdout, out.stderr, file=sys.stderr)
-        compose.stop()
+        _down(compose)
         raise
     try:
         yield Stack(
@@ -183,9 +192,4 @@ def stack() -> Iterator[Stack]:
         )
     finally:
         if os.environ.get("ZMQFLOW_IT_KEEP") != "1":
-            # `--profile *`: also what tests started from optional profiles.
-            subprocess.run(
-                [*compose.compose_command_property, "--profile", "*",
-                 "down", "--volumes", "--remove-orphans"],
-                cwd=ROOT, capture_output=True, check=False,
-            )  # fmt: skip
+            _down(compose)
