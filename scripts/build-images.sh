@@ -37,12 +37,16 @@ fi
 PREFIX=${ZMQFLOW_IMAGE_PREFIX:-zmqflow}
 TAG=${ZMQFLOW_IMAGE_TAG:-dev}
 
-# name | Dockerfile | build context | wheelhouse it needs ("-" for none)
+# name | Dockerfile | build context | wheelhouse it needs ("-": none)
+#      | files whose content makes the image (besides the Dockerfile and base)
+#      | command to run before building ("-": none)
 IMAGES=(
-    "postgres|services/postgres/Dockerfile|services/postgres|-"
-    "forwarder|services/forwarder/Dockerfile|.|zmqflow"
-    "worker-python|services/worker-python/Dockerfile|.|zmqflow"
+    "postgres|services/postgres/Dockerfile|services/postgres|-|services/postgres|-"
+    "forwarder|services/forwarder/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
+    "worker-python|services/worker-python/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
 )
+# An image with its own preparation step would read, e.g.:
+#   "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
 
 want=("$@")
 selected() {
@@ -66,35 +70,35 @@ build_zmqflow_wheelhouse() {
 }
 
 # Hash of everything that goes into an image.
-inputs_hash() { # dockerfile context wheelhouse
-    local dockerfile=$1 context=$2 wheels=$3
+inputs_hash() { # dockerfile wheelhouse inputs...
+    local dockerfile=$1 wheels=$2; shift 2
     {
         echo "base $BASE_ID"
         sha256sum "$dockerfile"
-        if [[ $context == . ]]; then
-            # what the python Dockerfiles COPY from the repository root
-            find pyproject.toml README.md src -type f \
-                ! -path '*/__pycache__/*' ! -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum
-        else
-            find "$context" -type f | LC_ALL=C sort | xargs -r sha256sum
-        fi
+        find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/target/*' 2>/dev/null \
+            | LC_ALL=C sort | xargs -r sha256sum
         [[ $wheels == - ]] || cat ".build/wheels/$wheels/.stamp" ".build/wheels/$wheels/requirements.txt"
     } | sha256sum | cut -d' ' -f1
 }
 
 need_wheels=0
 for spec in "${IMAGES[@]}"; do
-    IFS='|' read -r name _ _ wheels <<<"$spec"
+    IFS='|' read -r name _ _ wheels _ <<<"$spec"
     selected "$name" && [[ $wheels == zmqflow ]] && need_wheels=1
 done
 [[ $need_wheels == 1 ]] && build_zmqflow_wheelhouse
 
 timings=()
 for spec in "${IMAGES[@]}"; do
-    IFS='|' read -r name dockerfile context wheels <<<"$spec"
+    IFS='|' read -r name dockerfile context wheels inputs prepare <<<"$spec"
     selected "$name" || continue
     image="$PREFIX/$name:$TAG"
-    hash=$(inputs_hash "$dockerfile" "$context" "$wheels")
+    if [[ $prepare != - ]]; then
+        log "$name: $prepare"
+        bash -c "$prepare" >&2
+    fi
+    # shellcheck disable=SC2086  # inputs is a list of paths
+    hash=$(inputs_hash "$dockerfile" "$wheels" $inputs)
     have=$(docker image inspect -f '{{index .Config.Labels "zmqflow.inputs"}}' "$image" 2>/dev/null || true)
     if [[ "${FORCE:-0}" != 1 && "$have" == "$hash" ]]; then
         log "$image is up to date"
@@ -118,7 +122,7 @@ done
 
 # Smoke test: the CLI runs in the zmqflow images.
 for spec in "${IMAGES[@]}"; do
-    IFS='|' read -r name _ _ wheels <<<"$spec"
+    IFS='|' read -r name _ _ wheels _ <<<"$spec"
     selected "$name" && [[ $wheels == zmqflow ]] || continue
     if ! docker run --rm --network none "$PREFIX/$name:$TAG" zmqflow --help >/dev/null 2>&1; then
         log "FAILED: 'zmqflow --help' does not run in $PREFIX/$name:$TAG"
