@@ -15,7 +15,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 # A host Python 3.11+ with pip (tomllib): the project's venv, else python3.11, else python3.
 if [[ -z "${PYTHON:-}" ]]; then
     for candidate in "${VENV:-.venv}/bin/python" python3.11 python3.12 python3.13 python3; do
@@ -63,7 +62,6 @@ build_zmqflow_wheelhouse() {
     local out=.build/wheels/zmqflow runtime build
     runtime=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))')
     build=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["build-system"]["requires"]))')
-    # shellcheck disable=SC2046
     mapfile -t reqs < <(printf '%s\n%s\n' "$build" "$runtime" | sed '/^$/d')
     bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
     printf '%s\n' "$runtime" >"$out/requirements.txt"

@@ -65,7 +65,9 @@ docker compose version
 if ! docker compose ls >/dev/null 2>&1; then
     api=$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null || true)
     log "docker compose cannot talk to the engine; retrying with DOCKER_API_VERSION=$api"
-    DOCKER_API_VERSION=$api docker compose ls >/dev/null \
-        && log "works with DOCKER_API_VERSION=$api: export it before using compose" \
-        || { log "docker compose cannot reach the Docker engine"; exit 1; }
+    if DOCKER_API_VERSION=$api docker compose ls >/dev/null; then
+        log "works with DOCKER_API_VERSION=$api: export it before using compose"
+    else
+        log "docker compose cannot reach the Docker engine"; exit 1
+    fi
 fi
