@@ -231,7 +231,7 @@ def test_ready_results_failures_and_disconnect(rust_bin, fake, procs):
     _, failed = fake.expect(p.Error)
     assert failed == p.Error("t-3", "service 'nope' not served here")
 
-    payload = bytes(range(256)) * 10
+    payload = os.urandom(1024 * 1024)  # the forwarder's default payload limit
     fake.task(rid, "t-4", "echo", payload)
     _, done = fake.expect(p.Done)
     assert done.payload == payload

@@ -151,6 +151,12 @@ impl Cli {
                 "--heartbeat-liveness must be at least 1".to_owned(),
             ));
         }
+        if self.credit == Some(0) {
+            return Err((
+                ErrorKind::InvalidValue,
+                "--credit must be at least 1".to_owned(),
+            ));
+        }
         let host = hostname();
         let worker_id = self.worker_id.unwrap_or_else(|| default_worker_id(&host));
         if worker_id.is_empty() || worker_id.len() > 128 {

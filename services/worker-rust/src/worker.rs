@@ -42,6 +42,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DRAIN_UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
 /// The health file is rewritten at most this often.
 const HEALTH_TOUCH_EVERY: Duration = Duration::from_millis(250);
+/// ZMQ_MAXMSGSIZE of the forwarder link (docs/protocol.md, Limits).
+const MAX_MESSAGE_BYTES: i64 = 64 * 1024 * 1024;
 /// How long closing the socket waits to flush the final messages.
 const FINAL_LINGER_MS: i32 = 2000;
 
@@ -327,6 +329,7 @@ impl Worker {
         socket.set_linger(0)?;
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
+        socket.set_maxmsgsize(MAX_MESSAGE_BYTES)?;
         socket.connect(&self.cfg.connect)?;
         let now = Instant::now();
         self.conn = Conn::Up(Link {
