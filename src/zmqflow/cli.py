@@ -159,6 +159,9 @@ def worker(
         raise typer.Exit(2) from None
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     signal.signal(signal.SIGINT, lambda *_: runtime.stop())
+    # Handlers run on threads: with the default 5 ms GIL switch interval the socket
+    # thread waits behind a busy handler thread for milliseconds per message.
+    sys.setswitchinterval(0.0002)
     runtime.run()
 
 

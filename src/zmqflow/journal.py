@@ -2,7 +2,7 @@
 
 Contract: writes are buffered by the ``record_*`` methods and become durable
 together at ``commit()``, one transaction (and, with ``sync="full"``, one
-fsync) per forwarder loop turn. The forwarder sends ACCEPTED only after the
+fsync when it holds new tasks) per forwarder loop turn. The forwarder sends ACCEPTED only after the
 commit that holds the task, so a forwarder killed with SIGKILL and restarted
 on the same file finds every accepted, unfinished task in
 ``load_unfinished()``. Finished tasks keep their answer until ``purge``.
@@ -91,7 +91,9 @@ class Journal:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self._fsync_new_tasks = sync == "full"
+        self._synchronous = ""
+        self._set_synchronous("NORMAL")
         self._db.executescript(_SCHEMA)
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[str, Sequence[Any]]] = []
@@ -196,11 +198,24 @@ class Journal:
     def dirty(self) -> bool:
         return bool(self._inserts or self._updates or self._finishes)
 
+    def _set_synchronous(self, level: str) -> None:
+        if level != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
     def commit(self) -> None:
-        """Make every buffered write durable, in one transaction."""
+        """Make every buffered write durable, in one transaction.
+
+        A commit that records new tasks is fsynced (with ``sync="full"``): the
+        ACCEPTED that follows promises the task survives. One that records only
+        finishes, attempts or requeues is not: in WAL mode it still survives the
+        forwarder's death (SIGKILL), and losing it to a power cut only means the
+        task runs again, which at-least-once delivery allows.
+        """
         if not self.dirty:
             return
         db = self._db
+        self._set_synchronous("FULL" if self._inserts and self._fsync_new_tasks else "NORMAL")
         db.execute("BEGIN")
         try:
             if self._inserts:

@@ -3,9 +3,9 @@
 Contract: ``Forwarder(settings).run()`` binds a ROUTER for clients and a
 ROUTER for workers on every configured endpoint, plus an XSUB/XPUB pair for
 events, and serves until ``stop()`` (or SIGTERM/SIGINT in the CLI). Each
-loop turn drains every readable socket, commits the journal once (group
-commit), then sends what the broker queued: nothing leaves before the
-journal holds it.
+loop turn drains every readable socket, sends the TASKs the broker queued,
+commits the journal once (group commit), and only then answers clients: no
+ACCEPTED leaves before the journal holds its task.
 """
 
 from __future__ import annotations
@@ -150,10 +150,12 @@ class Forwarder:
                     if purged:
                         log.info("journal: %d expired answers purged", purged)
                     next_purge = now + _PURGE_EVERY_S
+            # Tasks go to workers before the commit, so workers run while it fsyncs. A
+            # crash in between is harmless: the client saw no ACCEPTED and sends again.
             broker.dispatch()
+            self._flush(self.backend, broker.outbox_workers, workers=True)
             self.journal.commit()
             self._flush(self.frontend, broker.outbox_clients, workers=False)
-            self._flush(self.backend, broker.outbox_workers, workers=True)
         self.close()
 
     def _forward_subscription(self, frames: list[bytes]) -> None:
