@@ -63,7 +63,8 @@ build_zmqflow_wheelhouse() {
     runtime=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))')
     build=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["build-system"]["requires"]))')
     mapfile -t reqs < <(printf '%s\n%s\n' "$build" "$runtime" | sed '/^$/d')
-    bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
+    # services/python-constraints.txt pins the transitive dependencies.
+    CONSTRAINTS=services/python-constraints.txt bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
     printf '%s\n' "$runtime" >"$out/requirements.txt"
 }
 

@@ -4,6 +4,10 @@
 #   scripts/wheelhouse.sh OUTDIR REQUIREMENT...      e.g.
 #   scripts/wheelhouse.sh .build/wheels/zmqflow 'pyzmq==27.3.0' 'hatchling==1.27.0'
 #
+# CONSTRAINTS=FILE pins the transitive dependencies too (pip -c). Every run
+# writes OUTDIR/constraints.txt, the exact set it resolved: copy it over
+# FILE to refresh the pins.
+#
 # Why: on machines of this project's kind, RUN steps reach Debian's mirror
 # over plain http but not PyPI: HTTPS leaves through a TLS-intercepting egress
 # proxy whose CA only the host trusts. Downloading on the host and installing
@@ -30,7 +34,21 @@ PYTHON=${PYTHON:-python3}
 PY_VERSION=${IMAGE_PYTHON_VERSION:-3.11}
 ARCH=$(uname -m)   # x86_64 | aarch64
 
-stamp=$(printf '%s\n' "py$PY_VERSION" "$ARCH" "$@" | sha256sum | cut -d' ' -f1)
+# Requirements named on the command line win over the constraints file, so
+# bumping a direct dependency never clashes with its old pin.
+norm() { tr '[:upper:]_.' '[:lower:]--'; }
+constraints=()
+if [[ -n "${CONSTRAINTS:-}" && -f "$CONSTRAINTS" ]]; then
+    direct=$(printf '%s\n' "$@" | sed -E 's/[ ;\[<>=!~].*//' | norm)
+    filtered=$(mktemp); trap 'rm -f "$filtered"' EXIT
+    while IFS= read -r line; do
+        name=$(sed -E 's/[ ;\[<>=!~].*//' <<<"$line" | norm)
+        grep -qxF -- "$name" <<<"$direct" || echo "$line"
+    done < <(grep -vE '^\s*(#|$)' "$CONSTRAINTS") >"$filtered"
+    constraints=(-c "$filtered")
+fi
+stamp=$( { printf '%s\n' "py$PY_VERSION" "$ARCH" "$@"; [[ ${#constraints[@]} -eq 0 ]] || cat "$CONSTRAINTS"; } \
+    | sha256sum | cut -d' ' -f1)
 if [[ -f "$OUT/.stamp" && "$(cat "$OUT/.stamp")" == "$stamp" ]]; then
     echo "[wheelhouse] $OUT is up to date ($(ls "$OUT"/*.whl | wc -l) wheels)" >&2
     exit 0
@@ -48,6 +66,12 @@ echo "[wheelhouse] downloading $# requirement(s) and their dependencies into $OU
 "$PYTHON" -m pip download --quiet --disable-pip-version-check \
     --only-binary=:all: --implementation cp --python-version "$PY_VERSION" \
     --abi "$abi" --abi abi3 --abi none "${platforms[@]}" \
-    -d "$OUT" "$@"
+    "${constraints[@]}" -d "$OUT" "$@"
+# name==version of every wheel fetched (PEP 427 file names; names normalized)
+for whl in "$OUT"/*.whl; do
+    base=${whl##*/}
+    IFS=- read -r name version _ <<<"$base"
+    echo "${name//_/-}==$version" | tr '[:upper:]' '[:lower:]'
+done | LC_ALL=C sort >"$OUT/constraints.txt"
 echo "$stamp" >"$OUT/.stamp"
 echo "[wheelhouse] $(ls "$OUT"/*.whl | wc -l) wheels in $OUT" >&2
