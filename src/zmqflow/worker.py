@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from zmqflow import __version__
 from zmqflow import protocol as p
@@ -38,6 +38,8 @@ from zmqflow.transport import recv_frames, send_frames
 log = logging.getLogger("zmqflow.worker")
 
 Handler = Callable[[bytes, Mapping[str, Any]], bytes]
+
+_DRAIN_GIVE_UP_S = 5.0
 
 
 class ForwarderSilent(Exception):
@@ -125,6 +127,11 @@ class Worker:
         try:
             self._connect_with_backoff()
             self._serve()
+        except ForwarderSilent:
+            # only raised while draining: the forwarder requeues what we held
+            log.warning(
+                "drain: forwarder unreachable, leaving %d answers behind", len(self._running)
+            )
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._sock is not None:
@@ -175,6 +182,7 @@ class Worker:
                 state.next_action.sleep if state.next_action else 0,
                 state.attempt_number,
             ),
+            stop=self._give_up,
             reraise=True,
         ):
             with attempt:
@@ -182,6 +190,10 @@ class Worker:
                     return  # nothing to hand back: no need to wait for a forwarder
                 self._handshake()
         log.info("worker %s connected to %s", self.id, self.settings.connect)
+
+    def _give_up(self, state: RetryCallState) -> bool:
+        """Reconnect forever, but while draining for 5 s at most (docs/protocol.md)."""
+        return self._draining and state.seconds_since_start > _DRAIN_GIVE_UP_S
 
     # ------------------------------------------------------------- loop
     def _serve(self) -> None:
@@ -227,10 +239,13 @@ class Worker:
             pass
 
     def _read(self, sock: zmq.Socket) -> None:
+        announce = False  # DISCONNECTs come in bursts: answer them with one READY
         while True:
             try:
                 frames = recv_frames(sock)
             except zmq.Again:
+                if announce:
+                    sock.send_multipart(p.encode(self._ready()))
                 return
             self._heard()
             try:
@@ -244,8 +259,9 @@ class Worker:
                 case p.WorkerHeartbeat():
                     pass
                 case p.Disconnect(reason):
-                    log.info("forwarder asked to announce again (%s)", reason)
-                    sock.send_multipart(p.encode(self._ready()))
+                    if not announce:
+                        log.info("forwarder asked to announce again (%s)", reason)
+                    announce = True
                 case _:
                     log.warning("unexpected %s from forwarder dropped", type(msg).__name__)
 

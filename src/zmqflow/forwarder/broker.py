@@ -454,6 +454,7 @@ class Broker:
             return
         if task.worker is None:  # a late answer for a task queued again: take it off
             self.queued_bytes -= len(task.payload)
+        task.attempts = max(task.attempts, 1)  # it ran, even if not dispatched by us
         name = worker.id if worker is not None else "unknown"
         if error is None:
             self._finish(task, "done", payload or b"", None, None, name)
