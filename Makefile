@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help venv up down ps logs scale images test test-fast test-integration lint bench-core clean
+.PHONY: help venv up down ps logs scale images test test-rust test-fast test-integration lint bench-core clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,10 +45,13 @@ lint: venv ## ruff
 test-fast: venv ## fast tests: no Docker, real processes on loopback
 	$(BIN)/pytest -q tests
 
+test-rust: ## the Rust worker: protocol and service vectors, unit tests, clippy
+	cd services/worker-rust && cargo test --locked --quiet && cargo clippy --locked --quiet --all-targets -- -D warnings
+
 test-integration: venv ## integration tests against the running stack (testcontainers)
 	bash scripts/run-integration-tests.sh
 
-test: test-fast test-integration ## everything CI runs
+test: test-rust test-fast test-integration ## everything CI runs
 
 bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
 	$(BIN)/python scripts/bench_core.py
