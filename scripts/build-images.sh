@@ -44,10 +44,16 @@ IMAGES=(
     "forwarder|services/forwarder/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
     "worker-python|services/worker-python/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
 )
-# An image with its own preparation step would read, e.g.:
-#   "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
+# Built only when named (scripts/build-images.sh worker-rust): not in the
+# default stack yet (see services/worker-rust/compose-service.yaml).
+OPTIONAL_IMAGES=(
+    "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
+)
 
 want=("$@")
+for spec in "${OPTIONAL_IMAGES[@]}"; do
+    for w in "${want[@]}"; do [[ $w == "${spec%%|*}" ]] && IMAGES+=("$spec"); done
+done
 selected() {
     [[ ${#want[@]} -eq 0 ]] && return 0
     local w; for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1
