@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help venv up down ps logs scale images test test-rust test-fast test-integration lint bench-core clean
+.PHONY: help venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ test-integration: venv ## integration tests against the running stack (testconta
 	bash scripts/run-integration-tests.sh
 
 test: test-rust test-fast test-integration ## everything CI runs
+
+chaos: venv ## kill, freeze, cut off and scale peers under load; a table per scenario
+	bash scripts/chaos.sh
+
+soak: venv ## the chaos suite, longer (SOAK_MINUTES=10 by default)
+	bash scripts/chaos.sh --soak
 
 bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
 	$(BIN)/python scripts/bench_core.py
