@@ -33,16 +33,38 @@ def test_every_service_is_healthy(stack: Stack) -> None:
         filters={"label": f"com.docker.compose.project={PROJECT}"}
     )
     services = Counter(c.labels["com.docker.compose.service"] for c in containers)
-    assert services == {"postgres": 1, "forwarder": 1, "worker-python": 1, "events-log": 1}
+    assert services == {
+        "postgres": 1, "forwarder": 1, "worker-python": 1, "worker-rust": 1, "events-log": 1,
+    }  # fmt: skip
     for c in containers:
         assert c.attrs["State"]["Health"]["Status"] == "healthy", c.name
 
 
-def test_worker_registers_on_its_own(stack: Stack) -> None:
-    status = stack.wait_for_workers(_hostnames(stack, "worker-python"))
-    (worker,) = status["workers"]
-    assert worker["language"] == "python"
-    assert {"echo", "sleep", "sha256"} <= set(worker["services"])
+def _all_workers(stack: Stack) -> set[str]:
+    return _hostnames(stack, "worker-python") | _hostnames(stack, "worker-rust")
+
+
+def test_workers_of_both_languages_register_on_their_own(stack: Stack) -> None:
+    status = stack.wait_for_workers(_all_workers(stack))
+    by_language = {w["language"]: w for w in status["workers"]}
+    assert set(by_language) == {"python", "rust"}
+    for worker in by_language.values():
+        assert {"echo", "sleep", "sha256"} <= set(worker["services"])
+
+
+def test_python_and_rust_replicas_serve_one_service_with_identical_answers(
+    stack: Stack,
+) -> None:
+    import hashlib
+
+    payloads = [f"block-{i}".encode() for i in range(600)]
+    with Client(stack.client_endpoint) as client:
+        results = client.map("sha256", payloads, timeout=120)
+    assert [r.payload for r in results] == [
+        hashlib.sha256(p).hexdigest().encode() for p in payloads
+    ]
+    languages = Counter(r.worker.split("-", 1)[0] for r in results if r.worker)
+    assert languages["py"] > 0 and languages["rust"] > 0, languages
 
 
 def test_a_service_reaches_the_forwarder_over_ipc(stack: Stack) -> None:
@@ -53,7 +75,7 @@ def test_a_service_reaches_the_forwarder_over_ipc(stack: Stack) -> None:
     )
     assert code == 0, out
     status = json.loads(out.decode().strip().splitlines()[-1])
-    assert len(status["workers"]) == 1
+    assert len(status["workers"]) == 2  # the python and the rust replica
 
 
 def test_client_map_1000_tasks_none_lost_no_duplicates(stack: Stack) -> None:
@@ -87,7 +109,7 @@ def test_worker_over_ipc(stack: Stack) -> None:
                       "--wait-timeout", "120", "worker-python-ipc")  # fmt: skip
     try:
         ipc_hosts = _hostnames(stack, "worker-python-ipc")
-        stack.wait_for_workers(_hostnames(stack, "worker-python") | ipc_hosts)
+        stack.wait_for_workers(_all_workers(stack) | ipc_hosts)
         with Client(stack.client_endpoint) as client:
             results = client.map("sleep", [b"20"] * 200, timeout=120)
         assert all(r.ok for r in results)
@@ -96,8 +118,8 @@ def test_worker_over_ipc(stack: Stack) -> None:
     finally:
         stack.compose_cmd("--profile", "ipc-worker", "rm", "--stop", "--force",
                           "worker-python-ipc")  # fmt: skip
-    # SIGTERM drains the worker and it says goodbye: only the tcp worker is left.
-    stack.wait_for_workers(_hostnames(stack, "worker-python"))
+    # SIGTERM drains the worker and it says goodbye: only the tcp workers are left.
+    stack.wait_for_workers(_all_workers(stack))
 
 
 def test_scale_worker_python_from_1_to_3_spreads_tasks(stack: Stack) -> None:
@@ -107,8 +129,9 @@ def test_scale_worker_python_from_1_to_3_spreads_tasks(stack: Stack) -> None:
     hosts = _hostnames(stack, "worker-python")
     assert len(hosts) == 3 and first < hosts
 
-    # Each replica registers on its own: the forwarder lists exactly these three.
-    stack.wait_for_workers(hosts)
+    # Each replica registers on its own: the forwarder lists exactly these three
+    # (and the rust replica).
+    stack.wait_for_workers(hosts | _hostnames(stack, "worker-rust"))
 
     # Tasks that take a while, so that no single replica can take them all.
     with Client(stack.client_endpoint) as client:

@@ -43,12 +43,10 @@ IMAGES=(
     "postgres|services/postgres/Dockerfile|services/postgres|-|services/postgres|-"
     "forwarder|services/forwarder/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
     "worker-python|services/worker-python/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
-)
-# Built only when named (scripts/build-images.sh worker-rust): not in the
-# default stack yet (see services/worker-rust/compose-service.yaml).
-OPTIONAL_IMAGES=(
     "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
 )
+# Images built only when named (scripts/build-images.sh NAME).
+OPTIONAL_IMAGES=()
 
 want=("$@")
 for spec in "${OPTIONAL_IMAGES[@]}"; do
