@@ -15,17 +15,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-# A host Python 3.11+ with pip (tomllib): the project's venv, else python3.11, else python3.
-if [[ -z "${PYTHON:-}" ]]; then
-    for candidate in "${VENV:-.venv}/bin/python" python3.11 python3.12 python3.13 python3; do
-        if command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys, tomllib, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-            PYTHON=$candidate; break
-        fi
-    done
-fi
-PYTHON=${PYTHON:-python3}
-export PYTHON
+source scripts/lib/host-python.sh  # (after the cd to the repository root)
 log() { echo "[build-images] $*" >&2; }
 
 # Image naming: the same variables compose.yaml uses.

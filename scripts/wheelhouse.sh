@@ -21,16 +21,7 @@ set -euo pipefail
 
 OUT=$1; shift
 [[ $# -gt 0 ]] || { echo "usage: $0 OUTDIR REQUIREMENT..." >&2; exit 2; }
-# A host Python 3.11+ with pip (tomllib): the project's venv, else python3.11, else python3.
-if [[ -z "${PYTHON:-}" ]]; then
-    for candidate in "${VENV:-.venv}/bin/python" python3.11 python3.12 python3.13 python3; do
-        if command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys, tomllib, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-            PYTHON=$candidate; break
-        fi
-    done
-fi
-PYTHON=${PYTHON:-python3}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/host-python.sh"
 PY_VERSION=${IMAGE_PYTHON_VERSION:-3.11}
 ARCH=$(uname -m)   # x86_64 | aarch64
 

@@ -112,14 +112,7 @@ class AsyncClient:
         retries: int | None = None,
         wait_accepted: bool = True,
     ) -> list[str]:
-        payloads = list(payloads)
-        key_list = list(keys) if keys is not None else [None] * len(payloads)
-        tasks = [
-            p.Task(
-                ClientSession.new_id(), service, bytes(payload), key, dict(headers or {}), retries
-            )
-            for payload, key in zip(payloads, key_list, strict=True)
-        ]
+        tasks = ClientSession.new_tasks(service, payloads, keys, headers, retries)
         for frames in self.session.submit_frames(tasks):
             await self._send(frames)
         ids = [t.id for t in tasks]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,24 @@ class ClientSession:
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex
+
+    @staticmethod
+    def new_tasks(
+        service: str,
+        payloads: Iterable[bytes],
+        keys: Iterable[str | None] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> list[p.Task]:
+        """One task per payload, each with a fresh id (and its key, if given)."""
+        payloads = list(payloads)
+        key_list = list(keys) if keys is not None else [None] * len(payloads)
+        return [
+            p.Task(
+                ClientSession.new_id(), service, bytes(payload), key, dict(headers or {}), retries
+            )
+            for payload, key in zip(payloads, key_list, strict=True)
+        ]
 
     def submit_frames(self, tasks: Iterable[p.Task]) -> list[Frames]:
         now = time.monotonic()
