@@ -600,6 +600,8 @@ def test_an_unreachable_worker_is_removed_and_its_tasks_requeued(fwd):
 
     assert fwd.turn().task_ids(b"w2") == ["t-1"]
     assert fwd.broker.counters["workers_lost"] == 1
+    # a worker whose connection is gone (SIGKILLed) is lost like a silent one
+    assert [d["worker"] for kind, d in fwd.events if kind == "worker.lost"] == ["w1"]
 
 
 # -------------------------------------------------------------- late results

@@ -543,7 +543,11 @@ class Broker:
         """The device could not send to this routing id: the peer is gone."""
         worker = self.workers.get(rid)
         if worker is not None:
-            log.warning("worker %s unreachable", worker.id)
+            log.warning(
+                "worker %s unreachable: dead, %d tasks requeued", worker.id, len(worker.inflight)
+            )
+            silent = time.monotonic() - worker.last_seen
+            self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
             self._remove_worker(worker, lost=True)
 
     # ------------------------------------------------------------ time
