@@ -452,6 +452,17 @@ def test_a_worker_silent_past_the_liveness_deadline_is_removed_and_its_tasks_go_
     assert any(kind == "worker.lost" for kind, _ in fwd.events)
 
 
+def test_reap_declares_a_worker_dead_at_its_deadline_and_says_when_the_next_one_is_due(fwd):
+    fwd.ready(b"w1")
+    fwd.now += 0.5
+    fwd.ready(b"w2")
+    assert fwd.broker.reap(fwd.now) == pytest.approx(fwd.now - 0.5 + 3.0)  # w1's, not a tick later
+    fwd.now += 2.6  # w1 silent 3.1 s, w2 2.6 s
+    assert fwd.broker.reap(fwd.now) == pytest.approx(fwd.now - 2.6 + 3.0)
+    assert list(fwd.broker.workers) == [b"w2"]
+    assert [d["worker"] for kind, d in fwd.events if kind == "worker.lost"] == ["w1"]
+
+
 def test_any_message_from_a_worker_keeps_it_alive(fwd):
     fwd.ready(b"w1")
     for _ in range(5):

@@ -74,8 +74,9 @@ def test_frozen_worker_is_declared_dead_and_its_late_answers_are_not_surfaced_tw
     while frozen_id in {w["id"] for w in fabric.status()["workers"]}:
         assert time.monotonic() - stopped_at < deadline, "frozen worker not declared dead"
         time.sleep(0.05)
-    # silence counts from its last heartbeat, up to one interval before the freeze
-    assert time.monotonic() - stopped_at >= 2 * fabric.heartbeat_interval
+    # silence counts from its last heartbeat, up to one interval (plus the worker's
+    # scheduling jitter) before the freeze: never declared dead before that
+    assert time.monotonic() - stopped_at >= 2 * fabric.heartbeat_interval - 0.1
     time.sleep(0.5)
     frozen.send_signal(signal.SIGCONT)  # its answers for requeued tasks now arrive late
     summary = fabric.summary(submit)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -551,9 +552,18 @@ class Broker:
             self._remove_worker(worker, lost=True)
 
     # ------------------------------------------------------------ time
-    def tick(self, now: float) -> None:
-        """Heartbeat every worker; declare dead the silent ones."""
+    def tick(self, now: float) -> float:
+        """Heartbeat every worker; declare dead the silent ones (see ``reap``)."""
+        next_expiry = self.reap(now)
+        for worker in self.workers.values():
+            self.outbox_workers.append((worker.rid, _HEARTBEAT_TO_WORKER))
+        return next_expiry
+
+    def reap(self, now: float) -> float:
+        """Declare dead the workers silent past the deadline; returns the earliest
+        time another one can be (the device wakes up then, not a tick later)."""
         deadline = self.limits.heartbeat_interval * self.limits.heartbeat_liveness
+        next_expiry = math.inf
         for worker in list(self.workers.values()):
             silent = now - worker.last_seen
             if silent > deadline:
@@ -566,7 +576,8 @@ class Broker:
                 self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
                 self._remove_worker(worker, lost=True)
             else:
-                self.outbox_workers.append((worker.rid, _HEARTBEAT_TO_WORKER))
+                next_expiry = min(next_expiry, worker.last_seen + deadline)
+        return next_expiry
 
     def _remove_worker(self, worker: WorkerEntry, lost: bool) -> None:
         self.workers.pop(worker.rid, None)

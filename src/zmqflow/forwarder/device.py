@@ -11,6 +11,7 @@ ACCEPTED leaves before the journal holds its task.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -128,10 +129,12 @@ class Forwarder:
         broker = self.broker
         interval = s.heartbeat_interval
         next_tick = time.monotonic() + interval
+        next_reap = math.inf  # when a worker may pass the liveness deadline
         next_purge = time.monotonic() + _PURGE_EVERY_S
         self._running = True
         while self._running:
-            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+            wake = min(next_tick, next_reap)
+            timeout_ms = max(0, math.ceil((wake - time.monotonic()) * 1000))
             ready = dict(poller.poll(timeout_ms))
             now = time.monotonic()
             if self.backend in ready:
@@ -143,13 +146,15 @@ class Forwarder:
             if self.xpub in ready:
                 self._drain(self.xpub, self._forward_subscription)
             if now >= next_tick:
-                broker.tick(now)
+                next_reap = broker.tick(now)
                 next_tick = now + interval
                 if now >= next_purge:
                     purged = self.journal.purge(s.result_ttl_s)
                     if purged:
                         log.info("journal: %d expired answers purged", purged)
                     next_purge = now + _PURGE_EVERY_S
+            elif now >= next_reap:
+                next_reap = broker.reap(now)
             # Tasks go to workers before the commit, so workers run while it fsyncs. A
             # crash in between is harmless: the client saw no ACCEPTED and sends again.
             broker.dispatch()
