@@ -57,7 +57,7 @@ def main(
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 150)
     started = time.monotonic()
     stack = ChaosStack(project)
     targets = Targets(heartbeat_interval=stack.heartbeat_interval)
