@@ -63,15 +63,22 @@ def main(
     targets = Targets(heartbeat_interval=stack.heartbeat_interval)
     results: list[ScenarioResult] = []
     console.print(f"[bold]chaos[/]: starting a fresh stack (project {project})")
-    stack.start()
+    try:
+        stack.start()
+    except Exception as exc:  # still end with the JSON line
+        traceback.print_exc()
+        line = summary([], time.monotonic() - started, mode="soak" if soak else "bounded")
+        line.update(ok=False, problems=[f"the stack did not start: {type(exc).__name__}: {exc}"])
+        print_report(console, [], line)
+        raise typer.Exit(1) from None
     console.print(f"stack up in {time.monotonic() - started:.0f}s; scenarios: {', '.join(names)}")
+    rounds = 0
     try:
         with EventWatcher(
             stack.events_endpoint, f"tcp://127.0.0.1:{stack.ports['events_in']}", stack.env
         ) as watcher:
             options = SOAK if soak else BOUNDED
             until = started + minutes * 60
-            rounds = 0
             while True:
                 rounds += 1
                 for name in names:

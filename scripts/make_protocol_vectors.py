@@ -1,7 +1,9 @@
 """Write docs/protocol-vectors/*.json from the reference messages below.
 
 Each vector: name, command, frames (hex strings, signature first) and
-message (the decoded fields; raw byte fields as `payload_hex`). Run once when
+message (the decoded fields; raw byte fields as `payload_hex`). Batched
+commands (TASK, RESULT, FAILED) have a one-item vector and a `-batch` one;
+their message is `{"items": [...]}`. Run once when
 the protocol changes; tests in every language decode and re-encode them.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from zmqflow import protocol as p
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors"
+SHA256_ABC = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 VECTORS: dict[str, p.Message] = {
     "client-submit-one": p.Submit([p.Task("t-1", "echo", b"hello")]),
@@ -31,12 +34,27 @@ VECTORS: dict[str, p.Message] = {
         ]
     ),
     "client-accepted": p.Accepted(["t-2", "t-3"]),
-    "client-result": p.Result("t-1", "py-host-17-ab12", 1, False, b"hello"),
-    "client-result-cached": p.Result("t-4", "rust-host-9-cd34", 2, True, b"\x00\xff"),
-    "client-failed-handler": p.Failed(
-        "t-5", "handler_error", "ValueError: bad input", "py-host-17-ab12", 1
+    "client-result": p.Results([p.Result("t-1", "py-host-17-ab12", 1, False, b"hello")]),
+    "client-result-cached": p.Results([p.Result("t-4", "rust-host-9-cd34", 2, True, b"\x00\xff")]),
+    "client-result-batch": p.Results(
+        [
+            p.Result("t-1", "py-host-17-ab12", 1, False, b"hello"),
+            p.Result("t-4", "rust-host-9-cd34", 2, True, b"\x00\xff"),
+            p.Result("t-8", "py-host-17-ab12", 1, False, b""),
+        ]
     ),
-    "client-failed-dead-letter": p.Failed("t-6", "dead_letter", "worker lost 6 times", None, 6),
+    "client-failed-handler": p.Failures(
+        [p.Failed("t-5", "handler_error", "ValueError: bad input", "py-host-17-ab12", 1)]
+    ),
+    "client-failed-dead-letter": p.Failures(
+        [p.Failed("t-6", "dead_letter", "worker lost 6 times", None, 6)]
+    ),
+    "client-failed-batch": p.Failures(
+        [
+            p.Failed("t-5", "handler_error", "ValueError: bad input", "py-host-17-ab12", 1),
+            p.Failed("t-6", "dead_letter", "worker lost 6 times", None, 6),
+        ]
+    ),
     "client-refused": p.Refused(["t-7"], "unknown_service", "no worker ever offered 'nope'"),
     "client-refused-malformed": p.Refused(
         [], "malformed", "first frame is not a zmqflow signature"
@@ -51,11 +69,25 @@ VECTORS: dict[str, p.Message] = {
     "worker-ready-inflight": p.Ready(
         "rust-host-9-cd34", "rust", ["sleep"], 0, ["t-3"], "0.1.0", 9, "host"
     ),
-    "worker-task": p.Dispatch("t-2", "sha256", {"trace": "x1", "prio": 3}, 1, b"abc"),
-    "worker-result": p.Done(
-        "t-2", bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    "worker-task": p.Tasks([p.Dispatch("t-2", "sha256", {"trace": "x1", "prio": 3}, 1, b"abc")]),
+    "worker-task-batch": p.Tasks(
+        [
+            p.Dispatch("t-2", "sha256", {"trace": "x1", "prio": 3}, 1, b"abc"),
+            p.Dispatch("t-3", "sleep", {}, 2, b"5"),
+            p.Dispatch("t-9", "echo", {"flag": True, "none": None}, 1, b""),
+        ]
     ),
-    "worker-failed": p.Error("t-5", "ValueError: bad input"),
+    "worker-result": p.WorkerResults([p.Done("t-2", SHA256_ABC)]),
+    "worker-result-batch": p.WorkerResults(
+        [p.Done("t-2", SHA256_ABC), p.Done("t-3", b""), p.Done("t-9", b"\x00\x01")]
+    ),
+    "worker-failed": p.WorkerFailures([p.Error("t-5", "ValueError: bad input")]),
+    "worker-failed-batch": p.WorkerFailures(
+        [
+            p.Error("t-5", "ValueError: bad input"),
+            p.Error("t-7", "service 'nope' not served here"),
+        ]
+    ),
     "worker-heartbeat": p.WorkerHeartbeat(),
     "worker-disconnect": p.Disconnect("drained"),
 }

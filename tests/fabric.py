@@ -145,6 +145,16 @@ class Fabric:
             time.sleep(0.02)
         raise TimeoutError(f"worker {worker.pid} never held a task")
 
+    def wait_holding_tasks(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until the forwarder holds at least ``count`` unfinished tasks."""
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            info = self.status()
+            if info["inflight"] + sum(info["queues"].values()) >= count:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the forwarder never held {count} unfinished tasks")
+
     def submit_cli(self, *args: str, endpoint: str | None = None) -> subprocess.Popen[bytes]:
         """``zmqflow submit ... --json`` in the background; read with ``summary``."""
         cmd = [

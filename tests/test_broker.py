@@ -33,12 +33,13 @@ class Turn:
     def to(self, rid: bytes) -> list[p.Message]:
         return [msg for r, msg in self.clients + self.workers if r == rid]
 
-    def tasks(self, rid: bytes | None = None) -> list[p.Dispatch]:
+    def task_messages(self, rid: bytes | None = None) -> list[p.Tasks]:
         return [
-            msg
-            for r, msg in self.workers
-            if isinstance(msg, p.Dispatch) and (rid is None or r == rid)
+            msg for r, msg in self.workers if isinstance(msg, p.Tasks) and (rid is None or r == rid)
         ]
+
+    def tasks(self, rid: bytes | None = None) -> list[p.Dispatch]:
+        return [item for msg in self.task_messages(rid) for item in msg.items]
 
     def task_ids(self, rid: bytes | None = None) -> list[str]:
         return [msg.id for msg in self.tasks(rid)]
@@ -80,7 +81,7 @@ class Forwarder:
         self.worker(rid, msg)
 
     def done(self, rid: bytes, task_id: str, payload: bytes = b"out") -> None:
-        self.worker(rid, p.Done(task_id, payload))
+        self.worker(rid, p.WorkerResults([p.Done(task_id, payload)]))
 
     def tick(self, seconds: float) -> None:
         self.now += seconds
@@ -91,10 +92,8 @@ class Forwarder:
         broker = self.broker
         broker.dispatch()
         self.journal.commit()
-        clients = [(rid, p.decode(frames)) for rid, frames in broker.outbox_clients]
-        workers = [(rid, p.decode(frames)) for rid, frames in broker.outbox_workers]
-        broker.outbox_clients.clear()
-        broker.outbox_workers.clear()
+        clients = [(rid, p.decode(frames)) for rid, frames in broker.outbox_clients.take()]
+        workers = [(rid, p.decode(frames)) for rid, frames in broker.outbox_workers.take()]
         return Turn(clients, workers)
 
     def restart(self) -> Forwarder:
@@ -109,6 +108,17 @@ def task(task_id: str, service: str = "echo", payload: bytes = b"in", **kw: Any)
 
 def only(messages: list[p.Message], kind: type) -> list[Any]:
     return [m for m in messages if isinstance(m, kind)]
+
+
+def answers(messages: list[p.Message]) -> list[Any]:
+    """The items of RESULT and FAILED messages; any other message fails the test."""
+    assert all(isinstance(m, p.Results | p.Failures) for m in messages), messages
+    return [item for m in messages for item in m.items]
+
+
+def items(messages: list[p.Message], kind: type) -> list[Any]:
+    """The items of every batched message of ``kind`` (Results, Failures...), in order."""
+    return [item for m in only(messages, kind) for item in m.items]
 
 
 @pytest.fixture
@@ -283,7 +293,7 @@ def test_credit_is_respected_over_a_whole_run(fwd):
     for _ in range(40):
         out = fwd.turn()
         holding += out.task_ids(b"w1")
-        results += len(only(out.to(b"c1"), p.Result))
+        results += len(items(out.to(b"c1"), p.Results))
         assert len(holding) <= 3
         if holding:
             fwd.done(b"w1", holding.pop(0))
@@ -295,7 +305,7 @@ def test_a_failed_handler_also_gives_the_credit_back(fwd):
     fwd.submit(b"c1", task("t-1"), task("t-2"))
     fwd.turn()
 
-    fwd.worker(b"w1", p.Error("t-1", "boom"))
+    fwd.worker(b"w1", p.WorkerFailures([p.Error("t-1", "boom")]))
 
     assert fwd.turn().task_ids(b"w1") == ["t-2"]
 
@@ -345,7 +355,7 @@ def test_a_worker_with_credit_zero_is_draining_and_gets_no_new_tasks(fwd):
     out = fwd.turn()
 
     assert out.task_ids() == []
-    assert len(only(out.to(b"c1"), p.Result)) == 2
+    assert len(items(out.to(b"c1"), p.Results)) == 2
     fwd.ready(b"w1", credit=0)
     fwd.ready(b"w2", credit=0)
     assert fwd.turn().task_ids() == []
@@ -388,7 +398,7 @@ def test_a_result_reaches_the_submitting_client_exactly_once(fwd):
     out = fwd.turn()
     later = fwd.turn()
 
-    assert out.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"HELLO")]
+    assert out.to(b"c1") == [p.Results([p.Result("t-1", "w1", 1, False, b"HELLO")])]
     assert out.to(b"c2") == []
     assert later.clients == []
     assert fwd.broker.counters["completed"] == 1
@@ -398,10 +408,12 @@ def test_a_result_reaches_the_submitting_client_exactly_once(fwd):
 def test_a_handler_failure_reaches_the_client_as_failed_handler_error(fwd):
     run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
 
-    fwd.worker(b"w1", p.Error("t-1", "ValueError: bad input"))
+    fwd.worker(b"w1", p.WorkerFailures([p.Error("t-1", "ValueError: bad input")]))
     out = fwd.turn()
 
-    assert out.to(b"c1") == [p.Failed("t-1", "handler_error", "ValueError: bad input", "w1", 1)]
+    assert out.to(b"c1") == [
+        p.Failures([p.Failed("t-1", "handler_error", "ValueError: bad input", "w1", 1)])
+    ]
     assert fwd.broker.counters["failed"] == 1
     assert fwd.broker.workers[b"w1"].inflight == set()
 
@@ -509,7 +521,8 @@ def test_after_its_retries_a_task_becomes_a_dead_letter_and_retry_brings_it_back
     fwd.tick(10)  # lost on attempt 2: no retries left
     out = fwd.turn()
 
-    (failed,) = out.to(b"c1")
+    (message,) = out.to(b"c1")
+    (failed,) = message.items
     assert failed == p.Failed("t-1", "dead_letter", failed.error, None, 2)
     assert fwd.broker.counters["dead_lettered"] == 1
     assert [d["id"] for d in fwd.broker.status()["dead_letters"]] == ["t-1"]
@@ -524,7 +537,7 @@ def test_after_its_retries_a_task_becomes_a_dead_letter_and_retry_brings_it_back
     assert fwd.broker.status()["dead_letters"] == []
 
     fwd.done(b"w3", "t-1", b"finally")
-    assert fwd.turn().to(b"c2") == [p.Result("t-1", "w3", 1, False, b"finally")]
+    assert fwd.turn().to(b"c2") == [p.Results([p.Result("t-1", "w3", 1, False, b"finally")])]
 
 
 def test_the_default_retries_come_from_max_retries():
@@ -542,8 +555,9 @@ def test_the_default_retries_come_from_max_retries():
             break
 
     assert attempts == [2, 3]
-    assert out.to(b"c1")[0].code == "dead_letter"
-    assert out.to(b"c1")[0].attempts == 3
+    (failed,) = answers(out.to(b"c1"))
+    assert failed.code == "dead_letter"
+    assert failed.attempts == 3
 
 
 def test_retry_of_listed_ids_moves_only_those_and_refuses_unknown_ones(fwd):
@@ -582,7 +596,7 @@ def test_retry_of_the_same_dead_letter_twice_in_one_turn_queues_it_once(fwd):
     fwd.ready(b"w2", credit=5)
     assert fwd.turn().task_ids() == ["a"]
     fwd.done(b"w2", "a")
-    assert [m.id for m in fwd.turn().to(b"c2")] == ["a"]  # to the last client that asked
+    assert [m.id for m in answers(fwd.turn().to(b"c2"))] == ["a"]  # to the last client that asked
 
 
 def test_a_worker_disconnect_requeues_its_tasks_without_using_up_retries(fwd):
@@ -626,7 +640,7 @@ def test_a_late_result_from_a_removed_worker_for_a_finished_task_is_dropped_and_
     fwd.ready(b"w2", credit=1)
     fwd.turn()
     fwd.done(b"w2", "t-1", b"from-w2")
-    assert only(fwd.turn().to(b"c1"), p.Result)[0].payload == b"from-w2"
+    assert items(fwd.turn().to(b"c1"), p.Results)[0].payload == b"from-w2"
 
     fwd.done(b"w1", "t-1", b"from-w1")
     out = fwd.turn()
@@ -639,7 +653,7 @@ def test_a_late_result_from_a_removed_worker_for_a_finished_task_is_dropped_and_
 
 def test_a_message_from_an_unknown_worker_is_answered_with_disconnect(fwd):
     fwd.worker(b"ghost", p.WorkerHeartbeat())
-    fwd.worker(b"ghost2", p.Error("never-seen", "x"))
+    fwd.worker(b"ghost2", p.WorkerFailures([p.Error("never-seen", "x")]))
 
     out = fwd.turn()
 
@@ -659,7 +673,7 @@ def test_a_late_result_for_a_requeued_unfinished_task_completes_it_once(fwd):
     fwd.ready(b"w2")
     after = fwd.turn()
 
-    assert out.to(b"c1") == [p.Result("t-1", "unknown", 1, False, b"late")]
+    assert out.to(b"c1") == [p.Results([p.Result("t-1", "unknown", 1, False, b"late")])]
     assert out.to(b"w1") == [p.Disconnect("unknown worker")]
     assert after.tasks() == []  # not run a second time
     assert fwd.broker.queued_bytes == 0
@@ -679,7 +693,7 @@ def test_a_late_result_for_a_task_running_elsewhere_completes_it_and_the_second_
     fwd.done(b"w2", "t-1", b"second")
     second = fwd.turn()
 
-    assert only(first.to(b"c1"), p.Result)[0].payload == b"first"
+    assert items(first.to(b"c1"), p.Results)[0].payload == b"first"
     assert second.to(b"c1") == []
     assert second.to(b"w2") == []  # w2 is known: no DISCONNECT
     assert fwd.broker.workers[b"w2"].inflight == set()
@@ -697,7 +711,7 @@ def test_ready_listing_queued_tasks_as_inflight_takes_them_off_the_queue(fwd):
     second = fwd.turn()
 
     assert first.tasks() == []  # t-1 runs on w1 already and fills its credit
-    assert second.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"kept")]
+    assert second.to(b"c1") == [p.Results([p.Result("t-1", "w1", 1, False, b"kept")])]
     assert second.task_ids(b"w1") == ["t-2"]
     fwd.done(b"w1", "t-2")
     assert fwd.turn().tasks() == []
@@ -715,7 +729,7 @@ def test_after_a_restart_ready_with_inflight_keeps_a_task_from_running_twice(fil
     assert fwd.turn().tasks() == []
     fwd.done(b"w1", "t-1")
 
-    assert only(fwd.turn().to(b"c1"), p.Result)[0].id == "t-1"
+    assert items(fwd.turn().to(b"c1"), p.Results)[0].id == "t-1"
 
 
 # --------------------------------------------------------- repeated submits
@@ -739,7 +753,7 @@ def test_a_duplicate_submit_of_an_unfinished_id_creates_no_second_task(fwd):
     assert held == 1
     assert fwd.broker.counters["accepted"] == 1
     # results go to the client that last submitted the id
-    assert [m.id for m in third.to(b"c2")] == ["t-1"]
+    assert [m.id for m in answers(third.to(b"c2"))] == ["t-1"]
     assert third.to(b"c1") == []
 
 
@@ -761,21 +775,24 @@ def test_a_submit_of_a_finished_id_returns_accepted_then_the_cached_result(fwd):
     fwd.submit(b"c2", task("t-1"))
     out = fwd.turn()
 
-    assert out.to(b"c2") == [p.Accepted(["t-1"]), p.Result("t-1", "w1", 1, True, b"stored")]
+    assert out.to(b"c2") == [
+        p.Accepted(["t-1"]),
+        p.Results([p.Result("t-1", "w1", 1, True, b"stored")]),
+    ]
     assert out.tasks() == []
     assert fwd.broker.tasks == {}
 
 
 def test_a_submit_of_a_failed_id_returns_accepted_then_the_stored_failure(fwd):
     run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
-    fwd.worker(b"w1", p.Error("t-1", "boom"))
+    fwd.worker(b"w1", p.WorkerFailures([p.Error("t-1", "boom")]))
     fwd.turn()
 
     fwd.submit(b"c1", task("t-1"))
 
     assert fwd.turn().to(b"c1") == [
         p.Accepted(["t-1"]),
-        p.Failed("t-1", "handler_error", "boom", "w1", 1),
+        p.Failures([p.Failed("t-1", "handler_error", "boom", "w1", 1)]),
     ]
 
 
@@ -786,8 +803,11 @@ def test_a_submit_of_an_id_finished_in_the_same_loop_turn_gets_the_result(fwd):
     fwd.submit(b"c2", task("t-1"))  # ...then the frontend, before the commit
     out = fwd.turn()
 
-    assert out.to(b"c1") == [p.Result("t-1", "w1", 1, False, b"just-now")]
-    assert out.to(b"c2") == [p.Accepted(["t-1"]), p.Result("t-1", "w1", 1, True, b"just-now")]
+    assert out.to(b"c1") == [p.Results([p.Result("t-1", "w1", 1, False, b"just-now")])]
+    assert out.to(b"c2") == [
+        p.Accepted(["t-1"]),
+        p.Results([p.Result("t-1", "w1", 1, True, b"just-now")]),
+    ]
     assert out.tasks() == []
 
 
@@ -797,7 +817,7 @@ def test_a_collect_of_an_id_finished_in_the_same_loop_turn_gets_the_result(fwd):
     fwd.done(b"w1", "t-1", b"just-now")
     fwd.client(b"c2", p.Collect(["t-1"]))
 
-    assert fwd.turn().to(b"c2") == [p.Result("t-1", "w1", 1, True, b"just-now")]
+    assert fwd.turn().to(b"c2") == [p.Results([p.Result("t-1", "w1", 1, True, b"just-now")])]
 
 
 # ---------------------------------------------------------- idempotency keys
@@ -815,8 +835,8 @@ def test_a_second_id_with_the_key_of_a_running_task_joins_it_and_the_work_runs_o
     assert first.task_ids() == ["a"]
     assert second.to(b"c2") == [p.Accepted(["b"])]
     assert second.tasks() == []
-    assert third.to(b"c1") == [p.Result("a", "w1", 1, False, b"shipped")]
-    assert third.to(b"c2") == [p.Result("b", "w1", 1, True, b"shipped")]
+    assert third.to(b"c1") == [p.Results([p.Result("a", "w1", 1, False, b"shipped")])]
+    assert third.to(b"c2") == [p.Results([p.Result("b", "w1", 1, True, b"shipped")])]
     assert fwd.broker.counters["accepted"] == 1
     assert fwd.broker.aliases == {}
 
@@ -829,10 +849,10 @@ def test_the_key_of_a_finished_task_returns_its_cached_result_under_the_new_id(f
     fwd.submit(b"c2", task("b", key="k"))
     out = fwd.turn()
 
-    assert out.to(b"c2") == [p.Accepted(["b"]), p.Result("b", "w1", 1, True, b"once")]
+    assert out.to(b"c2") == [p.Accepted(["b"]), p.Results([p.Result("b", "w1", 1, True, b"once")])]
     assert out.tasks() == []
     fwd.client(b"c3", p.Collect(["b"]))
-    assert fwd.turn().to(b"c3") == [p.Result("b", "w1", 1, True, b"once")]
+    assert fwd.turn().to(b"c3") == [p.Results([p.Result("b", "w1", 1, True, b"once")])]
 
 
 def test_a_key_finished_in_the_same_loop_turn_is_not_run_again(fwd):
@@ -843,7 +863,7 @@ def test_a_key_finished_in_the_same_loop_turn_is_not_run_again(fwd):
     out = fwd.turn()
 
     assert out.tasks() == []
-    assert out.to(b"c2") == [p.Accepted(["b"]), p.Result("b", "w1", 1, True, b"once")]
+    assert out.to(b"c2") == [p.Accepted(["b"]), p.Results([p.Result("b", "w1", 1, True, b"once")])]
 
 
 def test_an_id_joined_to_a_key_whose_answer_expired_is_unknown(fwd):
@@ -871,8 +891,8 @@ def test_a_collect_of_a_joined_id_routes_its_result_to_the_collector(fwd):
     fwd.done(b"w1", "a")
     out = fwd.turn()
 
-    assert [m.id for m in out.to(b"c9")] == ["b"]
-    assert [m.id for m in out.to(b"c1")] == ["a"]
+    assert [m.id for m in answers(out.to(b"c9"))] == ["b"]
+    assert [m.id for m in answers(out.to(b"c1"))] == ["a"]
 
 
 def test_an_empty_key_is_malformed(fwd):
@@ -895,14 +915,16 @@ def test_collect_answers_finished_unfinished_and_unknown_ids(fwd):
     fwd.client(b"c2", p.Collect(["done-1", "open-1", "never"]))
     replies = fwd.turn().to(b"c2")
 
-    assert replies == [
+    assert replies == [  # control messages first, answers batched after them
         p.Accepted(["open-1"]),
-        p.Result("done-1", "w1", 1, True, b"r1"),
-        p.Refused(["never"], "unknown_task", replies[2].reason),
+        p.Refused(["never"], "unknown_task", replies[1].reason),
+        p.Results([p.Result("done-1", "w1", 1, True, b"r1")]),
     ]
     fwd.done(b"w1", "open-1", b"r2")
     out = fwd.turn()
-    assert out.to(b"c2") == [p.Result("open-1", "w1", 1, False, b"r2")]  # to the collector
+    assert out.to(b"c2") == [
+        p.Results([p.Result("open-1", "w1", 1, False, b"r2")])
+    ]  # to the collector
     assert out.to(b"c1") == []
 
 
@@ -914,7 +936,7 @@ def test_collect_of_a_dead_letter_returns_its_failure(fwd):
     fwd.turn()
 
     fwd.client(b"c2", p.Collect(["t-1"]))
-    (failed,) = fwd.turn().to(b"c2")
+    (failed,) = answers(fwd.turn().to(b"c2"))
 
     assert (failed.id, failed.code, failed.attempts) == ("t-1", "dead_letter", 1)
 
@@ -974,7 +996,7 @@ def test_a_malformed_worker_message_is_answered_with_disconnect_and_the_broker_g
     assert out.to(b"w1")[0].reason.startswith("malformed")
     assert fwd.broker.counters["malformed"] == 1
     fwd.done(b"w1", "t-1")
-    assert only(fwd.turn().to(b"c1"), p.Result)
+    assert items(fwd.turn().to(b"c1"), p.Results)
 
 
 def test_a_ready_the_codec_refuses_is_answered_with_disconnect_not_an_exception(fwd):
@@ -1013,9 +1035,10 @@ def test_a_restarted_broker_queues_every_accepted_unfinished_task_again_but_not_
     ]
     fwd.done(b"w9", "t-2")
     fwd.done(b"w9", "t-3")
-    assert sorted(m.id for m in fwd.turn().to(b"c1")) == ["t-2", "t-3"]  # stored client rid
+    (answers,) = fwd.turn().to(b"c1")  # stored client rid, one RESULT for both
+    assert sorted(r.id for r in answers.items) == ["t-2", "t-3"]
     fwd.client(b"c1", p.Collect(["t-1"]))
-    assert only(fwd.turn().to(b"c1"), p.Result)[0].cached
+    assert items(fwd.turn().to(b"c1"), p.Results)[0].cached
 
 
 def test_a_restarted_broker_remembers_known_services_keys_and_joined_ids(file_fwd):
@@ -1033,9 +1056,9 @@ def test_a_restarted_broker_remembers_known_services_keys_and_joined_ids(file_fw
     fwd.done(b"w2", "a", b"A")
     out = fwd.turn()
 
-    assert [(m.id, m.cached) for m in out.to(b"c1")] == [("a", False)]
-    assert [(m.id, m.cached) for m in out.to(b"c2")] == [("b", True)]
-    assert [(m.id, m.cached) for m in out.to(b"c3")] == [("c", True)]
+    assert [(m.id, m.cached) for m in answers(out.to(b"c1"))] == [("a", False)]
+    assert [(m.id, m.cached) for m in answers(out.to(b"c2"))] == [("b", True)]
+    assert [(m.id, m.cached) for m in answers(out.to(b"c3"))] == [("c", True)]
 
 
 def test_a_task_accepted_but_never_committed_is_not_there_after_a_restart(file_fwd):
@@ -1060,4 +1083,131 @@ def test_a_restarted_broker_keeps_attempt_counts_of_requeued_tasks(file_fwd):
     assert fwd.turn().tasks(b"w2")[0].attempt == 2
     fwd.tick(10)
 
-    assert fwd.turn().to(b"c1")[0].code == "dead_letter"
+    assert answers(fwd.turn().to(b"c1"))[0].code == "dead_letter"
+
+
+# ------------------------------------------------------------------ batching
+
+
+def test_one_task_message_per_worker_holds_every_task_its_credit_allows(fwd):
+    fwd.ready(b"w1", credit=5)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(3)))
+
+    out = fwd.turn()
+
+    (message,) = out.task_messages(b"w1")
+    assert [d.id for d in message.items] == ["t-0", "t-1", "t-2"]
+
+
+def test_a_task_message_never_holds_more_than_the_free_credit(fwd):
+    fwd.ready(b"w1", credit=4)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(10)))
+
+    (first,) = fwd.turn().task_messages(b"w1")
+    assert len(first.items) == 4
+
+    fwd.worker(b"w1", p.WorkerResults([p.Done("t-0", b""), p.Done("t-1", b"")]))
+    (second,) = fwd.turn().task_messages(b"w1")
+
+    assert [d.id for d in second.items] == ["t-4", "t-5"]  # 2 credits came back
+    assert len(fwd.broker.workers[b"w1"].inflight) == 4
+
+
+def test_tasks_spread_over_workers_in_one_message_each(fwd):
+    fwd.ready(b"w1", credit=3)
+    fwd.ready(b"w2", credit=3)
+    fwd.submit(b"c1", *(task(f"t-{i}") for i in range(6)))
+
+    out = fwd.turn()
+
+    assert [len(m.items) for m in out.task_messages(b"w1")] == [3]
+    assert [len(m.items) for m in out.task_messages(b"w2")] == [3]
+    assert sorted(out.task_ids()) == [f"t-{i}" for i in range(6)]
+
+
+def test_a_batched_worker_result_completes_every_task_and_frees_every_credit(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("a"), task("b"), task("c"))
+
+    fwd.worker(b"w1", p.WorkerResults([p.Done("a", b"A"), p.Done("b", b"B"), p.Done("c", b"C")]))
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [
+        p.Results(
+            [
+                p.Result("a", "w1", 1, False, b"A"),
+                p.Result("b", "w1", 1, False, b"B"),
+                p.Result("c", "w1", 1, False, b"C"),
+            ]
+        )
+    ]
+    assert fwd.broker.workers[b"w1"].inflight == set()
+    assert fwd.broker.counters["completed"] == 3
+
+
+def test_answers_of_one_turn_go_to_each_client_in_one_message_per_kind(fwd):
+    fwd.ready(b"w1", credit=10)
+    fwd.submit(b"c1", task("a1"), task("a2"), task("a3"))
+    fwd.submit(b"c2", task("b1"), task("b2"))
+    fwd.turn()
+
+    fwd.done(b"w1", "a1")
+    fwd.worker(b"w1", p.WorkerFailures([p.Error("a2", "boom"), p.Error("b1", "bang")]))
+    fwd.done(b"w1", "b2")
+    fwd.done(b"w1", "a3")
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [
+        p.Results([p.Result("a1", "w1", 1, False, b"out"), p.Result("a3", "w1", 1, False, b"out")]),
+        p.Failures([p.Failed("a2", "handler_error", "boom", "w1", 1)]),
+    ]
+    assert out.to(b"c2") == [
+        p.Results([p.Result("b2", "w1", 1, False, b"out")]),
+        p.Failures([p.Failed("b1", "handler_error", "bang", "w1", 1)]),
+    ]
+
+
+def test_an_accepted_goes_before_the_answers_of_the_same_turn(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+
+    fwd.done(b"w1", "t-1", b"first")
+    fwd.submit(b"c1", task("t-1"), task("t-2"))  # t-1 again: cached; t-2 new
+    out = fwd.turn()
+
+    assert out.to(b"c1") == [
+        p.Accepted(["t-1", "t-2"]),
+        p.Results(
+            [p.Result("t-1", "w1", 1, False, b"first"), p.Result("t-1", "w1", 1, True, b"first")]
+        ),
+    ]
+
+
+def test_batches_are_split_at_max_batch_items():
+    fwd = Forwarder(Journal(":memory:"), Limits(max_batch=2))
+    fwd.ready(b"w1", credit=5)
+    for i in range(5):  # a SUBMIT holds max_batch tasks at most too
+        fwd.submit(b"c1", task(f"t-{i}"))
+
+    out = fwd.turn()
+
+    assert [[d.id for d in m.items] for m in out.task_messages(b"w1")] == [
+        ["t-0", "t-1"],
+        ["t-2", "t-3"],
+        ["t-4"],
+    ]
+    fwd.worker(b"w1", p.WorkerResults([p.Done(f"t-{i}", b"") for i in range(5)]))
+    answers_out = fwd.turn().to(b"c1")
+    assert [len(m.items) for m in answers_out] == [2, 2, 1]
+    assert [r.id for r in answers(answers_out)] == [f"t-{i}" for i in range(5)]
+
+
+def test_a_batch_from_an_unknown_worker_is_used_and_answered_with_one_disconnect(fwd):
+    run_to_dispatch(fwd, b"c1", b"w1", task("a"), task("b"))
+    fwd.tick(10)  # w1 declared dead: both requeued
+    fwd.turn()
+
+    fwd.worker(b"w1", p.WorkerResults([p.Done("a", b"A"), p.Done("b", b"B")]))
+    out = fwd.turn()
+
+    assert [type(m) for m in out.to(b"w1")] == [p.Disconnect]  # one, not one per answer
+    assert out.to(b"w1")[0].reason == "unknown worker"
+    assert [r.id for r in answers(out.to(b"c1"))] == ["a", "b"]

@@ -12,7 +12,12 @@ def task(task_id: str) -> p.Task:
     return p.Task(task_id, "echo", task_id.encode())
 
 
-def feed(session: ClientSession, msg: p.Message) -> None:
+def feed(session: ClientSession, msg: p.Message | p.Result | p.Failed) -> None:
+    """Deliver ``msg``; a lone Result or Failed travels as a one-item RESULT / FAILED."""
+    if isinstance(msg, p.Result):
+        msg = p.Results([msg])
+    elif isinstance(msg, p.Failed):
+        msg = p.Failures([msg])
     session.on_message(p.encode(msg))
 
 
@@ -217,3 +222,52 @@ def test_answers_and_acceptances_count_as_progress_but_heartbeats_do_not(session
     assert session.last_progress == 0.0
     feed(session, p.Accepted(["t-1"]))
     assert session.last_progress > 0.0
+
+
+def test_a_batched_result_surfaces_each_item_in_order(session):
+    session.submit_frames([task("a"), task("b"), task("c")])
+    feed(session, p.Accepted(["a", "b", "c"]))
+
+    feed(
+        session,
+        p.Results(
+            [
+                p.Result("b", "w1", 1, False, b"B"),
+                p.Result("a", "w2", 2, True, b"A"),
+                p.Result("b", "w1", 1, True, b"B"),  # second copy in the same batch
+            ]
+        ),
+    )
+    feed(session, p.Failures([p.Failed("c", "handler_error", "boom", "w1", 1)]))
+
+    assert [
+        (r.task_id, r.ok, r.payload, r.worker, r.attempts, r.cached) for r in session.ready
+    ] == [
+        ("b", True, b"B", "w1", 1, False),
+        ("a", True, b"A", "w2", 2, True),
+        ("c", False, b"", "w1", 1, False),
+    ]
+    assert session.ready[2].error == "boom"
+    assert session.ready[2].code == "handler_error"
+    assert session.redelivered == 1
+    assert session.outstanding == 0
+
+
+def test_a_batched_failure_answers_every_listed_task(session):
+    session.submit_frames([task("a"), task("b")])
+
+    feed(
+        session,
+        p.Failures(
+            [
+                p.Failed("a", "dead_letter", "lost", None, 6),
+                p.Failed("b", "handler_error", "bad", "w", 1),
+            ]
+        ),
+    )
+
+    assert [(r.task_id, r.code, r.worker) for r in session.ready] == [
+        ("a", "dead_letter", None),
+        ("b", "handler_error", "w"),
+    ]
+    assert session.outstanding == 0

@@ -46,7 +46,7 @@ def test_forwarder_sigkill_and_restart_on_its_journal_while_client_waits(fabric:
     fabric.start_worker("sleep")
     fabric.wait_workers(2)
     submit = fabric.submit_cli("--service", "sleep", "--payload", "3", "--count", "1500")
-    time.sleep(1.5)
+    fabric.wait_holding_tasks(100)  # the kill must catch accepted, unfinished tasks
     assert fabric.forwarder is not None
     fabric.kill(fabric.forwarder)
     time.sleep(0.5)
@@ -65,7 +65,7 @@ def test_frozen_worker_is_declared_dead_and_its_late_answers_are_not_surfaced_tw
     frozen = fabric.start_worker("sleep", extra=("--credit", "4", "--concurrency", "4"))
     frozen_id = fabric.wait_workers(1)["workers"][0]["id"]
     submit = fabric.submit_cli("--service", "sleep", "--payload", "300", "--count", "40")
-    time.sleep(0.5)
+    fabric.wait_holding(frozen)
     frozen.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     fabric.start_worker("sleep", extra=("--credit", "4", "--concurrency", "4"))
@@ -148,7 +148,7 @@ def test_sigterm_drains_a_worker_without_requeueing(fabric: Fabric) -> None:
     worker = fabric.start_worker("sleep", extra=("--concurrency", "2", "--credit", "2"))
     fabric.wait_workers(1)
     submit = fabric.submit_cli("--service", "sleep", "--payload", "200", "--count", "6")
-    time.sleep(0.5)
+    fabric.wait_holding(worker)
     fabric.kill(worker, signal.SIGTERM)
     assert worker.returncode == 0
     fabric.start_worker("sleep")
@@ -164,7 +164,7 @@ def test_exhausted_retries_make_a_dead_letter_that_can_be_retried(fabric: Fabric
     fabric.wait_workers(1)
     with fabric.client() as client:
         task_id = client.submit("sleep", b"5000", retries=0)
-        time.sleep(0.5)
+        fabric.wait_holding(victim)
         fabric.kill(victim)  # its only attempt dies with it
         result = client.result(task_id, timeout=10)
         assert not result.ok and result.code == "dead_letter"

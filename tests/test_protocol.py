@@ -37,9 +37,21 @@ def _unhex(value: Any) -> Any:
     return value
 
 
+BATCH_ITEMS: dict[str, type] = {
+    "Tasks": p.Dispatch,
+    "WorkerResults": p.Done,
+    "WorkerFailures": p.Error,
+    "Results": p.Result,
+    "Failures": p.Failed,
+}
+
+
 def _build(type_name: str, fields: dict[str, Any]) -> p.Message:
     if type_name == "Submit":
         return p.Submit([p.Task(**task) for task in fields["tasks"]])
+    if type_name in BATCH_ITEMS:
+        item = BATCH_ITEMS[type_name]
+        return getattr(p, type_name)([item(**fields) for fields in fields["items"]])
     return getattr(p, type_name)(**fields)
 
 
@@ -64,8 +76,18 @@ def _refusal(frames: list[bytes]) -> p.ProtocolError:
 
 def test_there_is_a_vector_for_every_documented_message_type():
     types = {_load(path)["type"] for path in VECTORS}
-    assert len(VECTORS) >= 20
-    assert {"Submit", "Accepted", "Result", "Failed", "Refused", "Ready", "Dispatch"} <= types
+    assert len(VECTORS) >= 25
+    assert {"Submit", "Accepted", "Results", "Failures", "Refused", "Ready", "Tasks"} <= types
+    assert {"WorkerResults", "WorkerFailures"} <= types
+
+
+@pytest.mark.parametrize("type_name", sorted(BATCH_ITEMS))
+def test_every_batched_command_has_a_single_and_a_multi_item_vector(type_name: str):
+    counts = sorted(
+        len(_load(path)["message"]["items"]) for path in VECTORS if _load(path)["type"] == type_name
+    )
+    assert counts[0] == 1
+    assert counts[-1] >= 2
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=lambda path: path.stem)
@@ -138,6 +160,7 @@ def test_a_client_command_under_the_worker_signature_is_unknown_command():
     [
         [C, b"\x02"],  # ACCEPTED without its id array
         [C, b"\x02", _pack([]), _pack([])],
+        [C, b"\x03"],  # RESULT without any item
         [C, b"\x03", _pack({"id": "t", "worker": "w", "attempts": 1, "cached": False})],
         [C, b"\x04"],
         [C, b"\x05"],
@@ -146,9 +169,19 @@ def test_a_client_command_under_the_worker_signature_is_unknown_command():
         [C, b"\x08", _pack({}), _pack({})],
         [C, b"\x09"],
         [W, b"\x11"],
+        [W, b"\x12"],  # TASK without any task
         [W, b"\x12", _pack({"id": "t", "service": "s", "headers": {}, "attempt": 1})],
+        [
+            W,
+            b"\x12",
+            _pack({"id": "t", "service": "s", "headers": {}, "attempt": 1}),
+            b"",
+            _pack({"id": "u", "service": "s", "headers": {}, "attempt": 1}),
+        ],
+        [W, b"\x13"],
         [W, b"\x13", _pack({"id": "t"})],
-        [W, b"\x14", _pack({"id": "t", "error": "e"}), b"extra"],
+        [W, b"\x13", _pack({"id": "t"}), b"", _pack({"id": "u"})],
+        [W, b"\x14"],  # FAILED without any error
         [W, b"\x15", b""],
         [W, b"\x16"],
     ],
@@ -231,15 +264,19 @@ def test_decoders_accept_keys_in_any_order_and_ignore_unknown_keys():
 
     msg = p.decode([C, b"\x03", body, b"out"])
 
-    assert msg == p.Result("t-9", "w", 3, True, b"out")
+    assert msg == p.Results([p.Result("t-9", "w", 3, True, b"out")])
 
 
 def test_every_message_round_trips_through_encode_and_decode():
     messages: list[p.Message] = [
         p.Submit([p.Task("a", "echo", b"1", "k", {"h": 1.5, "n": None}, 3)]),
         p.Accepted(["a", "b"]),
-        p.Result("a", "w", 2, True, b"\x00"),
-        p.Failed("a", "handler_error", "boom", None, 1),
+        p.Results([p.Result("a", "w", 2, True, b"\x00")]),
+        p.Results([p.Result("a", "w", 2, True, b"\x00"), p.Result("b", "v", 1, False, b"")]),
+        p.Failures([p.Failed("a", "handler_error", "boom", None, 1)]),
+        p.Failures(
+            [p.Failed("a", "handler_error", "boom", None, 1), p.Failed("b", "x", "y", "w", 2)]
+        ),
         p.Refused(["a"], "queue_full", "full"),
         p.Heartbeat(),
         p.Collect([]),
@@ -247,9 +284,12 @@ def test_every_message_round_trips_through_encode_and_decode():
         p.Status({"workers": [], "counters": {"accepted": 1}}),
         p.Retry(["a"]),
         p.Ready("w", "rust", ["echo", "sleep"], 0, ["a"], "1", 2, "h"),
-        p.Dispatch("a", "echo", {"x": True}, 4, b"data"),
-        p.Done("a", b""),
-        p.Error("a", "bad"),
+        p.Tasks([p.Dispatch("a", "echo", {"x": True}, 4, b"data")]),
+        p.Tasks([p.Dispatch("a", "echo", {}, 1, b"1"), p.Dispatch("b", "sleep", {}, 2, b"")]),
+        p.WorkerResults([p.Done("a", b"")]),
+        p.WorkerResults([p.Done("a", b""), p.Done("b", b"\xff")]),
+        p.WorkerFailures([p.Error("a", "bad")]),
+        p.WorkerFailures([p.Error("a", "bad"), p.Error("b", "worse")]),
         p.WorkerHeartbeat(),
         p.Disconnect("drained"),
     ]
@@ -260,6 +300,125 @@ def test_every_message_round_trips_through_encode_and_decode():
 def test_encode_rejects_objects_that_are_not_messages():
     with pytest.raises(TypeError):
         p.encode("SUBMIT")  # type: ignore[arg-type]
+
+
+def test_encode_refuses_an_empty_batch():
+    for batch in (p.Tasks([]), p.WorkerResults([]), p.WorkerFailures([]), p.Results([])):
+        with pytest.raises(ValueError):
+            p.encode(batch)
+    assert p.encode_split(p.Failures([])) == []
+
+
+# ------------------------------------------------------------ batch splitting
+
+
+def _results(count: int, payload: bytes = b"x") -> p.Results:
+    return p.Results([p.Result(f"t-{i}", "w", 1, False, payload) for i in range(count)])
+
+
+def test_encode_split_keeps_a_batch_within_max_items_in_one_message():
+    batch = _results(5)
+
+    (frames,) = p.encode_split(batch, max_items=5)
+
+    assert frames == p.encode(batch)
+
+
+def test_encode_split_cuts_at_max_items_and_keeps_the_order():
+    messages = p.encode_split(_results(2500), max_items=1000)
+
+    decoded = [p.decode(frames) for frames in messages]
+    assert [len(m.items) for m in decoded] == [1000, 1000, 500]
+    assert [r.id for m in decoded for r in m.items] == [f"t-{i}" for i in range(2500)]
+
+
+def test_encode_split_uses_the_protocol_default_of_max_items():
+    assert [len(f) for f in p.encode_split(_results(p.MAX_BATCH + 1))] == [
+        2 + 2 * p.MAX_BATCH,
+        2 + 2,
+    ]
+
+
+def test_encode_split_keeps_each_message_under_the_byte_cap():
+    batch = p.WorkerResults([p.Done(f"t-{i}", b"x" * 400) for i in range(10)])
+
+    messages = p.encode_split(batch, max_bytes=1000)
+
+    assert all(sum(map(len, frames)) <= 1000 for frames in messages)
+    assert [len(p.decode(f).items) for f in messages] == [2, 2, 2, 2, 2]
+
+
+def test_encode_split_sends_an_item_larger_than_the_cap_alone():
+    batch = p.Tasks(
+        [
+            p.Dispatch("small-1", "echo", {}, 1, b"a"),
+            p.Dispatch("huge", "echo", {}, 1, b"x" * 2000),
+            p.Dispatch("small-2", "echo", {}, 1, b"b"),
+        ]
+    )
+
+    messages = p.encode_split(batch, max_bytes=1000)
+
+    assert [[d.id for d in p.decode(f).items] for f in messages] == [
+        ["small-1"],
+        ["huge"],
+        ["small-2"],
+    ]
+
+
+def test_the_default_byte_cap_is_the_64_mib_message_limit():
+    payload = b"x" * (20 * 1024 * 1024)
+
+    messages = p.encode_split(p.WorkerResults([p.Done(f"t-{i}", payload) for i in range(4)]))
+
+    assert [len(p.decode(f).items) for f in messages] == [3, 1]
+    assert all(sum(map(len, f)) <= p.MAX_MESSAGE_BYTES for f in messages)
+
+
+# ------------------------------------------------------------ task by task
+
+
+def _dispatch_header(**overrides: Any) -> bytes:
+    header = {"id": "t-1", "service": "echo", "headers": {}, "attempt": 1}
+    header.update(overrides)
+    return _pack(header)
+
+
+def test_decode_task_items_keeps_the_good_tasks_when_one_is_bad():
+    frames = [
+        W,
+        b"\x12",
+        _dispatch_header(id="good-1"),
+        b"one",
+        _dispatch_header(id="bad-attempt", attempt="1"),
+        b"two",
+        b"\xc1",
+        b"three",
+        _dispatch_header(id="good-2", headers={"h": 1}),
+        b"four",
+    ]
+
+    items = p.decode_task_items(frames)
+
+    assert items[0] == p.Dispatch("good-1", "echo", {}, 1, b"one")
+    assert isinstance(items[1], p.ProtocolError)
+    assert (items[1].code, items[1].ids) == ("malformed", ["bad-attempt"])
+    assert isinstance(items[2], p.ProtocolError)
+    assert items[2].ids == []
+    assert items[3] == p.Dispatch("good-2", "echo", {"h": 1}, 1, b"four")
+
+
+def test_decode_of_a_task_batch_raises_for_its_first_bad_task():
+    err = _refusal(
+        [W, b"\x12", _dispatch_header(id="ok"), b"", _dispatch_header(id="t-x", service=5), b""]
+    )
+    assert (err.code, err.ids) == ("malformed", ["t-x"])
+
+
+def test_one_bad_item_makes_a_batched_answer_malformed():
+    good = _pack({"id": "t", "worker": "w", "attempts": 1, "cached": False})
+    assert _refusal([C, b"\x03", good, b"", _pack({"id": "u"}), b""]).code == "malformed"
+    assert _refusal([W, b"\x14", _pack({"id": "t", "error": "e"}), b"extra"]).code == "malformed"
 
 
 # -------------------------------------------------------- submit, task by task

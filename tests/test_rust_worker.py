@@ -145,7 +145,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: floa
 
 
 class FakeForwarder:
-    """A ROUTER that speaks ZFP/1 through the reference codec."""
+    """A ROUTER that speaks ZFP/1 through the reference codec.
+
+    ``recv`` hands out batched answers item by item (a RESULT of three
+    outputs is three ``p.Done``); ``recv_message`` returns messages whole.
+    """
 
     def __init__(self) -> None:
         self.ctx = zmq.Context.instance()
@@ -153,12 +157,21 @@ class FakeForwarder:
         self.sock.linger = 0
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self._items: list[tuple[bytes, p.Done | p.Error]] = []
 
-    def recv(self, timeout: float = 5.0) -> tuple[bytes, p.Message]:
+    def recv_message(self, timeout: float = 5.0) -> tuple[bytes, p.Message]:
         if not self.sock.poll(int(timeout * 1000)):
             raise AssertionError(f"nothing from the worker in {timeout}s")
         rid, *frames = self.sock.recv_multipart()
         return rid, p.decode(frames)
+
+    def recv(self, timeout: float = 5.0) -> tuple[bytes, Any]:
+        if not self._items:
+            rid, msg = self.recv_message(timeout)
+            if not isinstance(msg, p.WorkerResults | p.WorkerFailures):
+                return rid, msg
+            self._items = [(rid, item) for item in msg.items]
+        return self._items.pop(0)
 
     def expect(
         self, kind: type, timeout: float = 5.0, skip_heartbeats: bool = True
@@ -179,7 +192,7 @@ class FakeForwarder:
         self.sock.send_multipart([rid, *p.encode(msg)])
 
     def task(self, rid: bytes, task_id: str, service: str, payload: bytes, **headers: Any) -> None:
-        self.send(rid, p.Dispatch(task_id, service, headers, 1, payload))
+        self.send(rid, p.Tasks([p.Dispatch(task_id, service, headers, 1, payload)]))
 
     def close(self) -> None:
         self.sock.close(0)
@@ -268,8 +281,7 @@ def test_concurrency_runs_handlers_in_parallel(rust_bin, fake, procs):
     rid, ready = fake.expect(p.Ready)
     assert ready.credit == 8  # 2 x concurrency
     started = time.monotonic()
-    for i in range(4):
-        fake.task(rid, f"t-{i}", "sleep", b"1000")
+    fake.send(rid, p.Tasks([p.Dispatch(f"t-{i}", "sleep", {}, 1, b"1000") for i in range(4)]))
     ids = {fake.expect(p.Done)[1].id for _ in range(4)}
     assert ids == {"t-0", "t-1", "t-2", "t-3"}
     assert time.monotonic() - started < 3.0  # one after the other would take 4 s
@@ -328,6 +340,64 @@ def test_sigterm_drains_then_exits_zero(rust_bin, fake, procs):
     _, bye = fake.expect(p.Disconnect)
     assert bye == p.Disconnect("drained")
     assert worker.wait(5) == 0
+
+
+def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(rust_bin, fake, procs):
+    procs("rust", rust_args(rust_bin, fake.endpoint, "echo", "sha256", credit=8))
+    rid, _ = fake.expect(p.Ready)
+    good = p.encode(
+        p.Tasks(
+            [
+                p.Dispatch("t-1", "echo", {}, 1, b"one"),
+                p.Dispatch("t-2", "sha256", {}, 1, b"abc"),
+                p.Dispatch("t-3", "nope", {}, 1, b""),
+            ]
+        )
+    )
+    bad_with_id = p._pack({"id": "t-4"})  # no service, headers, attempt
+    fake.sock.send_multipart([rid, *good, bad_with_id, b"", b"\xc1", b""])
+
+    answers: dict[str, Any] = {}
+    while len(answers) < 4:
+        _, item = fake.expect(p.Done | p.Error)
+        assert item.id not in answers, f"{item.id} answered twice"
+        answers[item.id] = item
+    assert answers["t-1"] == p.Done("t-1", b"one")
+    assert answers["t-2"] == p.Done("t-2", hashlib.sha256(b"abc").hexdigest().encode())
+    assert answers["t-3"] == p.Error("t-3", "service 'nope' not served here")
+    assert answers["t-4"].error.startswith("malformed task: malformed")
+
+
+def test_answers_resent_after_a_silent_forwarder_go_in_one_message(rust_bin, fake, procs):
+    procs(
+        "rust",
+        rust_args(rust_bin, fake.endpoint, "sleep", concurrency=4, heartbeat_interval=0.2),
+    )
+    rid, _ = fake.expect(p.Ready)
+    ids = [f"t-{i}" for i in range(4)]
+    fake.send(rid, p.Tasks([p.Dispatch(i, "sleep", {}, 1, b"50") for i in ids]))
+    # Answered on the first socket, but the forwarder never speaks again: after
+    # 0.6 s the worker opens a new socket, lists the answers as in flight, and
+    # sends them again, all in one RESULT.
+    first = set()
+    while True:
+        r, msg = fake.recv_message(timeout=3.0)
+        if isinstance(msg, p.WorkerResults):
+            assert r == rid
+            first.update(d.id for d in msg.items)
+        elif isinstance(msg, p.Ready):
+            rid2, ready = r, msg
+            break
+    assert first == set(ids)
+    assert rid2 != rid
+    assert sorted(ready.inflight) == ids
+    while True:
+        r, msg = fake.recv_message(timeout=3.0)
+        if not isinstance(msg, p.WorkerHeartbeat):
+            break
+    assert r == rid2
+    assert isinstance(msg, p.WorkerResults)
+    assert sorted(msg.items, key=lambda d: d.id) == [p.Done(i, b"50") for i in ids]
 
 
 def test_unknown_service_is_a_usage_error(rust_bin):

@@ -5,11 +5,21 @@ no delimiter); ``decode(frames)`` is its inverse and raises
 ``ProtocolError`` with a refusal code for anything it cannot use.
 Maps are encoded with their keys in the documented order, so encoding is
 byte-exact and matches docs/protocol-vectors/.
+
+Batched commands: TASK, RESULT and FAILED (both sides) carry 1..N items, the
+way SUBMIT carries tasks. Each item has its own class (``Dispatch``,
+``Done``, ``Error``, ``Result``, ``Failed``); the message is a list of them,
+named after what it carries: ``Tasks`` (TASK), ``WorkerResults`` /
+``WorkerFailures`` (worker RESULT / FAILED), ``Results`` / ``Failures``
+(client RESULT / FAILED). ``encode`` writes a batch as one message whatever
+its size; ``encode_split`` cuts it into messages of at most ``max_items``
+items and ``MAX_MESSAGE_BYTES`` bytes, which is what senders use.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -21,6 +31,7 @@ WORKER_SIGNATURE = b"ZFW1"
 
 MAX_MAP_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_BATCH = 1000  # items per batched message, unless the forwarder's max_batch says otherwise
 
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
@@ -100,6 +111,8 @@ class Accepted:
 
 @dataclass(slots=True)
 class Result:
+    """One item of a client RESULT: a task's answer and its payload."""
+
     id: str
     worker: str
     attempts: int
@@ -109,11 +122,27 @@ class Result:
 
 @dataclass(slots=True)
 class Failed:
+    """One item of a client FAILED: a task that ended without a result."""
+
     id: str
     code: str
     error: str
     worker: str | None
     attempts: int
+
+
+@dataclass(slots=True)
+class Results:
+    """RESULT (0x03): 1..N answers for one client."""
+
+    items: list[Result]
+
+
+@dataclass(slots=True)
+class Failures:
+    """FAILED (0x04): 1..N failures for one client."""
+
+    items: list[Failed]
 
 
 @dataclass(slots=True)
@@ -165,7 +194,7 @@ class Ready:
 
 @dataclass(slots=True)
 class Dispatch:
-    """A task as the forwarder hands it to a worker."""
+    """One item of a TASK: a task as the forwarder hands it to a worker."""
 
     id: str
     service: str
@@ -176,14 +205,39 @@ class Dispatch:
 
 @dataclass(slots=True)
 class Done:
+    """One item of a worker RESULT: the handler's output for a task."""
+
     id: str
     payload: bytes
 
 
 @dataclass(slots=True)
 class Error:
+    """One item of a worker FAILED: the handler's error text for a task."""
+
     id: str
     error: str
+
+
+@dataclass(slots=True)
+class Tasks:
+    """TASK (0x12): 1..N tasks for one worker, never more than its free credit."""
+
+    items: list[Dispatch]
+
+
+@dataclass(slots=True)
+class WorkerResults:
+    """RESULT (0x13): 1..N handler outputs from one worker."""
+
+    items: list[Done]
+
+
+@dataclass(slots=True)
+class WorkerFailures:
+    """FAILED (0x14): 1..N handler errors from one worker."""
+
+    items: list[Error]
 
 
 @dataclass(slots=True)
@@ -199,8 +253,8 @@ class Disconnect:
 Message = (
     Submit
     | Accepted
-    | Result
-    | Failed
+    | Results
+    | Failures
     | Refused
     | Heartbeat
     | Collect
@@ -208,12 +262,14 @@ Message = (
     | Status
     | Retry
     | Ready
-    | Dispatch
-    | Done
-    | Error
+    | Tasks
+    | WorkerResults
+    | WorkerFailures
     | WorkerHeartbeat
     | Disconnect
 )
+Batch = Tasks | WorkerResults | WorkerFailures | Results | Failures
+Item = Dispatch | Done | Error | Result | Failed
 
 
 def _pack(value: Any) -> bytes:
@@ -237,17 +293,88 @@ def _cmd(code: Command) -> bytes:
     return _COMMAND_FRAMES[code]
 
 
+def _dispatch_frames(d: Dispatch) -> list[bytes]:
+    body = {"id": d.id, "service": d.service, "headers": d.headers, "attempt": d.attempt}
+    return [_pack(body), d.payload]
+
+
+def _done_frames(d: Done) -> list[bytes]:
+    return [_pack({"id": d.id}), d.payload]
+
+
+def _error_frames(e: Error) -> list[bytes]:
+    return [_pack({"id": e.id, "error": e.error})]
+
+
+def _result_frames(r: Result) -> list[bytes]:
+    body = {"id": r.id, "worker": r.worker, "attempts": r.attempts, "cached": r.cached}
+    return [_pack(body), r.payload]
+
+
+def _failed_frames(f: Failed) -> list[bytes]:
+    body = {
+        "id": f.id,
+        "code": f.code,
+        "error": f.error,
+        "worker": f.worker,
+        "attempts": f.attempts,
+    }
+    return [_pack(body)]
+
+
+# batch class -> (signature, command frame, body frames of one item)
+_BATCHES: dict[type, tuple[bytes, bytes, Callable[[Any], list[bytes]]]] = {
+    Tasks: (WORKER_SIGNATURE, _cmd(Command.W_TASK), _dispatch_frames),
+    WorkerResults: (WORKER_SIGNATURE, _cmd(Command.W_RESULT), _done_frames),
+    WorkerFailures: (WORKER_SIGNATURE, _cmd(Command.W_FAILED), _error_frames),
+    Results: (CLIENT_SIGNATURE, _cmd(Command.RESULT), _result_frames),
+    Failures: (CLIENT_SIGNATURE, _cmd(Command.FAILED), _failed_frames),
+}
+
+
+def encode_split(
+    msg: Batch, max_items: int = MAX_BATCH, max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[list[bytes]]:
+    """``msg`` as one or more messages, items in order (none for an empty batch).
+
+    Each message holds at most ``max_items`` items, and its frames add up to at
+    most ``max_bytes`` unless a single item is larger on its own (it then
+    travels alone). This is the size rule of docs/protocol.md for senders.
+    """
+    sig, cmd, item_frames = _BATCHES[type(msg)]
+    out: list[list[bytes]] = []
+    frames: list[bytes] = []
+    count = size = 0
+    for item in msg.items:
+        body = item_frames(item)
+        length = sum(map(len, body))
+        if count and (count >= max_items or size + length > max_bytes):
+            out.append(frames)
+            count = 0
+        if not count:
+            frames = [sig, cmd]
+            size = len(sig) + len(cmd)
+        frames.extend(body)
+        count += 1
+        size += length
+    if count:
+        out.append(frames)
+    return out
+
+
 def encode(msg: Message) -> list[bytes]:
-    """Frames for ``msg``, signature first (hot-path messages are matched first)."""
+    """Frames for ``msg``, signature first; a batch becomes one message, however large."""
+    batch = _BATCHES.get(type(msg))
+    if batch is not None:
+        items = msg.items  # type: ignore[union-attr]
+        if not items:
+            raise ValueError(f"{type(msg).__name__} needs at least one item")
+        sig, cmd, item_frames = batch
+        frames = [sig, cmd]
+        for item in items:
+            frames.extend(item_frames(item))
+        return frames
     match msg:
-        case Dispatch(id_, service, headers, attempt, payload):
-            body = {"id": id_, "service": service, "headers": headers, "attempt": attempt}
-            return [WORKER_SIGNATURE, _cmd(Command.W_TASK), _pack(body), payload]
-        case Done(id_, payload):
-            return [WORKER_SIGNATURE, _cmd(Command.W_RESULT), _pack({"id": id_}), payload]
-        case Result(id_, worker, attempts, cached, payload):
-            body = {"id": id_, "worker": worker, "attempts": attempts, "cached": cached}
-            return [CLIENT_SIGNATURE, _cmd(Command.RESULT), _pack(body), payload]
         case Accepted(ids):
             return [CLIENT_SIGNATURE, _cmd(Command.ACCEPTED), _pack(ids)]
         case Submit(tasks):
@@ -256,9 +383,6 @@ def encode(msg: Message) -> list[bytes]:
                 frames.append(_pack(task.header()))
                 frames.append(task.payload)
             return frames
-        case Failed(id_, code, error, worker, attempts):
-            body = {"id": id_, "code": code, "error": error, "worker": worker, "attempts": attempts}
-            return [CLIENT_SIGNATURE, _cmd(Command.FAILED), _pack(body)]
         case Refused(ids, code, reason):
             body = {"ids": ids, "code": code, "reason": reason}
             return [CLIENT_SIGNATURE, _cmd(Command.REFUSED), _pack(body)]
@@ -284,9 +408,6 @@ def encode(msg: Message) -> list[bytes]:
                 "host": msg.host,
             }
             return [WORKER_SIGNATURE, _cmd(Command.W_READY), _pack(body)]
-        case Error(id_, error):
-            body = {"id": id_, "error": error}
-            return [WORKER_SIGNATURE, _cmd(Command.W_FAILED), _pack(body)]
         case WorkerHeartbeat():
             return [WORKER_SIGNATURE, _cmd(Command.W_HEARTBEAT)]
         case Disconnect(reason):
@@ -316,6 +437,75 @@ def _id_list(frame: bytes) -> list[str]:
 def _body_count(frames: list[bytes], count: int, name: str) -> None:
     if len(frames) - 2 != count:
         raise ProtocolError("malformed", f"{name} takes {count} body frames, got {len(frames) - 2}")
+
+
+def _pairs(frames: list[bytes], name: str) -> list[bytes]:
+    """The body of a batch of ``{map}, payload`` pairs: at least one, whole pairs."""
+    body = frames[2:]
+    if not body or len(body) % 2:
+        raise ProtocolError("malformed", f"{name} takes 1 or more header/payload pairs")
+    return body
+
+
+def _singles(frames: list[bytes], name: str) -> list[bytes]:
+    """The body of a batch of ``{map}`` frames: at least one."""
+    if len(frames) < 3:
+        raise ProtocolError("malformed", f"{name} takes 1 or more body frames")
+    return frames[2:]
+
+
+def _decode_dispatch(header_frame: bytes, payload: bytes) -> Dispatch:
+    b = _unpack(header_frame)
+    task_id = _field(b, "id", str)
+    try:
+        return Dispatch(
+            task_id,
+            _field(b, "service", str),
+            _field(b, "headers", dict),
+            _field(b, "attempt", int),
+            payload,
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, exc.reason, [task_id]) from None
+
+
+def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
+    """TASK body decoded item by item, so one bad task does not sink the batch.
+
+    A bad item is a ``ProtocolError`` whose ``ids`` hold its id when it could
+    be read (the worker answers it FAILED ``malformed task: ...``).
+    """
+    body = _pairs(frames, "TASK")
+    out: list[Dispatch | ProtocolError] = []
+    for i in range(0, len(body), 2):
+        try:
+            out.append(_decode_dispatch(body[i], body[i + 1]))
+        except ProtocolError as exc:
+            out.append(exc)
+    return out
+
+
+def _decode_result(header_frame: bytes, payload: bytes) -> Result:
+    b = _unpack(header_frame)
+    return Result(
+        _field(b, "id", str),
+        _field(b, "worker", str),
+        _field(b, "attempts", int),
+        bool(b.get("cached", False)),
+        payload,
+    )
+
+
+def _decode_failed(frame: bytes) -> Failed:
+    b = _unpack(frame)
+    worker = b.get("worker") if isinstance(b, dict) else None
+    return Failed(
+        _field(b, "id", str),
+        _field(b, "code", str),
+        _field(b, "error", str),
+        worker if isinstance(worker, str) else None,
+        _field(b, "attempts", int),
+    )
 
 
 def _decode_task(header_frame: bytes, payload: bytes) -> Task:
@@ -377,26 +567,10 @@ def decode(frames: list[bytes]) -> Message:
         _body_count(frames, 1, "ACCEPTED")
         return Accepted(_id_list(frames[2]))
     if code is Command.RESULT:
-        _body_count(frames, 2, "RESULT")
-        b = _unpack(frames[2])
-        return Result(
-            _field(b, "id", str),
-            _field(b, "worker", str),
-            _field(b, "attempts", int),
-            bool(b.get("cached", False)),
-            frames[3],
-        )
+        body = _pairs(frames, "RESULT")
+        return Results([_decode_result(body[i], body[i + 1]) for i in range(0, len(body), 2)])
     if code is Command.FAILED:
-        _body_count(frames, 1, "FAILED")
-        b = _unpack(frames[2])
-        worker = b.get("worker") if isinstance(b, dict) else None
-        return Failed(
-            _field(b, "id", str),
-            _field(b, "code", str),
-            _field(b, "error", str),
-            worker if isinstance(worker, str) else None,
-            _field(b, "attempts", int),
-        )
+        return Failures([_decode_failed(frame) for frame in _singles(frames, "FAILED")])
     if code is Command.REFUSED:
         _body_count(frames, 1, "REFUSED")
         b = _unpack(frames[2])
@@ -444,22 +618,22 @@ def decode(frames: list[bytes]) -> Message:
             str(b.get("host") or ""),
         )
     if code is Command.W_TASK:
-        _body_count(frames, 2, "TASK")
-        b = _unpack(frames[2])
-        return Dispatch(
-            _field(b, "id", str),
-            _field(b, "service", str),
-            _field(b, "headers", dict),
-            _field(b, "attempt", int),
-            frames[3],
-        )
+        dispatches = decode_task_items(frames)
+        for item in dispatches:
+            if isinstance(item, ProtocolError):
+                raise item
+        return Tasks([d for d in dispatches if isinstance(d, Dispatch)])
     if code is Command.W_RESULT:
-        _body_count(frames, 2, "RESULT")
-        return Done(_field(_unpack(frames[2]), "id", str), frames[3])
+        body = _pairs(frames, "RESULT")
+        return WorkerResults(
+            [Done(_field(_unpack(body[i]), "id", str), body[i + 1]) for i in range(0, len(body), 2)]
+        )
     if code is Command.W_FAILED:
-        _body_count(frames, 1, "FAILED")
-        b = _unpack(frames[2])
-        return Error(_field(b, "id", str), _field(b, "error", str))
+        items = []
+        for frame in _singles(frames, "FAILED"):
+            b = _unpack(frame)
+            items.append(Error(_field(b, "id", str), _field(b, "error", str)))
+        return WorkerFailures(items)
     if code is Command.W_HEARTBEAT:
         _body_count(frames, 0, "HEARTBEAT")
         return WorkerHeartbeat()

@@ -1,13 +1,18 @@
 """The worker runtime: serve tasks from a forwarder with handler functions.
 
 Contract (docs/protocol.md#worker-life): the worker announces its services
-and credit with READY, runs each TASK on a thread pool (so heartbeats go on
-while handlers run), answers RESULT or FAILED (a handler exception is a
-FAILED carrying its text, never a crash), heartbeats every interval, and when
+and credit with READY, runs each task of a TASK on a thread pool (so
+heartbeats go on while handlers run), answers RESULT or FAILED (a handler
+exception is a FAILED carrying its text, never a crash), heartbeats every
+interval, and when
 the forwarder falls silent for ``heartbeat_liveness`` intervals opens a new
 socket with backoff and announces itself again, listing the tasks it still
 runs. ``stop()`` (SIGTERM in the CLI) drains: credit 0, finish and answer
 everything held, DISCONNECT, return.
+
+Answers are batched per loop turn: everything that finished since the last
+send goes out as one RESULT and one FAILED message (split at
+``protocol.MAX_BATCH`` items / 64 MiB).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ log = logging.getLogger("zmqflow.worker")
 Handler = Callable[[bytes, Mapping[str, Any]], bytes]
 
 _DRAIN_GIVE_UP_S = 5.0
+_TASK_COMMAND = bytes([p.Command.W_TASK])
 
 
 class ForwarderSilent(Exception):
@@ -97,7 +103,7 @@ class Worker:
         )
         self.credit = settings.credit or 2 * settings.concurrency
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="handler")
-        self._done: queue.SimpleQueue[tuple[str, list[bytes]]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[p.Done | p.Error] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -207,9 +213,9 @@ class Worker:
             ready = dict(self._poller.poll(int(timeout * 1000)))
             if self._wake_r in ready:
                 self._clear_wake()
-            self._send_answers()
             if sock in ready:
                 self._read(sock)
+            self._send_answers()
             if self._draining and not announced_drain:
                 sock.send_multipart(p.encode(self._ready()))  # credit 0: send nothing more
                 announced_drain = True
@@ -248,14 +254,15 @@ class Worker:
                     sock.send_multipart(p.encode(self._ready()))
                 return
             self._heard()
+            if frames[0] == p.WORKER_SIGNATURE and frames[1:2] == [_TASK_COMMAND]:
+                self._take_tasks(frames)
+                continue
             try:
                 msg = p.decode(frames)
             except p.ProtocolError as exc:
                 log.warning("bad message from forwarder dropped: %s", exc)
                 continue
             match msg:
-                case p.Dispatch():
-                    self._start(msg)
                 case p.WorkerHeartbeat():
                     pass
                 case p.Disconnect(reason):
@@ -274,11 +281,26 @@ class Worker:
             self._health_touched = now
 
     # ------------------------------------------------------------ tasks
+    def _take_tasks(self, frames: list[bytes]) -> None:
+        """Start every task of a TASK; a task that does not decode is answered FAILED."""
+        try:
+            items = p.decode_task_items(frames)
+        except p.ProtocolError as exc:
+            log.warning("bad TASK from forwarder dropped: %s", exc)
+            return
+        for item in items:
+            if isinstance(item, p.Dispatch):
+                self._start(item)
+            elif item.ids:
+                log.warning("malformed task %s: %s", item.ids[0], item)
+                self._done.put(p.Error(item.ids[0], f"malformed task: {item}"))
+            else:
+                log.warning("task without a readable id dropped: %s", item)
+
     def _start(self, task: p.Dispatch) -> None:
         handler = self.handlers.get(task.service)
         if handler is None:
-            error = p.Error(task.id, f"service {task.service!r} not served here")
-            self._done.put((task.id, p.encode(error)))
+            self._done.put(p.Error(task.id, f"service {task.service!r} not served here"))
             return
         self._running.add(task.id)
         self._pool.submit(self._run_handler, handler, task)
@@ -290,28 +312,38 @@ class Worker:
                 out = out.encode()
             elif not isinstance(out, bytes | bytearray | memoryview):
                 raise TypeError(f"handler returned {type(out).__name__}, expected bytes")
-            reply = p.encode(p.Done(task.id, bytes(out)))
+            reply: p.Done | p.Error = p.Done(task.id, bytes(out))
         except Exception as exc:  # the handler's failure is the task's answer
-            reply = p.encode(p.Error(task.id, str(exc) or type(exc).__name__))
-        self._done.put((task.id, reply))
+            reply = p.Error(task.id, str(exc) or type(exc).__name__)
+        self._done.put(reply)
         self._wake()
 
     def _send_answers(self) -> None:
-        sock = self._sock
+        """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""
+        done: list[p.Done] = []
+        errors: list[p.Error] = []
         while True:
             try:
-                task_id, frames = self._done.get_nowait()
+                answer = self._done.get_nowait()
             except queue.Empty:
-                return
-            self._running.discard(task_id)
+                break
+            self._running.discard(answer.id)
             self.completed += 1
-            if sock is None:
-                continue
-            try:
-                send_frames(sock, frames)
-            except zmq.Again:
-                # the forwarder will count this task lost with us and run it again
-                log.warning("answer for %s dropped: forwarder not reachable", task_id)
+            if isinstance(answer, p.Done):
+                done.append(answer)
+            else:
+                errors.append(answer)
+        sock = self._sock
+        if sock is None:
+            return
+        batches: tuple[p.Batch, ...] = (p.WorkerResults(done), p.WorkerFailures(errors))
+        for batch in batches:
+            for frames in p.encode_split(batch):
+                try:
+                    send_frames(sock, frames)
+                except zmq.Again:
+                    # the forwarder will count these tasks lost with us and run them again
+                    log.warning("%s dropped: forwarder not reachable", type(batch).__name__)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:

@@ -2,7 +2,11 @@
 //!
 //! Contract: [`encode`] returns the frames a DEALER sends (signature, one
 //! command byte, body frames; no routing id, no delimiter) and [`decode`] is
-//! its inverse. msgpack maps are written with the documented keys in the
+//! its inverse. TASK, RESULT and FAILED are batches of 1..N items
+//! ([`Dispatch`], [`Done`], [`Failure`]); [`batches`] cuts a list of items
+//! into runs that respect the size rule (at most [`MAX_BATCH`] items and
+//! [`MAX_MESSAGE_BYTES`] per message) and [`decode_tasks`] decodes a TASK
+//! item by item, so one bad task does not sink the others. msgpack maps are written with the documented keys in the
 //! documented order (struct field order + `rmp_serde::to_vec_named`), absent
 //! optional values as nil and integers in their smallest encoding, so the
 //! bytes equal docs/protocol-vectors/. Decoding accepts keys in any order and
@@ -21,6 +25,10 @@ pub const CLIENT_SIGNATURE: &[u8] = b"ZFC1";
 pub const WORKER_SIGNATURE: &[u8] = b"ZFW1";
 /// Largest msgpack body frame a peer may send.
 pub const MAX_MAP_BYTES: usize = 64 * 1024;
+/// Largest whole message (ZMQ_MAXMSGSIZE of the forwarder link).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Most items a batched message carries (the forwarder's default `max_batch`).
+pub const MAX_BATCH: usize = 1000;
 
 /// Worker-side command codes (frame 1).
 pub mod cmd {
@@ -55,7 +63,7 @@ pub struct Ready {
     pub host: String,
 }
 
-/// `{dispatch}` plus the payload frame: a task handed to this worker.
+/// `{dispatch}` plus the payload frame: one task of a TASK.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dispatch {
     pub id: String,
@@ -63,6 +71,37 @@ pub struct Dispatch {
     pub headers: Headers,
     pub attempt: u64,
     pub payload: Vec<u8>,
+}
+
+/// `{done}` plus the payload frame: one handler output of a RESULT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    pub id: String,
+    pub payload: Vec<u8>,
+}
+
+/// `{error}`: one handler error of a FAILED.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub id: String,
+    pub error: String,
+}
+
+/// A TASK item that did not decode: its id when it could be read, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadTask {
+    pub id: Option<String>,
+    pub error: ProtocolError,
+}
+
+/// An item of a batched message: its body frames and their size.
+pub trait Item {
+    /// The item's body frames, in wire order.
+    fn frames(&self) -> Vec<Vec<u8>>;
+    /// Bytes the item adds to a message (an upper bound is fine).
+    fn wire_size(&self) -> usize {
+        self.frames().iter().map(Vec::len).sum()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,12 +133,12 @@ struct ByeBody {
 pub enum Message {
     /// READY (worker → forwarder).
     Ready(Ready),
-    /// TASK (forwarder → worker).
-    Task(Dispatch),
-    /// RESULT `{done}` + payload (worker → forwarder).
-    Done { id: String, payload: Vec<u8> },
-    /// FAILED `{error}` (worker → forwarder).
-    Error { id: String, error: String },
+    /// TASK: 1..N `{dispatch}` + payload (forwarder → worker).
+    Tasks(Vec<Dispatch>),
+    /// RESULT: 1..N `{done}` + payload (worker → forwarder).
+    Results(Vec<Done>),
+    /// FAILED: 1..N `{error}` (worker → forwarder).
+    Failures(Vec<Failure>),
     /// HEARTBEAT (both ways).
     Heartbeat,
     /// DISCONNECT `{bye}` (both ways).
@@ -158,21 +197,88 @@ fn frames(command: u8, body: Vec<Vec<u8>>) -> Frames {
     out
 }
 
-/// Frames for `msg`, signature first.
+impl Item for Dispatch {
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let body = DispatchBody {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            headers: self.headers.clone(),
+            attempt: self.attempt,
+        };
+        vec![pack(&body), self.payload.clone()]
+    }
+}
+
+impl Item for Done {
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let body = DoneBody {
+            id: self.id.clone(),
+        };
+        vec![pack(&body), self.payload.clone()]
+    }
+    fn wire_size(&self) -> usize {
+        // {"id": str}: map and key 4 bytes, str header at most 5
+        self.payload.len() + self.id.len() + 9
+    }
+}
+
+impl Item for Failure {
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let body = ErrorBody {
+            id: self.id.clone(),
+            error: self.error.clone(),
+        };
+        vec![pack(&body)]
+    }
+    fn wire_size(&self) -> usize {
+        // {"id": str, "error": str}: map and keys 10 bytes, str headers at most 10
+        self.id.len() + self.error.len() + 20
+    }
+}
+
+fn batch_frames<T: Item>(command: u8, items: &[T]) -> Frames {
+    frames(command, items.iter().flat_map(Item::frames).collect())
+}
+
+/// RESULT frames for 1..N outputs.
+pub fn results_frames(items: &[Done]) -> Frames {
+    batch_frames(cmd::RESULT, items)
+}
+
+/// FAILED frames for 1..N errors.
+pub fn failures_frames(items: &[Failure]) -> Frames {
+    batch_frames(cmd::FAILED, items)
+}
+
+/// `items` cut into runs of one message each, in order: at most `max_items`
+/// items and `max_bytes` bytes per run (an item larger than that on its own
+/// travels alone). Empty input, no runs.
+pub fn batches<T: Item>(items: &[T], max_items: usize, max_bytes: usize) -> Vec<&[T]> {
+    const HEAD: usize = 5; // signature and command frames
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, HEAD);
+    for (i, item) in items.iter().enumerate() {
+        let n = item.wire_size();
+        if i > start && (i - start >= max_items || size + n > max_bytes) {
+            out.push(&items[start..i]);
+            (start, size) = (i, HEAD);
+        }
+        size += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Frames for `msg`, signature first; a batch becomes one message whatever
+/// its size (senders split with [`batches`] first).
 pub fn encode(msg: &Message) -> Frames {
     match msg {
         Message::Ready(ready) => frames(cmd::READY, vec![pack(ready)]),
-        Message::Task(d) => {
-            let body = DispatchBody {
-                id: d.id.clone(),
-                service: d.service.clone(),
-                headers: d.headers.clone(),
-                attempt: d.attempt,
-            };
-            frames(cmd::TASK, vec![pack(&body), d.payload.clone()])
-        }
-        Message::Done { id, payload } => result_frames(id, payload.clone()),
-        Message::Error { id, error } => failed_frames(id, error),
+        Message::Tasks(items) => batch_frames(cmd::TASK, items),
+        Message::Results(items) => results_frames(items),
+        Message::Failures(items) => failures_frames(items),
         Message::Heartbeat => frames(cmd::HEARTBEAT, vec![]),
         Message::Disconnect { reason } => frames(
             cmd::DISCONNECT,
@@ -181,23 +287,6 @@ pub fn encode(msg: &Message) -> Frames {
             })],
         ),
     }
-}
-
-/// RESULT frames without cloning the payload (the hot path).
-pub fn result_frames(id: &str, payload: Vec<u8>) -> Frames {
-    frames(
-        cmd::RESULT,
-        vec![pack(&DoneBody { id: id.to_owned() }), payload],
-    )
-}
-
-/// FAILED frames.
-pub fn failed_frames(id: &str, error: &str) -> Frames {
-    let body = ErrorBody {
-        id: id.to_owned(),
-        error: error.to_owned(),
-    };
-    frames(cmd::FAILED, vec![pack(&body)])
 }
 
 /// Which side a message belongs to, from its signature and command frames.
@@ -264,6 +353,47 @@ fn body_count(frames: &[Vec<u8>], count: usize, name: &str) -> Result<(), Protoc
     Ok(())
 }
 
+fn pairs<'a>(frames: &'a [Vec<u8>], name: &str) -> Result<&'a [Vec<u8>], ProtocolError> {
+    let body = &frames[2..];
+    if body.is_empty() || !body.len().is_multiple_of(2) {
+        return Err(ProtocolError::malformed(format!(
+            "{name} takes 1 or more header/payload pairs"
+        )));
+    }
+    Ok(body)
+}
+
+fn decode_dispatch(header: &[u8], payload: &[u8]) -> Result<Dispatch, BadTask> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    match unpack::<DispatchBody>(header) {
+        Ok(b) => Ok(Dispatch {
+            id: b.id,
+            service: b.service,
+            headers: b.headers,
+            attempt: b.attempt,
+            payload: payload.to_vec(),
+        }),
+        Err(error) => Err(BadTask {
+            id: unpack::<IdOnly>(header).ok().map(|b| b.id),
+            error,
+        }),
+    }
+}
+
+/// A TASK (frames as a DEALER sees them, signature and command checked by
+/// the caller or not) decoded item by item; `Err` only when the body is not
+/// a list of pairs.
+pub fn decode_tasks(frames: &[Vec<u8>]) -> Result<Vec<Result<Dispatch, BadTask>>, ProtocolError> {
+    let body = pairs(frames, "TASK")?;
+    Ok(body
+        .chunks_exact(2)
+        .map(|pair| decode_dispatch(&pair[0], &pair[1]))
+        .collect())
+}
+
 fn valid_service(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -292,31 +422,42 @@ pub fn decode(frames: &[Vec<u8>]) -> Result<Message, ProtocolError> {
             Ok(Message::Ready(ready))
         }
         cmd::TASK => {
-            body_count(frames, 2, "TASK")?;
-            let b: DispatchBody = unpack(&frames[2])?;
-            Ok(Message::Task(Dispatch {
-                id: b.id,
-                service: b.service,
-                headers: b.headers,
-                attempt: b.attempt,
-                payload: frames[3].clone(),
-            }))
+            let items = decode_tasks(frames)?
+                .into_iter()
+                .collect::<Result<Vec<_>, BadTask>>()
+                .map_err(|bad| bad.error)?;
+            Ok(Message::Tasks(items))
         }
         cmd::RESULT => {
-            body_count(frames, 2, "RESULT")?;
-            let b: DoneBody = unpack(&frames[2])?;
-            Ok(Message::Done {
-                id: b.id,
-                payload: frames[3].clone(),
-            })
+            let items = pairs(frames, "RESULT")?
+                .chunks_exact(2)
+                .map(|pair| {
+                    let b: DoneBody = unpack(&pair[0])?;
+                    Ok(Done {
+                        id: b.id,
+                        payload: pair[1].clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ProtocolError>>()?;
+            Ok(Message::Results(items))
         }
         cmd::FAILED => {
-            body_count(frames, 1, "FAILED")?;
-            let b: ErrorBody = unpack(&frames[2])?;
-            Ok(Message::Error {
-                id: b.id,
-                error: b.error,
-            })
+            if frames.len() < 3 {
+                return Err(ProtocolError::malformed(
+                    "FAILED takes 1 or more body frames",
+                ));
+            }
+            let items = frames[2..]
+                .iter()
+                .map(|frame| {
+                    let b: ErrorBody = unpack(frame)?;
+                    Ok(Failure {
+                        id: b.id,
+                        error: b.error,
+                    })
+                })
+                .collect::<Result<Vec<_>, ProtocolError>>()?;
+            Ok(Message::Failures(items))
         }
         cmd::HEARTBEAT => {
             body_count(frames, 0, "HEARTBEAT")?;
@@ -328,17 +469,6 @@ pub fn decode(frames: &[Vec<u8>]) -> Result<Message, ProtocolError> {
             Ok(Message::Disconnect { reason: b.reason })
         }
     }
-}
-
-/// Best effort: the `id` of a TASK whose body did not decode as a whole,
-/// so that the worker can still answer it with FAILED.
-pub fn salvage_task_id(frames: &[Vec<u8>]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    let body = frames.get(2)?;
-    unpack::<IdOnly>(body).ok().map(|b| b.id)
 }
 
 #[cfg(test)]
@@ -393,13 +523,13 @@ mod tests {
         headers.insert("a".into(), rmpv::Value::Boolean(true));
         headers.insert("n".into(), rmpv::Value::from(-5));
         headers.insert("f".into(), rmpv::Value::F64(1.5));
-        let task = Message::Task(Dispatch {
+        let task = Message::Tasks(vec![Dispatch {
             id: "t".into(),
             service: "echo".into(),
             headers,
             attempt: 1,
             payload: b"x".to_vec(),
-        });
+        }]);
         let wire = encode(&task);
         assert_eq!(decode(&wire).unwrap(), task);
         let body = &wire[2];
@@ -442,12 +572,122 @@ mod tests {
         assert_eq!(code(vec![b"ZFW1".to_vec(), vec![0x16], big]), "malformed");
     }
 
+    fn dispatch_body(id: &str, attempt: rmpv::Value) -> Vec<u8> {
+        let map = rmpv::Value::Map(vec![
+            ("id".into(), id.into()),
+            ("service".into(), "echo".into()),
+            ("headers".into(), rmpv::Value::Map(vec![])),
+            ("attempt".into(), attempt),
+        ]);
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &map).unwrap();
+        out
+    }
+
     #[test]
-    fn task_id_is_salvaged_from_a_bad_task() {
-        // {"id": "t-9"} without service/headers/attempt
-        let body = b"\x81\xa2id\xa3t-9".to_vec();
-        let msg = vec![WORKER_SIGNATURE.to_vec(), vec![cmd::TASK], body, vec![]];
-        assert!(decode(&msg).is_err());
-        assert_eq!(salvage_task_id(&msg).as_deref(), Some("t-9"));
+    fn a_bad_task_keeps_its_id_and_does_not_sink_the_batch() {
+        let msg = vec![
+            WORKER_SIGNATURE.to_vec(),
+            vec![cmd::TASK],
+            dispatch_body("good-1", 1.into()),
+            b"one".to_vec(),
+            // {"id": "t-9"} without service/headers/attempt
+            b"\x81\xa2id\xa3t-9".to_vec(),
+            vec![],
+            vec![0xc1],
+            vec![],
+            dispatch_body("good-2", 2.into()),
+            b"two".to_vec(),
+        ];
+        assert_eq!(decode(&msg).unwrap_err().code, "malformed");
+        let items = decode_tasks(&msg).unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].as_ref().unwrap().id, "good-1");
+        assert_eq!(items[1].as_ref().unwrap_err().id.as_deref(), Some("t-9"));
+        assert_eq!(items[2].as_ref().unwrap_err().id, None);
+        let last = items[3].as_ref().unwrap();
+        assert_eq!((last.id.as_str(), last.attempt), ("good-2", 2));
+        assert_eq!(last.payload, b"two");
+    }
+
+    #[test]
+    fn batches_need_at_least_one_whole_item() {
+        let code = |f: Frames| decode(&f).unwrap_err().code;
+        let w = || WORKER_SIGNATURE.to_vec();
+        assert_eq!(code(vec![w(), vec![cmd::TASK]]), "malformed");
+        assert_eq!(code(vec![w(), vec![cmd::RESULT]]), "malformed");
+        assert_eq!(code(vec![w(), vec![cmd::FAILED]]), "malformed");
+        let done = b"\x81\xa2id\xa1t".to_vec();
+        assert_eq!(
+            code(vec![w(), vec![cmd::RESULT], done.clone(), vec![], done]),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn batched_answers_round_trip() {
+        let results = Message::Results(vec![
+            Done {
+                id: "a".into(),
+                payload: b"A".to_vec(),
+            },
+            Done {
+                id: "b".into(),
+                payload: vec![],
+            },
+        ]);
+        let failures = Message::Failures(vec![
+            Failure {
+                id: "c".into(),
+                error: "boom".into(),
+            },
+            Failure {
+                id: "d".into(),
+                error: "bang".into(),
+            },
+        ]);
+        for msg in [results, failures] {
+            assert_eq!(decode(&encode(&msg)).unwrap(), msg);
+        }
+    }
+
+    fn dones(count: usize, size: usize) -> Vec<Done> {
+        (0..count)
+            .map(|i| Done {
+                id: format!("t-{i}"),
+                payload: vec![b'x'; size],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_split_at_max_items_in_order() {
+        let items = dones(2500, 1);
+        let runs = batches(&items, MAX_BATCH, MAX_MESSAGE_BYTES);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        let ids: Vec<&str> = runs
+            .iter()
+            .flat_map(|r| r.iter().map(|d| d.id.as_str()))
+            .collect();
+        assert_eq!(ids, items.iter().map(|d| d.id.as_str()).collect::<Vec<_>>());
+        assert!(batches::<Done>(&[], MAX_BATCH, MAX_MESSAGE_BYTES).is_empty());
+    }
+
+    #[test]
+    fn batches_keep_each_message_under_the_byte_cap() {
+        let items = dones(10, 400);
+        let runs = batches(&items, MAX_BATCH, 1000);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [2; 5]);
+        for run in runs {
+            let size: usize = results_frames(run).iter().map(Vec::len).sum();
+            assert!(size <= 1000, "{size}");
+        }
+        let mut mixed = dones(3, 1);
+        mixed[1].payload = vec![0; 5000];
+        let runs = batches(&mixed, MAX_BATCH, 1000);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1, 1]);
     }
 }

@@ -3,9 +3,12 @@
 //! Contract:
 //! - one DEALER socket to the forwarder's backend; READY on every new socket
 //!   and after every DISCONNECT from the forwarder, listing the ids still held;
-//! - at most `credit` tasks held (running plus waiting); each TASK runs on a
-//!   pool of `concurrency` handler threads and is answered with exactly one
-//!   RESULT or FAILED (handler errors and panics become FAILED);
+//! - at most `credit` tasks held (running plus waiting); each task of a TASK
+//!   runs on a pool of `concurrency` handler threads and is answered exactly
+//!   once, in a RESULT or a FAILED (handler errors and panics become FAILED);
+//! - answers are batched per loop turn: what finished since the last send
+//!   goes out as one RESULT and one FAILED message (split at
+//!   `protocol::MAX_BATCH` items and 64 MiB);
 //! - the main thread only moves messages, so it stays responsive while
 //!   handlers run: finished tasks come back over an inproc PUSH/PULL pair and
 //!   wake `zmq_poll` at once; SIGTERM/SIGINT arrive through a self-pipe that
@@ -18,7 +21,6 @@
 //! - drain on SIGTERM: READY with credit 0, answer everything held,
 //!   DISCONNECT {reason: "drained"}, return Ok (exit 0).
 
-use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -32,7 +34,9 @@ use indexmap::IndexSet;
 use log::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::protocol::{self, cmd, Frames, Headers, Message, Ready};
+use crate::protocol::{
+    self, cmd, Dispatch, Done, Failure, Frames, Headers, Item, Message, Ready, Side,
+};
 use crate::services;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -43,7 +47,10 @@ const DRAIN_UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
 /// The health file is rewritten at most this often.
 const HEALTH_TOUCH_EVERY: Duration = Duration::from_millis(250);
 /// ZMQ_MAXMSGSIZE of the forwarder link (docs/protocol.md, Limits).
-const MAX_MESSAGE_BYTES: i64 = 64 * 1024 * 1024;
+const MAX_MESSAGE_BYTES: i64 = protocol::MAX_MESSAGE_BYTES as i64;
+/// Internal answer frames from a handler thread: [id, OUTPUT|ERROR, bytes].
+const OUTPUT: u8 = 0;
+const ERROR: u8 = 1;
 /// How long closing the socket waits to flush the final messages.
 const FINAL_LINGER_MS: i32 = 2000;
 
@@ -57,7 +64,7 @@ struct Job {
     payload: Vec<u8>,
 }
 
-/// Run a handler; the answer frames, prefixed with the task id for the loop.
+/// Run a handler; the internal answer frames for the loop.
 fn execute(job: Job) -> Frames {
     let outcome = match services::lookup(&job.service) {
         Some(handler) => catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &job.headers)))
@@ -72,15 +79,44 @@ fn execute(job: Job) -> Frames {
         // Same text as the Python worker.
         None => Err(format!("service '{}' not served here", job.service)),
     };
-    let mut frames = vec![job.id.clone().into_bytes()];
-    frames.extend(match outcome {
-        Ok(payload) => protocol::result_frames(&job.id, payload),
+    match outcome {
+        Ok(payload) => vec![job.id.into_bytes(), vec![OUTPUT], payload],
         Err(text) => {
             debug!("task {} failed: {text}", job.id);
-            protocol::failed_frames(&job.id, &text)
+            vec![job.id.into_bytes(), vec![ERROR], text.into_bytes()]
         }
-    });
-    frames
+    }
+}
+
+/// Answers kept by the loop, RESULT items and FAILED items apart.
+#[derive(Default)]
+struct Answers {
+    done: Vec<Done>,
+    failed: Vec<Failure>,
+}
+
+impl Answers {
+    fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.failed.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.done.len() + self.failed.len()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &String> {
+        self.done
+            .iter()
+            .map(|d| &d.id)
+            .chain(self.failed.iter().map(|f| &f.id))
+    }
+
+    /// Put `earlier` in front of what is held.
+    fn prepend(&mut self, mut earlier: Answers) {
+        earlier.done.append(&mut self.done);
+        earlier.failed.append(&mut self.failed);
+        *self = earlier;
+    }
 }
 
 /// `concurrency` threads taking jobs from a channel and pushing answers to
@@ -160,10 +196,11 @@ pub struct Worker {
     conn: Conn,
     /// Ids received and not yet answered by a handler, in arrival order.
     held: IndexSet<String>,
-    /// Answers not sent yet (the link was down): (id, frames).
-    outbox: VecDeque<(String, Frames)>,
+    /// Answers not sent yet: finished this loop turn, or held while the
+    /// link was down. Sent at the end of each turn.
+    outbox: Answers,
     /// Answers sent since the forwarder was last heard from.
-    unconfirmed: Vec<(String, Frames)>,
+    unconfirmed: Answers,
     backoff: Duration,
     draining_since: Option<Instant>,
     health_touched: Option<Instant>,
@@ -181,8 +218,8 @@ impl Worker {
                 retry_at: Instant::now(),
             },
             held: IndexSet::new(),
-            outbox: VecDeque::new(),
-            unconfirmed: Vec::new(),
+            outbox: Answers::default(),
+            unconfirmed: Answers::default(),
             backoff: BACKOFF_MIN,
             draining_since: None,
             health_touched: None,
@@ -239,6 +276,7 @@ impl Worker {
                     self.send_ready();
                 }
             }
+            self.flush();
         };
         if let Conn::Up(link) = &self.conn {
             let _ = link.socket.set_linger(FINAL_LINGER_MS);
@@ -301,9 +339,8 @@ impl Worker {
                     };
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                     // What was sent on the old socket may be lost: send again.
-                    for item in self.unconfirmed.drain(..).rev() {
-                        self.outbox.push_front(item);
-                    }
+                    let sent = std::mem::take(&mut self.unconfirmed);
+                    self.outbox.prepend(sent);
                 } else if now >= link.next_heartbeat {
                     send(&link.socket, protocol::encode(&Message::Heartbeat));
                     link.next_heartbeat = now + self.cfg.heartbeat_interval;
@@ -339,23 +376,20 @@ impl Worker {
         });
         info!("connected to {}", self.cfg.connect);
         self.send_ready();
-        let pending: Vec<_> = self.outbox.drain(..).collect();
-        if !pending.is_empty() {
+        if !self.outbox.is_empty() {
             info!(
                 "sending {} answers held while the forwarder was away",
-                pending.len()
+                self.outbox.len()
             );
         }
-        for (id, frames) in pending {
-            self.deliver(id, frames);
-        }
+        self.flush();
         Ok(())
     }
 
     fn send_ready(&mut self) {
         let Conn::Up(link) = &self.conn else { return };
         let mut inflight: Vec<String> = self.held.iter().cloned().collect();
-        inflight.extend(self.outbox.iter().map(|(id, _)| id.clone()));
+        inflight.extend(self.outbox.ids().cloned());
         let credit = if self.draining_since.is_some() {
             0
         } else {
@@ -375,25 +409,36 @@ impl Worker {
         send(&link.socket, protocol::encode(&Message::Ready(ready)));
     }
 
-    /// Send one answer now, or keep it for the next socket.
-    fn deliver(&mut self, id: String, frames: Frames) {
-        match &self.conn {
-            Conn::Up(link) if send(&link.socket, frames.clone()) => {
-                self.unconfirmed.push((id, frames));
-            }
-            _ => self.outbox.push_back((id, frames)),
-        }
-    }
-
-    /// A handler finished: frames are [id, answer frames…].
-    fn answer(&mut self, mut frames: Frames) {
-        if frames.len() < 3 {
-            error!("bad internal answer of {} frames", frames.len());
+    /// Send what the outbox holds, batched: one RESULT and one FAILED
+    /// message (more only past the size limits). What cannot be sent stays
+    /// for the next turn or the next socket.
+    fn flush(&mut self) {
+        let Conn::Up(link) = &self.conn else { return };
+        if self.outbox.is_empty() {
             return;
         }
-        let id = String::from_utf8_lossy(&frames.remove(0)).into_owned();
+        let done = send_batches(&link.socket, &self.outbox.done, protocol::results_frames);
+        let failed = send_batches(&link.socket, &self.outbox.failed, protocol::failures_frames);
+        self.unconfirmed.done.extend(self.outbox.done.drain(..done));
+        self.unconfirmed
+            .failed
+            .extend(self.outbox.failed.drain(..failed));
+    }
+
+    /// A handler finished: frames are [id, OUTPUT|ERROR, payload or text].
+    fn answer(&mut self, frames: Frames) {
+        let Ok([id, kind, data]) = <[Vec<u8>; 3]>::try_from(frames) else {
+            error!("bad internal answer");
+            return;
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
         self.held.shift_remove(&id);
-        self.deliver(id, frames);
+        if kind == [OUTPUT] {
+            self.outbox.done.push(Done { id, payload: data });
+        } else {
+            let error = String::from_utf8_lossy(&data).into_owned();
+            self.outbox.failed.push(Failure { id, error });
+        }
     }
 
     fn recv(&self) -> Option<Frames> {
@@ -409,7 +454,7 @@ impl Worker {
             link.last_heard = now;
         }
         self.backoff = BACKOFF_MIN;
-        self.unconfirmed.clear();
+        self.unconfirmed = Answers::default();
         if let Some(path) = &self.cfg.health_file {
             if self
                 .health_touched
@@ -426,33 +471,21 @@ impl Worker {
     /// One message from the forwarder.
     fn handle(&mut self, frames: Frames, pool: &Pool) {
         self.heard();
-        match protocol::decode(&frames) {
-            Ok(Message::Task(task)) => {
-                if self.held.contains(&task.id) {
-                    warn!(
-                        "task {} dispatched again while still held; answering once",
-                        task.id
-                    );
-                    return;
+        if matches!(protocol::peek(&frames), Ok((Side::Worker, cmd::TASK))) {
+            match protocol::decode_tasks(&frames) {
+                Ok(items) => {
+                    for item in items {
+                        match item {
+                            Ok(task) => self.start(task, pool),
+                            Err(bad) => self.refuse_task(bad),
+                        }
+                    }
                 }
-                if self.held.len() as u64 >= self.cfg.credit {
-                    warn!(
-                        "forwarder sent task {} beyond credit {}",
-                        task.id, self.cfg.credit
-                    );
-                }
-                debug!(
-                    "task {} ({}, attempt {})",
-                    task.id, task.service, task.attempt
-                );
-                self.held.insert(task.id.clone());
-                pool.submit(Job {
-                    id: task.id,
-                    service: task.service,
-                    headers: task.headers,
-                    payload: task.payload,
-                });
+                Err(e) => warn!("ignoring a TASK from the forwarder: {e}"),
             }
+            return;
+        }
+        match protocol::decode(&frames) {
             Ok(Message::Heartbeat) => {}
             Ok(Message::Disconnect { reason }) => {
                 if !self.ready_wanted {
@@ -461,19 +494,47 @@ impl Worker {
                 self.ready_wanted = true;
             }
             Ok(other) => warn!("ignoring unexpected message from the forwarder: {other:?}"),
-            Err(e) => {
-                let is_task = frames.get(1).is_some_and(|c| c.as_slice() == [cmd::TASK]);
-                match protocol::salvage_task_id(&frames).filter(|_| is_task) {
-                    Some(id) => {
-                        warn!("malformed task {id}: {e}");
-                        self.deliver(
-                            id.clone(),
-                            protocol::failed_frames(&id, &format!("malformed task: {e}")),
-                        );
-                    }
-                    None => warn!("ignoring a message from the forwarder: {e}"),
-                }
+            Err(e) => warn!("ignoring a message from the forwarder: {e}"),
+        }
+    }
+
+    /// One task of a TASK: hand it to the pool.
+    fn start(&mut self, task: Dispatch, pool: &Pool) {
+        if self.held.contains(&task.id) {
+            warn!(
+                "task {} dispatched again while still held; answering once",
+                task.id
+            );
+            return;
+        }
+        if self.held.len() as u64 >= self.cfg.credit {
+            warn!(
+                "forwarder sent task {} beyond credit {}",
+                task.id, self.cfg.credit
+            );
+        }
+        debug!(
+            "task {} ({}, attempt {})",
+            task.id, task.service, task.attempt
+        );
+        self.held.insert(task.id.clone());
+        pool.submit(Job {
+            id: task.id,
+            service: task.service,
+            headers: task.headers,
+            payload: task.payload,
+        });
+    }
+
+    /// A task that did not decode: FAILED when its id is known, else dropped.
+    fn refuse_task(&mut self, bad: protocol::BadTask) {
+        match bad.id {
+            Some(id) => {
+                warn!("malformed task {id}: {}", bad.error);
+                let error = format!("malformed task: {}", bad.error);
+                self.outbox.failed.push(Failure { id, error });
             }
+            None => warn!("ignoring a task without a readable id: {}", bad.error),
         }
     }
 
@@ -513,6 +574,19 @@ impl Worker {
             _ => None,
         }
     }
+}
+
+/// Send `items` as batched messages built by `encode`; how many items went
+/// out (a failed send stops there: the rest is kept for later).
+fn send_batches<T: Item>(socket: &zmq::Socket, items: &[T], encode: fn(&[T]) -> Frames) -> usize {
+    let mut sent = 0;
+    for run in protocol::batches(items, protocol::MAX_BATCH, protocol::MAX_MESSAGE_BYTES) {
+        if !send(socket, encode(run)) {
+            break;
+        }
+        sent += run.len();
+    }
+    sent
 }
 
 /// Send without blocking (the socket's send queue is unbounded); false on error.

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
-use zmqflow_worker::protocol::{self, Dispatch, Headers, Message, Ready, Side};
+use zmqflow_worker::protocol::{self, Dispatch, Done, Failure, Headers, Message, Ready, Side};
 use zmqflow_worker::services;
 
 fn docs() -> PathBuf {
@@ -104,25 +104,44 @@ fn text(message: &Json, key: &str) -> String {
     message[key].as_str().unwrap().to_owned()
 }
 
+fn items(message: &Json) -> &Vec<Json> {
+    message["items"].as_array().unwrap()
+}
+
 /// The typed worker message a worker-side vector describes.
 fn worker_message(kind: &str, message: &Json) -> Message {
     match kind {
         "Ready" => Message::Ready(serde_json::from_value::<Ready>(message.clone()).unwrap()),
-        "Dispatch" => Message::Task(Dispatch {
-            id: text(message, "id"),
-            service: text(message, "service"),
-            headers: headers_of(&message["headers"]),
-            attempt: message["attempt"].as_u64().unwrap(),
-            payload: payload_of(message),
-        }),
-        "Done" => Message::Done {
-            id: text(message, "id"),
-            payload: payload_of(message),
-        },
-        "Error" => Message::Error {
-            id: text(message, "id"),
-            error: text(message, "error"),
-        },
+        "Tasks" => Message::Tasks(
+            items(message)
+                .iter()
+                .map(|item| Dispatch {
+                    id: text(item, "id"),
+                    service: text(item, "service"),
+                    headers: headers_of(&item["headers"]),
+                    attempt: item["attempt"].as_u64().unwrap(),
+                    payload: payload_of(item),
+                })
+                .collect(),
+        ),
+        "WorkerResults" => Message::Results(
+            items(message)
+                .iter()
+                .map(|item| Done {
+                    id: text(item, "id"),
+                    payload: payload_of(item),
+                })
+                .collect(),
+        ),
+        "WorkerFailures" => Message::Failures(
+            items(message)
+                .iter()
+                .map(|item| Failure {
+                    id: text(item, "id"),
+                    error: text(item, "error"),
+                })
+                .collect(),
+        ),
         "WorkerHeartbeat" => Message::Heartbeat,
         "Disconnect" => Message::Disconnect {
             reason: text(message, "reason"),
@@ -144,7 +163,7 @@ fn worker_vectors_decode_and_encode_byte_exact() {
         assert_eq!(protocol::encode(&want), frames, "{name}: encode");
         seen += 1;
     }
-    assert_eq!(seen, 7, "worker-side vectors found");
+    assert_eq!(seen, 10, "worker-side vectors found");
 }
 
 enum Body {
@@ -160,12 +179,20 @@ fn expected_bodies(kind: &str, message: &Json) -> Vec<Body> {
         Json::Object(m)
     };
     let object = message.as_object().unwrap();
-    if let Some(tasks) = object.get("tasks") {
-        return tasks
+    // SUBMIT's tasks and the items of TASK, RESULT and FAILED: a map each,
+    // followed by its payload when it has one.
+    if let Some(list) = object.get("tasks").or_else(|| object.get("items")) {
+        return list
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|t| [Body::Map(without_payload(t)), Body::Raw(payload_of(t))])
+            .flat_map(|t| {
+                let mut bodies = vec![Body::Map(without_payload(t))];
+                if t.get("payload_hex").is_some() {
+                    bodies.push(Body::Raw(payload_of(t)));
+                }
+                bodies
+            })
             .collect();
     }
     if matches!(kind, "Accepted" | "Collect" | "Retry") {
@@ -206,7 +233,7 @@ fn msgpack_to_json(value: &rmpv::Value) -> Json {
 fn every_vector_has_valid_framing_and_ordered_bodies() {
     let vectors = protocol_vectors();
     assert!(
-        vectors.len() >= 20,
+        vectors.len() >= 25,
         "only {} protocol vectors",
         vectors.len()
     );

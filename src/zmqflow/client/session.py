@@ -3,10 +3,10 @@
 Contract: the session tracks every task it submitted until its one answer
 is surfaced. ``submit_frames`` gives the SUBMIT messages to send;
 ``on_message`` takes what the forwarder sent and queues ``TaskResult``s in
-``ready``; ``resync_frames`` gives what to send on a new connection (SUBMIT
-again what was not ACCEPTED, COLLECT what was). An answer for an id already
-surfaced is dropped and counted in ``redelivered``: each task surfaces at
-most once.
+``ready`` (one per item of a RESULT or FAILED, in order); ``resync_frames``
+gives what to send on a new connection (SUBMIT again what was not ACCEPTED,
+COLLECT what was). An answer for an id already surfaced is dropped and
+counted in ``redelivered``: each task surfaces at most once.
 """
 
 from __future__ import annotations
@@ -179,15 +179,24 @@ class ClientSession:
                     if entry is not None:
                         entry.accepted = True
                 self.accepted_ids.append(ids)
-            case p.Result(task_id, worker, attempts, cached, payload):
-                self._answer(
-                    task_id,
-                    TaskResult(task_id, True, payload, None, None, worker, attempts, cached),
-                )
-            case p.Failed(task_id, code, error, worker, attempts):
-                self._answer(
-                    task_id, TaskResult(task_id, False, b"", error, code, worker, attempts)
-                )
+            case p.Results(results):
+                for r in results:
+                    self._answer(
+                        r.id,
+                        TaskResult(
+                            r.id,
+                            True,
+                            r.payload,
+                            worker=r.worker,
+                            attempts=r.attempts,
+                            cached=r.cached,
+                        ),
+                    )
+            case p.Failures(failures):
+                for f in failures:
+                    self._answer(
+                        f.id, TaskResult(f.id, False, b"", f.error, f.code, f.worker, f.attempts)
+                    )
             case p.Refused(ids, code, reason):
                 if not ids:
                     self.errors.append(msg)

@@ -2,9 +2,10 @@
 
 Contract: ``on_client(rid, frames)`` and ``on_worker(rid, frames)`` take a
 message as received (routing id stripped), update the tables, buffer journal
-writes and append replies to ``outbox_clients`` / ``outbox_workers`` as
-``(routing_id, frames)``. The device commits the journal and only then sends
-the outboxes, so an ACCEPTED never leaves before its task is durable.
+writes and queue replies in ``outbox_clients`` / ``outbox_workers`` (see
+outbox.py: answers and tasks are grouped per destination per turn). The
+device commits the journal and only then sends the client outbox, so an
+ACCEPTED never leaves before its task is durable.
 ``dispatch()`` hands queued tasks to workers with free credit (round robin);
 ``tick(now)`` heartbeats workers and requeues the tasks of dead ones.
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
@@ -23,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zmqflow import protocol as p
+from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Answer, Journal, StoredTask
 
 log = logging.getLogger("zmqflow.forwarder")
 
 Frames = list[bytes]
-Outbox = list[tuple[bytes, Frames]]
+Answers = list[p.Result | p.Failed]
 EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
@@ -110,8 +112,8 @@ class Broker:
         self.by_service: dict[str, list[WorkerEntry]] = {}
         self.known_services = journal.known_services()
         self.dirty: set[str] = set()  # services that may be able to dispatch
-        self.outbox_clients: Outbox = []
-        self.outbox_workers: Outbox = []
+        self.outbox_clients = ClientOutbox(limits.max_batch)
+        self.outbox_workers = WorkerOutbox(limits.max_batch)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "accepted",
@@ -163,11 +165,11 @@ class Broker:
             msg = p.decode(frames)
             match msg:
                 case p.Heartbeat():
-                    self.outbox_clients.append((rid, _HEARTBEAT_TO_CLIENT))
+                    self.outbox_clients.send(rid, _HEARTBEAT_TO_CLIENT)
                 case p.Collect(ids):
                     self._collect(rid, ids)
                 case p.StatusRequest():
-                    self.outbox_clients.append((rid, p.encode(p.Status(self.status()))))
+                    self.outbox_clients.send(rid, p.encode(p.Status(self.status())))
                 case p.Retry(ids):
                     self._retry(rid, ids)
                 case _:
@@ -182,7 +184,7 @@ class Broker:
         if code in ("malformed", "unknown_command", "bad_version"):
             self.counters["malformed"] += 1
             log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
-        self.outbox_clients.append((rid, p.encode(p.Refused(ids, code, reason))))
+        self.outbox_clients.send(rid, p.encode(p.Refused(ids, code, reason)))
 
     def _submit(self, rid: bytes, frames: Frames) -> None:
         if (len(frames) - 2) // 2 > self.limits.max_batch:
@@ -190,7 +192,7 @@ class Broker:
                 "too_large", f"SUBMIT holds more than {self.limits.max_batch} tasks"
             )
         accepted: list[str] = []
-        cached: list[Frames] = []  # stored answers, sent after the ACCEPTED
+        cached: Answers = []  # stored answers, sent after the ACCEPTED
         refused: dict[tuple[str, str], list[str]] = {}
         fresh: list[p.Task] = []
         for item in p.decode_submit_tasks(frames):
@@ -219,8 +221,9 @@ class Broker:
                     accepted.append(task.id)
                     cached.extend(outcome)
         if accepted:
-            self.outbox_clients.append((rid, p.encode(p.Accepted(accepted))))
-        self.outbox_clients.extend((rid, reply) for reply in cached)
+            self.outbox_clients.send(rid, p.encode(p.Accepted(accepted)))
+        for reply in cached:
+            self.outbox_clients.answer(rid, reply)
         for (code, reason), ids in refused.items():
             self._refuse(rid, ids, code, reason)
 
@@ -252,7 +255,7 @@ class Broker:
             return ("malformed", "idempotency key must be 1-256 bytes")
         return None
 
-    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | list[Frames]:
+    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | Answers:
         """Take a new task, or join it to its key's task.
 
         Returns a refusal, or the cached replies to send after ACCEPTED.
@@ -283,7 +286,7 @@ class Broker:
         self.counters["accepted"] += 1
         return []
 
-    def _stored_reply(self, rid: bytes, reply_id: str, answer: Answer) -> list[Frames]:
+    def _stored_reply(self, rid: bytes, reply_id: str, answer: Answer) -> Answers:
         """The stored answer of a finished task, under ``reply_id``; none if unfinished."""
         if answer.state == "alias" and answer.alias_of is not None:
             canonical_id = answer.alias_of
@@ -297,22 +300,16 @@ class Broker:
             answer = target
         if answer.state == "done":
             return [
-                p.encode(
-                    p.Result(
-                        reply_id, answer.worker or "", answer.attempts, True, answer.result or b""
-                    )
-                )
+                p.Result(reply_id, answer.worker or "", answer.attempts, True, answer.result or b"")
             ]
         if answer.finished:
             return [
-                p.encode(
-                    p.Failed(
-                        reply_id,
-                        answer.code or "handler_error",
-                        answer.error or "",
-                        answer.worker,
-                        answer.attempts,
-                    )
+                p.Failed(
+                    reply_id,
+                    answer.code or "handler_error",
+                    answer.error or "",
+                    answer.worker,
+                    answer.attempts,
                 )
             ]
         return []
@@ -321,7 +318,7 @@ class Broker:
         pending = [i for i in ids if self._known_unfinished(i, rid)]
         look_up = [i for i in ids if i not in self.tasks and i not in self.aliases]
         stored = self.journal.answers(look_up) if look_up else {}
-        cached: list[Frames] = []
+        cached: Answers = []
         unknown: list[str] = []
         for task_id in look_up:
             if task_id in stored:
@@ -329,8 +326,9 @@ class Broker:
             else:
                 unknown.append(task_id)
         if pending:
-            self.outbox_clients.append((rid, p.encode(p.Accepted(pending))))
-        self.outbox_clients.extend((rid, reply) for reply in cached)
+            self.outbox_clients.send(rid, p.encode(p.Accepted(pending)))
+        for reply in cached:
+            self.outbox_clients.answer(rid, reply)
         if unknown:
             self._refuse(rid, unknown, "unknown_task", "no such task (never seen, or expired)")
 
@@ -344,7 +342,7 @@ class Broker:
             stored.client = rid
             self.journal.record_requeued(stored.id, rid)
             self._hold(TaskEntry.from_stored(stored))
-        self.outbox_clients.append((rid, p.encode(p.Accepted([d.id for d in letters]))))
+        self.outbox_clients.send(rid, p.encode(p.Accepted([d.id for d in letters])))
         missing = [i for i in ids if i not in found]
         if missing:
             self._refuse(rid, missing, "unknown_task", "not in the dead-letter list")
@@ -359,13 +357,19 @@ class Broker:
         except p.ProtocolError as exc:
             self.counters["malformed"] += 1
             log.warning("worker %s: bad message dropped (%s): %s", rid.hex(), exc.code, exc.reason)
-            self.outbox_workers.append((rid, p.encode(p.Disconnect(f"{exc.code}: {exc.reason}"))))
+            self.outbox_workers.send(rid, p.encode(p.Disconnect(f"{exc.code}: {exc.reason}")))
             return
         match msg:
-            case p.Done(task_id, payload):
-                self._finish_from_worker(rid, worker, task_id, payload, None)
-            case p.Error(task_id, error):
-                self._finish_from_worker(rid, worker, task_id, None, error)
+            case p.WorkerResults(items):
+                for done in items:
+                    self._finish_from_worker(worker, done.id, done.payload, None)
+                if worker is None:
+                    self._disown(rid)
+            case p.WorkerFailures(items):
+                for failure in items:
+                    self._finish_from_worker(worker, failure.id, None, failure.error)
+                if worker is None:
+                    self._disown(rid)
             case p.WorkerHeartbeat():
                 if worker is None:
                     self._disown(rid)
@@ -378,10 +382,10 @@ class Broker:
                     self.events("worker.left", {"worker": worker.id, "reason": reason})
             case _:
                 log.warning("worker %s: %s is not a worker message", rid.hex(), type(msg).__name__)
-                self.outbox_workers.append((rid, p.encode(p.Disconnect("unknown command"))))
+                self.outbox_workers.send(rid, p.encode(p.Disconnect("unknown command")))
 
     def _disown(self, rid: bytes) -> None:
-        self.outbox_workers.append((rid, p.encode(p.Disconnect("unknown worker"))))
+        self.outbox_workers.send(rid, p.encode(p.Disconnect("unknown worker")))
 
     def _ready(self, rid: bytes, msg: p.Ready, now: float) -> None:
         msg.services = list(dict.fromkeys(msg.services))  # listed twice, served once
@@ -438,17 +442,15 @@ class Broker:
 
     def _finish_from_worker(
         self,
-        rid: bytes,
         worker: WorkerEntry | None,
         task_id: str,
         payload: bytes | None,
         error: str | None,
     ) -> None:
+        """One answer from a worker (``None``: a worker we do not know)."""
         if worker is not None:
             worker.inflight.discard(task_id)
             self.dirty.update(worker.services)
-        else:
-            self._disown(rid)
         task = self.tasks.get(task_id)
         if task is None:
             self.counters["late_results"] += 1  # already answered by another worker
@@ -475,28 +477,30 @@ class Broker:
         if task.key:
             self.keys.pop(task.key, None)
         self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
+        outbox = self.outbox_clients
         if state == "done":
             self.counters["completed"] += 1
-            reply = p.Result(task.id, worker or "", task.attempts, False, result or b"")
+            out, name = result or b"", worker or ""
+            outbox.result(task.client, p.Result(task.id, name, task.attempts, False, out))
+            for alias_id, client in task.aliases:
+                outbox.result(client, p.Result(alias_id, name, task.attempts, True, out))
             self.events(
                 "task.completed", {"id": task.id, "service": task.service, "worker": worker}
             )
         else:
             self.counters["dead_lettered" if state == "dead" else "failed"] += 1
-            reply = p.Failed(task.id, code or "", error or "", worker, task.attempts)
+            why, text = code or "", error or ""
+            outbox.failure(task.client, p.Failed(task.id, why, text, worker, task.attempts))
+            for alias_id, client in task.aliases:
+                outbox.failure(client, p.Failed(alias_id, why, text, worker, task.attempts))
             self.events(
                 "task.dead_lettered" if state == "dead" else "task.failed",
                 {"id": task.id, "service": task.service, "error": error},
             )
-        self.outbox_clients.append((task.client, p.encode(reply)))
         if task.aliases:
             self.journal.record_aliases_finished(task.id)
-            for alias_id, client in task.aliases:
+            for alias_id, _client in task.aliases:
                 self.aliases.pop(alias_id, None)
-                reply.id = alias_id
-                if isinstance(reply, p.Result):
-                    reply.cached = True
-                self.outbox_clients.append((client, p.encode(reply)))
 
     # ---------------------------------------------------------- routing
     def dispatch(self) -> None:
@@ -531,13 +535,9 @@ class Broker:
         task.attempts += 1
         self.queued_bytes -= len(task.payload)
         worker.inflight.add(task.id)
-        self.outbox_workers.append(
-            (
-                worker.rid,
-                p.encode(
-                    p.Dispatch(task.id, task.service, task.headers, task.attempts, task.payload)
-                ),
-            )
+        self.outbox_workers.task(
+            worker.rid,
+            p.Dispatch(task.id, task.service, task.headers, task.attempts, task.payload),
         )
 
     def worker_unreachable(self, rid: bytes) -> None:
@@ -556,7 +556,7 @@ class Broker:
         """Heartbeat every worker; declare dead the silent ones (see ``reap``)."""
         next_expiry = self.reap(now)
         for worker in self.workers.values():
-            self.outbox_workers.append((worker.rid, _HEARTBEAT_TO_WORKER))
+            self.outbox_workers.send(worker.rid, _HEARTBEAT_TO_WORKER)
         return next_expiry
 
     def reap(self, now: float) -> float:

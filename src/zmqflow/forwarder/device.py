@@ -3,9 +3,10 @@
 Contract: ``Forwarder(settings).run()`` binds a ROUTER for clients and a
 ROUTER for workers on every configured endpoint, plus an XSUB/XPUB pair for
 events, and serves until ``stop()`` (or SIGTERM/SIGINT in the CLI). Each
-loop turn drains every readable socket, sends the TASKs the broker queued,
-commits the journal once (group commit), and only then answers clients: no
-ACCEPTED leaves before the journal holds its task.
+loop turn drains every readable socket, sends the TASKs the broker queued
+(one message per worker), commits the journal once (group commit), and only
+then answers clients (answers grouped per client): no ACCEPTED leaves before
+the journal holds its task.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import zmq
 
 from zmqflow.events import EventEncoder, new_source
-from zmqflow.forwarder.broker import Broker, Limits, Outbox
+from zmqflow.forwarder.broker import Broker, Limits
+from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Journal
 from zmqflow.protocol import MAX_MESSAGE_BYTES
 from zmqflow.settings import ForwarderSettings
@@ -175,8 +177,8 @@ class Forwarder:
                 return
             handle(frames)
 
-    def _flush(self, sock: zmq.Socket, outbox: Outbox, workers: bool) -> None:
-        for rid, frames in outbox:
+    def _flush(self, sock: zmq.Socket, outbox: ClientOutbox | WorkerOutbox, workers: bool) -> None:
+        for rid, frames in outbox.take():
             try:
                 send_frames(sock, [rid, *frames])
             except zmq.ZMQError as exc:
@@ -184,7 +186,6 @@ class Forwarder:
                     self.broker.worker_unreachable(rid)
                 # a client that went away collects its stored answers when it returns
                 log.debug("send to %s failed: %s", rid.hex(), exc)
-        outbox.clear()
 
     def close(self) -> None:
         self.journal.close()

@@ -1,0 +1,107 @@
+"""What the broker sends in one loop turn, grouped per destination.
+
+Contract: the broker queues messages during a turn; the device calls
+``take()`` once per turn and sends what it returns, in order, as
+``(routing_id, frames)``. ``take()`` empties the outbox.
+
+- Control messages (``send``: ACCEPTED, REFUSED, HEARTBEAT, STATUS,
+  DISCONNECT) come first, in the order queued.
+- Then the batched ones, one message per destination and kind holding
+  everything queued for it this turn, in the order queued: TASK per worker
+  (``WorkerOutbox.task``), RESULT then FAILED per client
+  (``ClientOutbox.result`` / ``failure``). A batch larger than ``max_batch``
+  items or 64 MiB is split into several messages (``protocol.encode_split``).
+
+Placing every control message before every answer keeps the ordering rule
+of docs/protocol.md: an ACCEPTED reaches its client before any RESULT or
+FAILED of the same ids sent in the same turn (the journal commit happens
+before any of them leaves, see device.py).
+"""
+
+from __future__ import annotations
+
+from zmqflow import protocol as p
+
+Frames = list[bytes]
+
+
+class _Outbox:
+    def __init__(self, max_batch: int = p.MAX_BATCH) -> None:
+        self.max_batch = max_batch
+        self._control: list[tuple[bytes, Frames]] = []
+
+    def send(self, rid: bytes, frames: Frames) -> None:
+        """Queue one ready-made message (sent before this turn's batches)."""
+        self._control.append((rid, frames))
+
+    def _take_control(self) -> list[tuple[bytes, Frames]]:
+        out, self._control = self._control, []
+        return out
+
+    def _split(self, rid: bytes, batch: p.Batch) -> list[tuple[bytes, Frames]]:
+        return [(rid, frames) for frames in p.encode_split(batch, self.max_batch)]
+
+
+class WorkerOutbox(_Outbox):
+    """Messages to workers: control messages, then one TASK per worker."""
+
+    def __init__(self, max_batch: int = p.MAX_BATCH) -> None:
+        super().__init__(max_batch)
+        self._tasks: dict[bytes, list[p.Dispatch]] = {}
+
+    def task(self, rid: bytes, item: p.Dispatch) -> None:
+        """Queue a task for worker ``rid`` (the broker has checked its credit)."""
+        items = self._tasks.get(rid)
+        if items is None:
+            self._tasks[rid] = [item]
+        else:
+            items.append(item)
+
+    def take(self) -> list[tuple[bytes, Frames]]:
+        out = self._take_control()
+        for rid, items in self._tasks.items():
+            out.extend(self._split(rid, p.Tasks(items)))
+        self._tasks = {}
+        return out
+
+
+class ClientOutbox(_Outbox):
+    """Messages to clients: control messages, then RESULT and FAILED per client."""
+
+    def __init__(self, max_batch: int = p.MAX_BATCH) -> None:
+        super().__init__(max_batch)
+        self._results: dict[bytes, list[p.Result]] = {}
+        self._failures: dict[bytes, list[p.Failed]] = {}
+
+    def result(self, rid: bytes, item: p.Result) -> None:
+        """Queue an answer for client ``rid``."""
+        items = self._results.get(rid)
+        if items is None:
+            self._results[rid] = [item]
+        else:
+            items.append(item)
+
+    def failure(self, rid: bytes, item: p.Failed) -> None:
+        """Queue a failure for client ``rid``."""
+        items = self._failures.get(rid)
+        if items is None:
+            self._failures[rid] = [item]
+        else:
+            items.append(item)
+
+    def answer(self, rid: bytes, item: p.Result | p.Failed) -> None:
+        """Queue either kind of answer."""
+        if isinstance(item, p.Result):
+            self.result(rid, item)
+        else:
+            self.failure(rid, item)
+
+    def take(self) -> list[tuple[bytes, Frames]]:
+        out = self._take_control()
+        for rid, results in self._results.items():
+            out.extend(self._split(rid, p.Results(results)))
+        for rid, failures in self._failures.items():
+            out.extend(self._split(rid, p.Failures(failures)))
+        self._results = {}
+        self._failures = {}
+        return out
