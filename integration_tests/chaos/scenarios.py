@@ -344,7 +344,6 @@ def scale_workers(run: Run, result: ScenarioResult, up_to: int = 3, rounds: int 
                 f"{len(added)} new replicas",
                 None,
                 time.time() - started_at,
-                recovery_limit=run.targets.comeback_s + 120,
                 note="recovery: compose up --scale -> all registered",
             )
         )
@@ -367,7 +366,6 @@ def scale_workers(run: Run, result: ScenarioResult, up_to: int = 3, rounds: int 
                 f"{len(removed)} replicas drained",
                 None,
                 time.time() - started_at,
-                recovery_limit=run.targets.comeback_s + 120,
                 note=f"{len(left)} left (drained), {after - requeued} tasks requeued",
             )
         )
