@@ -164,3 +164,19 @@ def test_publish_rejects_data_that_is_not_a_json_object() -> None:
     run = zmqflow("publish", "--kind", "x", "--data", "[1, 2]")
     assert run.returncode == 2
     assert "JSON object" in run.stderr
+
+
+def test_healthcheck_probe_answers_for_a_live_forwarder_and_fails_for_none(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    probe = [sys.executable, "-m", "zmqflow.healthcheck"]
+    fabric.start_forwarder()
+    alive = subprocess.run([*probe, "forwarder", fabric.frontend], capture_output=True, text=True)
+    assert alive.returncode == 0, alive.stderr
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    dead = subprocess.run([*probe, "forwarder", nobody, "1"], capture_output=True, text=True)
+    assert dead.returncode == 1 and "no answer" in dead.stderr
+    beat = tmp_path / "beat"
+    beat.touch()
+    assert subprocess.run([*probe, "file", str(beat), "5"]).returncode == 0
+    assert subprocess.run([*probe, "file", str(tmp_path / "missing")]).returncode == 1

@@ -446,11 +446,9 @@ def health(
     max_age: Annotated[float, typer.Option(help="seconds")] = 5.0,
 ) -> None:
     """Exit 0 if the worker heard its forwarder within MAX_AGE seconds (a healthcheck)."""
-    try:
-        age = time.time() - file.stat().st_mtime
-    except FileNotFoundError:
-        err.print(f"{file} does not exist yet")
-        raise typer.Exit(1) from None
-    if age > max_age:
-        err.print(f"forwarder last heard {age:.1f}s ago")
+    from zmqflow.healthcheck import file_is_fresh
+
+    problem = file_is_fresh(str(file), max_age)
+    if problem:
+        err.print(problem)
         raise typer.Exit(1)
