@@ -705,17 +705,32 @@ def test_ready_listing_queued_tasks_as_inflight_takes_them_off_the_queue(fwd):
     fwd.submit(b"c1", task("t-1"), task("t-2"))
     fwd.turn()
 
-    fwd.ready(b"w1", credit=1, inflight=["t-1", "unknown-id"])
+    fwd.ready(b"w1", credit=2, inflight=["t-1", "unknown-id"])
     first = fwd.turn()
     fwd.done(b"w1", "t-1", b"kept")
     second = fwd.turn()
 
-    assert first.tasks() == []  # t-1 runs on w1 already and fills its credit
+    assert first.tasks() == []  # t-1 and unknown-id run on w1 already: its credit is full
     assert second.to(b"c1") == [p.Results([p.Result("t-1", "w1", 1, False, b"kept")])]
     assert second.task_ids(b"w1") == ["t-2"]
     fwd.done(b"w1", "t-2")
     assert fwd.turn().tasks() == []
     assert fwd.broker.queued_bytes == 0
+
+
+def test_inflight_ids_finished_elsewhere_fill_credit_until_their_late_answers(fwd):
+    fwd.ready(b"w0", credit=0)
+    fwd.submit(b"c1", task("t-1"))
+    fwd.turn()
+
+    fwd.ready(b"w1", credit=1, inflight=["answered-elsewhere"])  # back from a freeze
+    held = fwd.turn()
+    fwd.done(b"w1", "answered-elsewhere")  # its late answer: dropped, credit back
+    freed = fwd.turn()
+
+    assert held.tasks() == []
+    assert freed.task_ids(b"w1") == ["t-1"]
+    assert fwd.broker.counters["late_results"] == 1
 
 
 def test_after_a_restart_ready_with_inflight_keeps_a_task_from_running_twice(file_fwd):

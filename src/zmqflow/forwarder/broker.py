@@ -419,11 +419,11 @@ class Broker:
                 {"worker": msg.worker, "language": msg.language, "services": msg.services},
             )
         for task_id in msg.inflight:
-            task = self.tasks.get(task_id)
-            if task is None:
-                continue
+            # Every task the worker still runs fills its credit, even one finished
+            # elsewhere meanwhile: its late answer gives the credit back.
             worker.inflight.add(task_id)
-            if task.worker is None:  # still queued: take it off instead of running it twice
+            task = self.tasks.get(task_id)
+            if task is not None and task.worker is None:  # queued: don't run it twice
                 task.worker = rid
                 task.attempts += 1
                 self.queued_bytes -= len(task.payload)
