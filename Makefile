@@ -35,8 +35,8 @@ ps: ## what runs, and its health
 logs: ## follow the stack's logs
 	bash scripts/compose.sh logs -f --tail=100
 
-scale: ## scale python workers: make scale N=4
-	bash scripts/compose.sh up -d --no-recreate --scale worker-python=$(N)
+scale: ## scale workers and wait until healthy: make scale N=4 [RUST=2]
+	bash scripts/compose.sh up -d --no-recreate --wait --scale worker-python=$(N) $(if $(RUST),--scale worker-rust=$(RUST),)
 
 lint: venv ## ruff
 	$(BIN)/ruff check src tests integration_tests scripts
