@@ -34,6 +34,7 @@ What runs where
                      metrics        http://$(port forwarder 9100)/metrics
                      journal        volume forwarder-journal -> /var/lib/zmqflow/journal.db
   worker-python      $(compose ps -q worker-python | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-python=N)
+  worker-rust        $(compose ps -q worker-rust | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-rust=N)
   events-log         worker arrivals/departures over ipc (volume zmqflow-ipc -> /run/zmqflow): docker compose logs events-log
   postgres           postgres:5432 inside the network (databases: airflow, prefect)
 
