@@ -337,6 +337,9 @@ def test_sigterm_drains_then_exits_zero(rust_bin, fake, procs):
     assert ready.credit == 0 and sorted(ready.inflight) == ["t-1", "t-2"]
     answered = {fake.expect(p.Done)[1].id for _ in range(2)}
     assert answered == {"t-1", "t-2"}
+    # it leaves only after hearing the forwarder once more (a TASK sent before the
+    # forwarder read the credit-0 READY would have arrived first)
+    fake.sock.send_multipart([rid, *p.encode(p.WorkerHeartbeat())])
     _, bye = fake.expect(p.Disconnect)
     assert bye == p.Disconnect("drained")
     assert worker.wait(5) == 0

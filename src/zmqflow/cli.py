@@ -163,6 +163,9 @@ def worker(
     # thread waits behind a busy handler thread for milliseconds per message.
     sys.setswitchinterval(0.0002)
     runtime.run()
+    # Terminating the context waits (up to the socket's linger) until the final
+    # DISCONNECT is on the wire; exiting without it can drop that message.
+    runtime.ctx.term()
 
 
 @app.command()

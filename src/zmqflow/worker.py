@@ -205,7 +205,7 @@ class Worker:
     def _serve(self) -> None:
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic() + interval
-        announced_drain = False
+        announced_drain = 0.0  # when the credit-0 READY went out (0: not yet)
         while True:
             assert self._sock is not None
             sock = self._sock
@@ -218,9 +218,16 @@ class Worker:
             self._send_answers()
             if self._draining and not announced_drain:
                 sock.send_multipart(p.encode(self._ready()))  # credit 0: send nothing more
-                announced_drain = True
+                announced_drain = time.monotonic()
                 log.info("draining: %d tasks to finish", len(self._running))
-            if self._draining and not self._running and self._done.empty():
+            # Leave only once the forwarder was heard after that READY: a TASK it
+            # sent before reading it arrives first (ZeroMQ keeps order per peer).
+            if (
+                announced_drain
+                and self._last_heard > announced_drain
+                and not self._running
+                and self._done.empty()
+            ):
                 sock.send_multipart(p.encode(p.Disconnect("drained")))
                 log.info("worker %s drained and left (%d tasks done)", self.id, self.completed)
                 return
@@ -231,7 +238,7 @@ class Worker:
                 if now - self._last_heard > self._deadline:
                     log.warning("forwarder silent for %.1fs: reconnecting", now - self._last_heard)
                     self._connect_with_backoff()
-                    announced_drain = False
+                    announced_drain = 0.0
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway

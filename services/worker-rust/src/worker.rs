@@ -555,6 +555,10 @@ impl Worker {
             return None;
         }
         match &self.conn {
+            // Wait to hear the forwarder after our credit-0 READY: a TASK it sent
+            // before reading that READY arrives first (ZeroMQ keeps order per
+            // connection), so nothing dispatched to us is left behind.
+            Conn::Up(link) if link.last_heard <= since => None,
             Conn::Up(link) if self.outbox.is_empty() => {
                 let bye = Message::Disconnect {
                     reason: "drained".to_owned(),
