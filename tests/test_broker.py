@@ -207,10 +207,9 @@ def test_in_a_mixed_batch_only_the_valid_tasks_are_accepted_and_each_bad_one_is_
 
 def test_a_submit_with_an_undecodable_task_still_accepts_the_others(fwd):
     fwd.ready(b"w1", credit=0)
-    good = p.encode(p.Submit([task("good")]))
-    bad = p.encode(p.Submit([task("bad", retries=1)]))
-    bad[2] = bad[2].replace(b"\x01", b"\xff")  # retries: -1
-    fwd.client(b"c1", [*good, *bad[2:]])
+    good = ["good", "echo", b"", None, {}, None]
+    bad = ["bad", "echo", b"", None, {}, -1]  # retries: -1
+    fwd.client(b"c1", [p.CLIENT_SIGNATURE, b"\x01", msgpack.packb([good, bad])])
 
     replies = fwd.turn().to(b"c1")
 
@@ -964,21 +963,21 @@ def test_collect_of_a_dead_letter_returns_its_failure(fwd):
     [
         ([b"GET / HTTP/1.1"], "malformed"),
         ([b"nonsense", b"\x01"], "malformed"),
-        ([b"ZFC2", b"\x01", b"x", b"y"], "bad_version"),
-        ([b"ZFC1", b"\x0f"], "unknown_command"),
-        ([b"ZFC1", b"\x01"], "malformed"),
-        ([b"ZFC1", b"\x01", b"\xc1"], "malformed"),
-        ([b"ZFC1", b"\x07", b"\xc1"], "malformed"),
+        ([b"ZFC1", b"\x01", b"x", b"y"], "bad_version"),
+        ([b"ZFC2", b"\x0f"], "unknown_command"),
+        ([b"ZFC2", b"\x01"], "malformed"),
+        ([b"ZFC2", b"\x01", b"\xc1", b""], "malformed"),
+        ([b"ZFC2", b"\x07", b"\xc1"], "malformed"),
         (p.encode(p.Accepted(["x"])), "unknown_command"),  # a reply is not a request
         (p.encode(p.WorkerHeartbeat()), "unknown_command"),
     ],
     ids=[
         "one-frame",
         "bad-signature",
-        "version-2",
+        "version-1",
         "unknown-command",
         "empty-submit",
-        "odd-submit",
+        "two-body-submit",
         "bad-collect",
         "client-sends-accepted",
         "worker-message-on-frontend",
@@ -1003,7 +1002,7 @@ def test_a_malformed_worker_message_is_answered_with_disconnect_and_the_broker_g
     fwd.submit(b"c1", task("t-1"))
     fwd.turn()
 
-    fwd.worker(b"w1", [b"ZFW1", b"\x13", b"\xc1", b"x"])
+    fwd.worker(b"w1", [b"ZFW2", b"\x13", b"\xc1", b"x"])
     fwd.worker(b"w1", p.encode(p.Heartbeat()))
     out = fwd.turn()
 

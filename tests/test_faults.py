@@ -104,11 +104,11 @@ def test_bad_input_is_refused_clearly_and_other_clients_are_unaffected(fabric: F
     cases: list[tuple[list[bytes], str]] = [
         ([b"junk"], "malformed"),
         ([b"junk", b"\x01"], "malformed"),
-        ([b"ZFC2", b"\x06"], "bad_version"),
-        ([b"ZFC1", b"\x7f"], "unknown_command"),
-        ([b"ZFC1", b"\x11", b"\x80"], "unknown_command"),
-        ([b"ZFC1", b"\x01", b"\xc1not msgpack", b""], "malformed"),
-        ([b"ZFC1", b"\x07", b"\x80" * 70_000], "malformed"),
+        ([b"ZFC1", b"\x06"], "bad_version"),
+        ([b"ZFC2", b"\x7f"], "unknown_command"),
+        ([b"ZFC2", b"\x11", b"\x80"], "unknown_command"),
+        ([b"ZFC2", b"\x01", b"\xc1not msgpack", b""], "malformed"),
+        ([b"ZFC2", b"\x07", b"\x80" * 70_000], "malformed"),
         (p.encode(p.Submit([p.Task("t-1", "nope", b"x")])), "unknown_service"),
         (p.encode(p.Submit([p.Task("t-2", "echo", b"x" * 1001)])), "too_large"),
         (p.encode(p.Submit([p.Task("bad id!", "echo", b"x")])), "malformed"),
@@ -119,7 +119,7 @@ def test_bad_input_is_refused_clearly_and_other_clients_are_unaffected(fabric: F
         assert isinstance(reply, p.Refused), (frames[:2], reply)
         assert reply.code == code, (frames[:2], reply)
     # garbage on the workers' side: answered with DISCONNECT, nothing else happens
-    reply = p.decode(_raw_request(fabric.backend, [b"ZFW1", b"\x13", b"\x00"]))
+    reply = p.decode(_raw_request(fabric.backend, [b"ZFW2", b"\x13", b"\x00"]))
     assert isinstance(reply, p.Disconnect)
     assert_all_answered(fabric.summary(good), 2000)
     assert fabric.forwarder is not None and fabric.forwarder.poll() is None

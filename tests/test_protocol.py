@@ -1,4 +1,4 @@
-"""ZFP/1 codec (docs/protocol.md): byte-exact vectors and every refusal code."""
+"""ZFP/2 codec (docs/protocol.md): byte-exact vectors and every refusal code."""
 
 from __future__ import annotations
 
@@ -59,10 +59,31 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def _task_header(**overrides: Any) -> bytes:
-    header = {"id": "t-1", "service": "echo", "key": None, "headers": {}, "retries": None}
-    header.update(overrides)
-    return _pack(header)
+_TASK_FIELDS = ("id", "service", "payload", "key", "headers", "retries")
+_DISPATCH_FIELDS = ("id", "service", "headers", "attempt", "payload")
+
+
+def _task_item(**overrides: Any) -> list[Any]:
+    """A SUBMIT item (an array, fields in documented order)."""
+    fields = {"id": "t-1", "service": "echo", "payload": b"", "key": None, "headers": {}}
+    fields.update({"retries": None}, **overrides)
+    return [fields[name] for name in _TASK_FIELDS]
+
+
+def _dispatch_item(**overrides: Any) -> list[Any]:
+    """A TASK item (an array, fields in documented order)."""
+    fields = {"id": "t-1", "service": "echo", "headers": {}, "attempt": 1, "payload": b""}
+    fields.update(overrides)
+    return [fields[name] for name in _DISPATCH_FIELDS]
+
+
+def _items_of(msg: p.Message) -> list[Any]:
+    return msg.tasks if isinstance(msg, p.Submit) else msg.items  # type: ignore[union-attr]
+
+
+def _batch(sig: bytes, cmd: int, *items: Any) -> list[bytes]:
+    """A batched command: one body frame holding the array of items."""
+    return [sig, bytes([cmd]), _pack(list(items))]
 
 
 def _refusal(frames: list[bytes]) -> p.ProtocolError:
@@ -130,7 +151,7 @@ def test_a_frame_that_is_not_a_signature_is_malformed(sig: bytes):
     assert err.ids == []
 
 
-@pytest.mark.parametrize("sig", [b"ZFC2", b"ZFW2", b"ZFC0"])
+@pytest.mark.parametrize("sig", [b"ZFC1", b"ZFW1", b"ZFC0", b"ZFW3"])
 def test_a_signature_of_another_protocol_version_is_bad_version(sig: bytes):
     assert _refusal([sig, b"\x06"]).code == "bad_version"
 
@@ -155,33 +176,27 @@ def test_a_client_command_under_the_worker_signature_is_unknown_command():
     assert _refusal([W, bytes([p.Command.HEARTBEAT])]).code == "unknown_command"
 
 
+_ITEM = {
+    0x01: _task_item(),
+    0x03: ["t", "w", 1, False, b""],
+    0x04: ["t", "handler_error", "boom", None, 1],
+    0x12: _dispatch_item(),
+    0x13: ["t", b""],
+    0x14: ["t", "boom"],
+}
+
+
 @pytest.mark.parametrize(
     "frames",
     [
         [C, b"\x02"],  # ACCEPTED without its id array
         [C, b"\x02", _pack([]), _pack([])],
-        [C, b"\x03"],  # RESULT without any item
-        [C, b"\x03", _pack({"id": "t", "worker": "w", "attempts": 1, "cached": False})],
-        [C, b"\x04"],
         [C, b"\x05"],
         [C, b"\x06", b""],  # HEARTBEAT takes no body
         [C, b"\x07"],
         [C, b"\x08", _pack({}), _pack({})],
         [C, b"\x09"],
         [W, b"\x11"],
-        [W, b"\x12"],  # TASK without any task
-        [W, b"\x12", _pack({"id": "t", "service": "s", "headers": {}, "attempt": 1})],
-        [
-            W,
-            b"\x12",
-            _pack({"id": "t", "service": "s", "headers": {}, "attempt": 1}),
-            b"",
-            _pack({"id": "u", "service": "s", "headers": {}, "attempt": 1}),
-        ],
-        [W, b"\x13"],
-        [W, b"\x13", _pack({"id": "t"})],
-        [W, b"\x13", _pack({"id": "t"}), b"", _pack({"id": "u"})],
-        [W, b"\x14"],  # FAILED without any error
         [W, b"\x15", b""],
         [W, b"\x16"],
     ],
@@ -189,6 +204,41 @@ def test_a_client_command_under_the_worker_signature_is_unknown_command():
 )
 def test_a_wrong_number_of_body_frames_is_malformed(frames: list[bytes]):
     assert _refusal(frames).code == "malformed"
+
+
+@pytest.mark.parametrize("cmd", sorted(_ITEM), ids=lambda cmd: p.Command(cmd).name)
+def test_a_batched_command_needs_exactly_one_body_frame(cmd: int):
+    sig = C if cmd < 0x10 else W
+    one = _batch(sig, cmd, _ITEM[cmd])
+    assert _refusal(one[:2]).code == "malformed"  # no body
+    assert _refusal([*one, one[2]]).code == "malformed"  # two bodies (the v1 layout)
+    assert len(_items_of(p.decode(one))) == 1  # exactly one body frame: fine
+
+
+@pytest.mark.parametrize("cmd", sorted(_ITEM), ids=lambda cmd: p.Command(cmd).name)
+@pytest.mark.parametrize(
+    "body",
+    [_pack([]), _pack({"id": "t"}), _pack("items"), b"\xc1"],
+    ids=["empty-array", "map", "string", "not-msgpack"],
+)
+def test_a_batched_body_that_is_not_a_non_empty_array_is_malformed(cmd: int, body: bytes):
+    sig = C if cmd < 0x10 else W
+    assert _refusal([sig, bytes([cmd]), body]).code == "malformed"
+
+
+@pytest.mark.parametrize("cmd", sorted(_ITEM), ids=lambda cmd: p.Command(cmd).name)
+def test_an_item_with_fields_missing_is_malformed_and_named_by_its_id(cmd: int):
+    sig = C if cmd < 0x10 else W
+    err = _refusal(_batch(sig, cmd, _ITEM[cmd][:-1]))
+    assert err.code == "malformed"
+    assert err.ids == [_ITEM[cmd][0]]
+
+
+@pytest.mark.parametrize("cmd", sorted(_ITEM), ids=lambda cmd: p.Command(cmd).name)
+def test_item_decoders_ignore_fields_past_the_listed_ones(cmd: int):
+    sig = C if cmd < 0x10 else W
+    plain = p.decode(_batch(sig, cmd, _ITEM[cmd]))
+    assert p.decode(_batch(sig, cmd, [*_ITEM[cmd], "future", {"x": 1}])) == plain
 
 
 @pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01", b"\xa5abc", b"\x81"])
@@ -223,17 +273,11 @@ def test_a_msgpack_body_of_exactly_64_kib_is_accepted():
     assert isinstance(p.decode([W, b"\x16", body]), p.Disconnect)
 
 
-def test_a_raw_payload_frame_is_not_held_to_the_64_kib_map_limit():
+def test_a_batch_body_is_not_held_to_the_64_kib_map_limit():
     payload = b"\x00" * (p.MAX_MAP_BYTES * 4)
-    msg = p.decode([C, b"\x01", _task_header(), payload])
+    msg = p.decode(_batch(C, 0x01, _task_item(payload=payload)))
     assert isinstance(msg, p.Submit)
     assert msg.tasks[0].payload == payload
-
-
-@pytest.mark.parametrize("count", [0, 1, 3])
-def test_submit_with_an_odd_or_empty_body_is_malformed(count: int):
-    body = [_task_header(), b"payload", _task_header(id="t-2")][:count]
-    assert _refusal([C, b"\x01", *body]).code == "malformed"
 
 
 def test_ready_without_services_or_with_negative_credit_is_malformed():
@@ -259,12 +303,12 @@ def test_ready_with_a_pid_that_is_not_an_int_is_malformed(pid: Any):
     assert _refusal([W, frames[1], _pack(body)]).code == "malformed"
 
 
-def test_decoders_accept_keys_in_any_order_and_ignore_unknown_keys():
-    body = _pack({"future": [1, 2], "attempts": 3, "cached": True, "worker": "w", "id": "t-9"})
+def test_map_decoders_accept_keys_in_any_order_and_ignore_unknown_keys():
+    body = _pack({"future": [1, 2], "reason": "no", "code": "queue_full", "ids": ["t-9"]})
 
-    msg = p.decode([C, b"\x03", body, b"out"])
+    msg = p.decode([C, b"\x05", body])
 
-    assert msg == p.Results([p.Result("t-9", "w", 3, True, b"out")])
+    assert msg == p.Refused(["t-9"], "queue_full", "no")
 
 
 def test_every_message_round_trips_through_encode_and_decode():
@@ -333,10 +377,18 @@ def test_encode_split_cuts_at_max_items_and_keeps_the_order():
 
 
 def test_encode_split_uses_the_protocol_default_of_max_items():
-    assert [len(f) for f in p.encode_split(_results(p.MAX_BATCH + 1))] == [
-        2 + 2 * p.MAX_BATCH,
-        2 + 2,
-    ]
+    messages = p.encode_split(_results(p.MAX_BATCH + 1))
+    assert [len(p.decode(f).items) for f in messages] == [p.MAX_BATCH, 1]
+
+
+def test_encode_split_halves_a_group_whose_headers_make_it_too_large():
+    headers = {"blob": "h" * 300}
+    batch = p.Tasks([p.Dispatch(f"t-{i}", "echo", headers, 1, b"") for i in range(8)])
+
+    messages = p.encode_split(batch, max_bytes=1000)
+
+    assert all(sum(map(len, frames)) <= 1000 for frames in messages)
+    assert [d.id for f in messages for d in p.decode(f).items] == [f"t-{i}" for i in range(8)]
 
 
 def test_encode_split_keeps_each_message_under_the_byte_cap():
@@ -378,25 +430,15 @@ def test_the_default_byte_cap_is_the_64_mib_message_limit():
 # ------------------------------------------------------------ task by task
 
 
-def _dispatch_header(**overrides: Any) -> bytes:
-    header = {"id": "t-1", "service": "echo", "headers": {}, "attempt": 1}
-    header.update(overrides)
-    return _pack(header)
-
-
 def test_decode_task_items_keeps_the_good_tasks_when_one_is_bad():
-    frames = [
+    frames = _batch(
         W,
-        b"\x12",
-        _dispatch_header(id="good-1"),
-        b"one",
-        _dispatch_header(id="bad-attempt", attempt="1"),
-        b"two",
-        b"\xc1",
-        b"three",
-        _dispatch_header(id="good-2", headers={"h": 1}),
-        b"four",
-    ]
+        0x12,
+        _dispatch_item(id="good-1", payload=b"one"),
+        _dispatch_item(id="bad-attempt", attempt="1", payload=b"two"),
+        "not an array",
+        _dispatch_item(id="good-2", headers={"h": 1}, payload=b"four"),
+    )
 
     items = p.decode_task_items(frames)
 
@@ -409,34 +451,28 @@ def test_decode_task_items_keeps_the_good_tasks_when_one_is_bad():
 
 
 def test_decode_of_a_task_batch_raises_for_its_first_bad_task():
-    err = _refusal(
-        [W, b"\x12", _dispatch_header(id="ok"), b"", _dispatch_header(id="t-x", service=5), b""]
-    )
+    err = _refusal(_batch(W, 0x12, _dispatch_item(id="ok"), _dispatch_item(id="t-x", service=5)))
     assert (err.code, err.ids) == ("malformed", ["t-x"])
 
 
 def test_one_bad_item_makes_a_batched_answer_malformed():
-    good = _pack({"id": "t", "worker": "w", "attempts": 1, "cached": False})
-    assert _refusal([C, b"\x03", good, b"", _pack({"id": "u"}), b""]).code == "malformed"
-    assert _refusal([W, b"\x14", _pack({"id": "t", "error": "e"}), b"extra"]).code == "malformed"
+    good = ["t", "w", 1, False, b""]
+    assert _refusal(_batch(C, 0x03, good, ["u"])).code == "malformed"
+    assert _refusal(_batch(W, 0x14, ["t", "e"], ["u", 5])).code == "malformed"
 
 
 # -------------------------------------------------------- submit, task by task
 
 
 def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
-    frames = [
+    frames = _batch(
         C,
-        b"\x01",
-        _task_header(id="good-1"),
-        b"one",
-        _task_header(id="bad-key", key=7),
-        b"two",
-        b"\xc1",  # not msgpack at all
-        b"three",
-        _task_header(id="good-2"),
-        b"four",
-    ]
+        0x01,
+        _task_item(id="good-1", payload=b"one"),
+        _task_item(id="bad-key", key=7, payload=b"two"),
+        {"id": "map-not-array"},
+        _task_item(id="good-2", payload=b"four"),
+    )
 
     items = p.decode_submit_tasks(frames)
 
@@ -450,34 +486,39 @@ def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"headers": [1]}, {"retries": -1}, {"retries": "2"}, {"service": 5}, {"key": b"bin"}],
-    ids=["headers-list", "negative-retries", "string-retries", "service-int", "key-bin"],
+    [
+        {"headers": [1]},
+        {"retries": -1},
+        {"retries": "2"},
+        {"service": 5},
+        {"key": b"bin"},
+        {"payload": "text"},
+    ],
+    ids=["headers-list", "negative-retries", "string-retries", "service-int", "key-bin", "str"],
 )
 def test_a_bad_task_field_is_refused_by_the_task_id(overrides: dict[str, Any]):
-    (item,) = p.decode_submit_tasks([C, b"\x01", _task_header(id="t-x", **overrides), b""])
+    (item,) = p.decode_submit_tasks(_batch(C, 0x01, _task_item(id="t-x", **overrides)))
     assert isinstance(item, p.ProtocolError)
     assert (item.code, item.ids) == ("malformed", ["t-x"])
 
 
 def test_decode_of_submit_raises_for_the_first_bad_task():
-    err = _refusal(
-        [C, b"\x01", _task_header(id="ok"), b"", _task_header(id="t-x", retries=-1), b""]
-    )
+    err = _refusal(_batch(C, 0x01, _task_item(id="ok"), _task_item(id="t-x", retries=-1)))
     assert (err.code, err.ids) == ("malformed", ["t-x"])
 
 
-def test_a_task_header_over_64_kib_is_refused_without_killing_the_batch():
-    huge = _task_header(id="huge", headers={"blob": "x" * p.MAX_MAP_BYTES})
+def test_task_headers_over_64_kib_are_refused_without_killing_the_batch():
+    huge = _task_item(id="huge", headers={"blob": "x" * p.MAX_MAP_BYTES})
 
-    items = p.decode_submit_tasks([C, b"\x01", huge, b"", _task_header(id="small"), b""])
+    items = p.decode_submit_tasks(_batch(C, 0x01, huge, _task_item(id="small")))
 
     assert isinstance(items[0], p.ProtocolError)
-    assert items[0].code == "malformed"
+    assert (items[0].code, items[0].ids) == ("malformed", ["huge"])
     assert isinstance(items[1], p.Task)
 
 
-def test_absent_optional_task_fields_take_their_defaults():
-    (task,) = p.decode_submit_tasks([C, b"\x01", _pack({"id": "t", "service": "echo"}), b"x"])
+def test_nil_optional_task_fields_take_their_defaults():
+    (task,) = p.decode_submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None]))
     assert task == p.Task("t", "echo", b"x", None, {}, None)
 
 

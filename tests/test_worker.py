@@ -109,9 +109,11 @@ def test_every_task_of_a_batch_is_answered_once(fake, running):
 
 def test_a_bad_task_in_a_batch_fails_by_id_and_the_others_run(fake, running):
     _, rid = running
-    good = p.encode(p.Tasks([p.Dispatch("t-1", "upper", {}, 1, b"ok")]))
-    no_attempt = msgpack.packb({"id": "t-2", "service": "upper", "headers": {}})
-    fake.sock.send_multipart([rid, *good, no_attempt, b"", b"\xc1", b""])
+    good = ["t-1", "upper", {}, 1, b"ok"]
+    no_attempt = ["t-2", "upper", {}]
+    unreadable = {"id": "t-3"}
+    body = msgpack.packb([good, no_attempt, unreadable], use_bin_type=True)
+    fake.sock.send_multipart([rid, p.WORKER_SIGNATURE, bytes([p.Command.W_TASK]), body])
 
     got = answers(fake, 2)
 
@@ -133,7 +135,6 @@ def idle(fake: FakeForwarder) -> Iterator[tuple[Worker, zmq.Socket]]:
     worker._sock = sock
     yield worker, sock
     sock.close(0)
-    worker._pool.shutdown(wait=False)
 
 
 def test_answers_finished_in_one_turn_go_in_one_result_and_one_failed(fake, idle):

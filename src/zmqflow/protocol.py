@@ -1,19 +1,23 @@
-"""ZFP/1 wire protocol: frames to messages and back (see docs/protocol.md).
+"""ZFP/2 wire protocol: frames to messages and back (see docs/protocol.md).
 
 Contract: ``encode(msg)`` returns the frames a DEALER sends (no routing id,
 no delimiter); ``decode(frames)`` is its inverse and raises
 ``ProtocolError`` with a refusal code for anything it cannot use.
-Maps are encoded with their keys in the documented order, so encoding is
-byte-exact and matches docs/protocol-vectors/.
+Maps are encoded with their keys in the documented order and batch items as
+arrays in the documented field order, so encoding is byte-exact and matches
+docs/protocol-vectors/.
 
-Batched commands: TASK, RESULT and FAILED (both sides) carry 1..N items, the
-way SUBMIT carries tasks. Each item has its own class (``Dispatch``,
-``Done``, ``Error``, ``Result``, ``Failed``); the message is a list of them,
-named after what it carries: ``Tasks`` (TASK), ``WorkerResults`` /
-``WorkerFailures`` (worker RESULT / FAILED), ``Results`` / ``Failures``
-(client RESULT / FAILED). ``encode`` writes a batch as one message whatever
-its size; ``encode_split`` cuts it into messages of at most ``max_items``
-items and ``MAX_MESSAGE_BYTES`` bytes, which is what senders use.
+Batched commands: SUBMIT, TASK, RESULT and FAILED (both sides) carry 1..N
+items in ONE body frame, a msgpack array of item arrays (payloads inside as
+``bin``): one frame per message however many items, because per-frame
+costs dominated the hot path of the first version. Each item has its own
+class (``Task``, ``Dispatch``, ``Done``, ``Error``, ``Result``, ``Failed``);
+the message is a list of them, named after what it carries: ``Submit``
+(SUBMIT), ``Tasks`` (TASK), ``WorkerResults`` / ``WorkerFailures`` (worker
+RESULT / FAILED), ``Results`` / ``Failures`` (client RESULT / FAILED).
+``encode`` writes a batch as one message whatever its size; ``encode_split``
+cuts it into messages of at most ``max_items`` items and
+``MAX_MESSAGE_BYTES`` bytes, which is what senders use.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from typing import Any
 
 import msgpack
 
-CLIENT_SIGNATURE = b"ZFC1"
-WORKER_SIGNATURE = b"ZFW1"
+CLIENT_SIGNATURE = b"ZFC2"
+WORKER_SIGNATURE = b"ZFW2"
 
-MAX_MAP_BYTES = 64 * 1024
+MAX_MAP_BYTES = 64 * 1024  # a map frame, and a task's headers once encoded
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_BATCH = 1000  # items per batched message, unless the forwarder's max_batch says otherwise
 
@@ -89,18 +93,11 @@ class Task:
     headers: dict[str, Any] = field(default_factory=dict)
     retries: int | None = None
 
-    def header(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "service": self.service,
-            "key": self.key,
-            "headers": self.headers,
-            "retries": self.retries,
-        }
-
 
 @dataclass(slots=True)
 class Submit:
+    """SUBMIT (0x01): 1..max_batch tasks."""
+
     tasks: list[Task]
 
 
@@ -268,8 +265,8 @@ Message = (
     | WorkerHeartbeat
     | Disconnect
 )
-Batch = Tasks | WorkerResults | WorkerFailures | Results | Failures
-Item = Dispatch | Done | Error | Result | Failed
+Batch = Submit | Tasks | WorkerResults | WorkerFailures | Results | Failures
+Item = Task | Dispatch | Done | Error | Result | Failed
 
 
 def _pack(value: Any) -> bytes:
@@ -293,43 +290,49 @@ def _cmd(code: Command) -> bytes:
     return _COMMAND_FRAMES[code]
 
 
-def _dispatch_frames(d: Dispatch) -> list[bytes]:
-    body = {"id": d.id, "service": d.service, "headers": d.headers, "attempt": d.attempt}
-    return [_pack(body), d.payload]
+# Batch items travel as msgpack arrays, fields in the order of their class.
+def _task_array(t: Task) -> list[Any]:
+    return [t.id, t.service, t.payload, t.key, t.headers, t.retries]
 
 
-def _done_frames(d: Done) -> list[bytes]:
-    return [_pack({"id": d.id}), d.payload]
+def _dispatch_array(d: Dispatch) -> list[Any]:
+    return [d.id, d.service, d.headers, d.attempt, d.payload]
 
 
-def _error_frames(e: Error) -> list[bytes]:
-    return [_pack({"id": e.id, "error": e.error})]
+def _done_array(d: Done) -> list[Any]:
+    return [d.id, d.payload]
 
 
-def _result_frames(r: Result) -> list[bytes]:
-    body = {"id": r.id, "worker": r.worker, "attempts": r.attempts, "cached": r.cached}
-    return [_pack(body), r.payload]
+def _error_array(e: Error) -> list[Any]:
+    return [e.id, e.error]
 
 
-def _failed_frames(f: Failed) -> list[bytes]:
-    body = {
-        "id": f.id,
-        "code": f.code,
-        "error": f.error,
-        "worker": f.worker,
-        "attempts": f.attempts,
-    }
-    return [_pack(body)]
+def _result_array(r: Result) -> list[Any]:
+    return [r.id, r.worker, r.attempts, r.cached, r.payload]
 
 
-# batch class -> (signature, command frame, body frames of one item)
-_BATCHES: dict[type, tuple[bytes, bytes, Callable[[Any], list[bytes]]]] = {
-    Tasks: (WORKER_SIGNATURE, _cmd(Command.W_TASK), _dispatch_frames),
-    WorkerResults: (WORKER_SIGNATURE, _cmd(Command.W_RESULT), _done_frames),
-    WorkerFailures: (WORKER_SIGNATURE, _cmd(Command.W_FAILED), _error_frames),
-    Results: (CLIENT_SIGNATURE, _cmd(Command.RESULT), _result_frames),
-    Failures: (CLIENT_SIGNATURE, _cmd(Command.FAILED), _failed_frames),
+def _failed_array(f: Failed) -> list[Any]:
+    return [f.id, f.code, f.error, f.worker, f.attempts]
+
+
+# batch class -> (signature, command frame, item as an array)
+_BATCHES: dict[type, tuple[bytes, bytes, Callable[[Any], list[Any]]]] = {
+    Submit: (CLIENT_SIGNATURE, _cmd(Command.SUBMIT), _task_array),
+    Tasks: (WORKER_SIGNATURE, _cmd(Command.W_TASK), _dispatch_array),
+    WorkerResults: (WORKER_SIGNATURE, _cmd(Command.W_RESULT), _done_array),
+    WorkerFailures: (WORKER_SIGNATURE, _cmd(Command.W_FAILED), _error_array),
+    Results: (CLIENT_SIGNATURE, _cmd(Command.RESULT), _result_array),
+    Failures: (CLIENT_SIGNATURE, _cmd(Command.FAILED), _failed_array),
 }
+
+
+def _items(msg: Batch) -> list[Any]:
+    return msg.tasks if isinstance(msg, Submit) else msg.items
+
+
+def _size_guess(item: Any) -> int:
+    """Bytes an item takes once packed, near enough for splitting (headers aside)."""
+    return len(getattr(item, "payload", b"")) + len(getattr(item, "error", "")) + 96
 
 
 def encode_split(
@@ -340,25 +343,38 @@ def encode_split(
     Each message holds at most ``max_items`` items, and its frames add up to at
     most ``max_bytes`` unless a single item is larger on its own (it then
     travels alone). This is the size rule of docs/protocol.md for senders.
+    Items are grouped by a size guess; a packed group that still exceeds the
+    cap (large headers) is halved until it fits.
     """
-    sig, cmd, item_frames = _BATCHES[type(msg)]
+    sig, cmd, as_array = _BATCHES[type(msg)]
+    budget = max_bytes - len(sig) - len(cmd)
     out: list[list[bytes]] = []
-    frames: list[bytes] = []
-    count = size = 0
-    for item in msg.items:
-        body = item_frames(item)
-        length = sum(map(len, body))
-        if count and (count >= max_items or size + length > max_bytes):
-            out.append(frames)
-            count = 0
-        if not count:
-            frames = [sig, cmd]
-            size = len(sig) + len(cmd)
-        frames.extend(body)
-        count += 1
-        size += length
-    if count:
-        out.append(frames)
+
+    def emit(chunk: list[Any]) -> None:
+        body = _pack([as_array(item) for item in chunk])
+        if len(body) > budget and len(chunk) > 1:
+            half = len(chunk) // 2
+            emit(chunk[:half])
+            emit(chunk[half:])
+        else:
+            out.append([sig, cmd, body])
+
+    items = _items(msg)
+    if len(items) <= max_items and sum(map(_size_guess, items)) <= budget:
+        if items:
+            emit(items)  # the usual case: one message
+        return out
+    chunk: list[Any] = []
+    size = 0
+    for item in items:
+        guess = _size_guess(item)
+        if chunk and (len(chunk) >= max_items or size + guess > budget):
+            emit(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += guess
+    if chunk:
+        emit(chunk)
     return out
 
 
@@ -366,23 +382,14 @@ def encode(msg: Message) -> list[bytes]:
     """Frames for ``msg``, signature first; a batch becomes one message, however large."""
     batch = _BATCHES.get(type(msg))
     if batch is not None:
-        items = msg.items  # type: ignore[union-attr]
+        items = _items(msg)  # type: ignore[arg-type]
         if not items:
             raise ValueError(f"{type(msg).__name__} needs at least one item")
-        sig, cmd, item_frames = batch
-        frames = [sig, cmd]
-        for item in items:
-            frames.extend(item_frames(item))
-        return frames
+        sig, cmd, as_array = batch
+        return [sig, cmd, _pack([as_array(item) for item in items])]
     match msg:
         case Accepted(ids):
             return [CLIENT_SIGNATURE, _cmd(Command.ACCEPTED), _pack(ids)]
-        case Submit(tasks):
-            frames = [CLIENT_SIGNATURE, _cmd(Command.SUBMIT)]
-            for task in tasks:
-                frames.append(_pack(task.header()))
-                frames.append(task.payload)
-            return frames
         case Refused(ids, code, reason):
             body = {"ids": ids, "code": code, "reason": reason}
             return [CLIENT_SIGNATURE, _cmd(Command.REFUSED), _pack(body)]
@@ -439,34 +446,120 @@ def _body_count(frames: list[bytes], count: int, name: str) -> None:
         raise ProtocolError("malformed", f"{name} takes {count} body frames, got {len(frames) - 2}")
 
 
-def _pairs(frames: list[bytes], name: str) -> list[bytes]:
-    """The body of a batch of ``{map}, payload`` pairs: at least one, whole pairs."""
-    body = frames[2:]
-    if not body or len(body) % 2:
-        raise ProtocolError("malformed", f"{name} takes 1 or more header/payload pairs")
-    return body
-
-
-def _singles(frames: list[bytes], name: str) -> list[bytes]:
-    """The body of a batch of ``{map}`` frames: at least one."""
-    if len(frames) < 3:
-        raise ProtocolError("malformed", f"{name} takes 1 or more body frames")
-    return frames[2:]
-
-
-def _decode_dispatch(header_frame: bytes, payload: bytes) -> Dispatch:
-    b = _unpack(header_frame)
-    task_id = _field(b, "id", str)
-    try:
-        return Dispatch(
-            task_id,
-            _field(b, "service", str),
-            _field(b, "headers", dict),
-            _field(b, "attempt", int),
-            payload,
+def _batch_body(frames: list[bytes], name: str) -> list[Any]:
+    """The items of a batched command: one body frame, a non-empty msgpack array."""
+    if len(frames) != 3:
+        raise ProtocolError(
+            "malformed", f"{name} takes 1 body frame (an array of items), got {len(frames) - 2}"
         )
-    except ProtocolError as exc:
-        raise ProtocolError(exc.code, exc.reason, [task_id]) from None
+    try:
+        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError("malformed", f"{name} body is not valid msgpack: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise ProtocolError("malformed", f"{name} body must be a non-empty array of items")
+    return items
+
+
+def _fields(item: Any, name: str, count: int) -> list[Any]:
+    """An item's first ``count`` fields (more are allowed: later versions may add some).
+
+    A ``ProtocolError`` carries the item's id when it can be read.
+    """
+    if not isinstance(item, list) or len(item) < count:
+        item_id = item[0] if isinstance(item, list) and item and valid_id(item[0]) else None
+        raise ProtocolError(
+            "malformed",
+            f"{name} item must be an array of at least {count} fields",
+            [item_id] if item_id else None,
+        )
+    if not isinstance(item[0], str):
+        raise ProtocolError("malformed", f"{name} item id must be a string")
+    return item
+
+
+def _wrong(name: str, field_name: str, item_id: str) -> ProtocolError:
+    return ProtocolError(
+        "malformed", f"{name} item field {field_name!r} has the wrong type", [item_id]
+    )
+
+
+def _dispatch_from(item: Any) -> Dispatch:
+    task_id, service, headers, attempt, payload = _fields(item, "TASK", 5)[:5]
+    if not isinstance(service, str):
+        raise _wrong("TASK", "service", task_id)
+    if not isinstance(headers, dict):
+        raise _wrong("TASK", "headers", task_id)
+    if not isinstance(attempt, int):
+        raise _wrong("TASK", "attempt", task_id)
+    if not isinstance(payload, bytes):
+        raise _wrong("TASK", "payload", task_id)
+    return Dispatch(task_id, service, headers, attempt, payload)
+
+
+def _task_from(item: Any) -> Task:
+    task_id, service, payload, key, headers, retries = _fields(item, "SUBMIT", 6)[:6]
+    if not isinstance(service, str):
+        raise _wrong("SUBMIT", "service", task_id)
+    if not isinstance(payload, bytes):
+        raise _wrong("SUBMIT", "payload", task_id)
+    if key is not None and not isinstance(key, str):
+        raise ProtocolError("malformed", "key must be a string or nil", [task_id])
+    if not isinstance(headers, dict):
+        raise ProtocolError("malformed", "headers must be a map", [task_id])
+    if headers and len(_pack(headers)) > MAX_MAP_BYTES:
+        raise ProtocolError("malformed", "headers exceed 64 KiB once encoded", [task_id])
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise ProtocolError("malformed", "retries must be a non-negative int", [task_id])
+    return Task(task_id, service, payload, key, headers, retries)
+
+
+def _result_from(item: Any) -> Result:
+    task_id, worker, attempts, cached, payload = _fields(item, "RESULT", 5)[:5]
+    if not isinstance(worker, str) or not isinstance(attempts, int):
+        raise _wrong("RESULT", "worker/attempts", task_id)
+    if not isinstance(payload, bytes):
+        raise _wrong("RESULT", "payload", task_id)
+    return Result(task_id, worker, attempts, bool(cached), payload)
+
+
+def _failed_from(item: Any) -> Failed:
+    task_id, code, error, worker, attempts = _fields(item, "FAILED", 5)[:5]
+    if not isinstance(code, str) or not isinstance(error, str):
+        raise _wrong("FAILED", "code/error", task_id)
+    if not isinstance(attempts, int):
+        raise _wrong("FAILED", "attempts", task_id)
+    return Failed(task_id, code, error, worker if isinstance(worker, str) else None, attempts)
+
+
+def _done_from(item: Any) -> Done:
+    task_id, payload = _fields(item, "RESULT", 2)[:2]
+    if not isinstance(payload, bytes):
+        raise _wrong("RESULT", "payload", task_id)
+    return Done(task_id, payload)
+
+
+def _error_from(item: Any) -> Error:
+    task_id, error = _fields(item, "FAILED", 2)[:2]
+    if not isinstance(error, str):
+        raise _wrong("FAILED", "error", task_id)
+    return Error(task_id, error)
+
+
+def _each(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
+    """Decode item by item: a bad one becomes its ``ProtocolError``, the rest go on."""
+    out: list[Any] = []
+    for item in items:
+        try:
+            out.append(decode_item(item))
+        except ProtocolError as exc:
+            out.append(exc)
+    return out
+
+
+def _all(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
+    """Decode every item; the first bad one sinks the message."""
+    return [decode_item(item) for item in items]
 
 
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
@@ -475,69 +568,12 @@ def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
     A bad item is a ``ProtocolError`` whose ``ids`` hold its id when it could
     be read (the worker answers it FAILED ``malformed task: ...``).
     """
-    body = _pairs(frames, "TASK")
-    out: list[Dispatch | ProtocolError] = []
-    for i in range(0, len(body), 2):
-        try:
-            out.append(_decode_dispatch(body[i], body[i + 1]))
-        except ProtocolError as exc:
-            out.append(exc)
-    return out
-
-
-def _decode_result(header_frame: bytes, payload: bytes) -> Result:
-    b = _unpack(header_frame)
-    return Result(
-        _field(b, "id", str),
-        _field(b, "worker", str),
-        _field(b, "attempts", int),
-        bool(b.get("cached", False)),
-        payload,
-    )
-
-
-def _decode_failed(frame: bytes) -> Failed:
-    b = _unpack(frame)
-    worker = b.get("worker") if isinstance(b, dict) else None
-    return Failed(
-        _field(b, "id", str),
-        _field(b, "code", str),
-        _field(b, "error", str),
-        worker if isinstance(worker, str) else None,
-        _field(b, "attempts", int),
-    )
-
-
-def _decode_task(header_frame: bytes, payload: bytes) -> Task:
-    header = _unpack(header_frame)
-    task_id = _field(header, "id", str)
-    key = header.get("key")
-    headers = header.get("headers") or {}
-    retries = header.get("retries")
-    if key is not None and not isinstance(key, str):
-        raise ProtocolError("malformed", "key must be a string or nil", [task_id])
-    if not isinstance(headers, dict):
-        raise ProtocolError("malformed", "headers must be a map", [task_id])
-    if retries is not None and (not isinstance(retries, int) or retries < 0):
-        raise ProtocolError("malformed", "retries must be a non-negative int", [task_id])
-    service = header.get("service")
-    if not isinstance(service, str):
-        raise ProtocolError("malformed", "service must be a string", [task_id])
-    return Task(task_id, service, payload, key, headers, retries)
+    return _each(_batch_body(frames, "TASK"), _dispatch_from)
 
 
 def decode_submit_tasks(frames: list[bytes]) -> list[Task | ProtocolError]:
     """SUBMIT body decoded task by task, so one bad task does not sink the batch."""
-    body = frames[2:]
-    if not body or len(body) % 2:
-        raise ProtocolError("malformed", "SUBMIT takes header/payload pairs")
-    out: list[Task | ProtocolError] = []
-    for i in range(0, len(body), 2):
-        try:
-            out.append(_decode_task(body[i], body[i + 1]))
-        except ProtocolError as exc:
-            out.append(exc)
-    return out
+    return _each(_batch_body(frames, "SUBMIT"), _task_from)
 
 
 def decode(frames: list[bytes]) -> Message:
@@ -558,19 +594,14 @@ def decode(frames: list[bytes]) -> Message:
         raise ProtocolError("unknown_command", f"command {code.name} under signature {sig!r}")
 
     if code is Command.SUBMIT:
-        tasks = decode_submit_tasks(frames)
-        for item in tasks:
-            if isinstance(item, ProtocolError):
-                raise item
-        return Submit([t for t in tasks if isinstance(t, Task)])
+        return Submit(_all(_batch_body(frames, "SUBMIT"), _task_from))
     if code is Command.ACCEPTED:
         _body_count(frames, 1, "ACCEPTED")
         return Accepted(_id_list(frames[2]))
     if code is Command.RESULT:
-        body = _pairs(frames, "RESULT")
-        return Results([_decode_result(body[i], body[i + 1]) for i in range(0, len(body), 2)])
+        return Results(_all(_batch_body(frames, "RESULT"), _result_from))
     if code is Command.FAILED:
-        return Failures([_decode_failed(frame) for frame in _singles(frames, "FAILED")])
+        return Failures(_all(_batch_body(frames, "FAILED"), _failed_from))
     if code is Command.REFUSED:
         _body_count(frames, 1, "REFUSED")
         b = _unpack(frames[2])
@@ -618,22 +649,11 @@ def decode(frames: list[bytes]) -> Message:
             str(b.get("host") or ""),
         )
     if code is Command.W_TASK:
-        dispatches = decode_task_items(frames)
-        for item in dispatches:
-            if isinstance(item, ProtocolError):
-                raise item
-        return Tasks([d for d in dispatches if isinstance(d, Dispatch)])
+        return Tasks(_all(_batch_body(frames, "TASK"), _dispatch_from))
     if code is Command.W_RESULT:
-        body = _pairs(frames, "RESULT")
-        return WorkerResults(
-            [Done(_field(_unpack(body[i]), "id", str), body[i + 1]) for i in range(0, len(body), 2)]
-        )
+        return WorkerResults(_all(_batch_body(frames, "RESULT"), _done_from))
     if code is Command.W_FAILED:
-        items = []
-        for frame in _singles(frames, "FAILED"):
-            b = _unpack(frame)
-            items.append(Error(_field(b, "id", str), _field(b, "error", str)))
-        return WorkerFailures(items)
+        return WorkerFailures(_all(_batch_body(frames, "FAILED"), _error_from))
     if code is Command.W_HEARTBEAT:
         _body_count(frames, 0, "HEARTBEAT")
         return WorkerHeartbeat()

@@ -1,8 +1,8 @@
 """The worker runtime: serve tasks from a forwarder with handler functions.
 
 Contract (docs/protocol.md#worker-life): the worker announces its services
-and credit with READY, runs each task of a TASK on a thread pool (so
-heartbeats go on while handlers run), answers RESULT or FAILED (a handler
+and credit with READY, runs each task of a TASK on one of ``concurrency``
+handler threads (so heartbeats go on while handlers run), answers RESULT or FAILED (a handler
 exception is a FAILED carrying its text, never a crash), heartbeats every
 interval, and when
 the forwarder falls silent for ``heartbeat_liveness`` intervals opens a new
@@ -13,6 +13,11 @@ everything held, DISCONNECT, return.
 Answers are batched per loop turn: everything that finished since the last
 send goes out as one RESULT and one FAILED message (split at
 ``protocol.MAX_BATCH`` items / 64 MiB).
+
+Handler threads pull tasks from a queue rather than going through
+``concurrent.futures``: a Future and a wake-up per task cost more than a
+short handler itself. A thread wakes the loop only when no wake-up is
+already pending, so a burst of answers costs one pipe write.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +106,13 @@ class Worker:
             f"py-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         )
         self.credit = settings.credit or 2 * settings.concurrency
-        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="handler")
+        self._todo: queue.SimpleQueue[tuple[Handler, p.Dispatch] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[p.Done | p.Error] = queue.SimpleQueue()
+        self._wake_pending = False
+        self._threads = [
+            threading.Thread(target=self._handler_thread, name=f"handler-{n}", daemon=True)
+            for n in range(settings.concurrency)
+        ]
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -130,6 +139,8 @@ class Worker:
             self.credit,
             self.settings.connect,
         )
+        for thread in self._threads:
+            thread.start()
         try:
             self._connect_with_backoff()
             self._serve()
@@ -139,7 +150,8 @@ class Worker:
                 "drain: forwarder unreachable, leaving %d answers behind", len(self._running)
             )
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            for _ in self._threads:
+                self._todo.put(None)  # each thread stops after its current task
             if self._sock is not None:
                 self._sock.close(linger=1000)
             os.close(self._wake_r)
@@ -212,6 +224,7 @@ class Worker:
             timeout = max(0.0, next_beat - time.monotonic())
             ready = dict(self._poller.poll(int(timeout * 1000)))
             if self._wake_r in ready:
+                self._wake_pending = False  # before reading answers: see _handler_thread
                 self._clear_wake()
             if sock in ready:
                 self._read(sock)
@@ -310,9 +323,22 @@ class Worker:
             self._done.put(p.Error(task.id, f"service {task.service!r} not served here"))
             return
         self._running.add(task.id)
-        self._pool.submit(self._run_handler, handler, task)
+        self._todo.put((handler, task))
 
-    def _run_handler(self, handler: Handler, task: p.Dispatch) -> None:
+    def _handler_thread(self) -> None:
+        while True:
+            job = self._todo.get()
+            if job is None:
+                return
+            self._done.put(self._run_handler(*job))
+            # The loop clears the flag before it reads answers, so an answer put
+            # after that read either sees the flag clear or a wake-up still to come.
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake()
+
+    @staticmethod
+    def _run_handler(handler: Handler, task: p.Dispatch) -> p.Done | p.Error:
         try:
             out = handler(task.payload, task.headers)
             if isinstance(out, str):
@@ -322,8 +348,7 @@ class Worker:
             reply: p.Done | p.Error = p.Done(task.id, bytes(out))
         except Exception as exc:  # the handler's failure is the task's answer
             reply = p.Error(task.id, str(exc) or type(exc).__name__)
-        self._done.put(reply)
-        self._wake()
+        return reply
 
     def _send_answers(self) -> None:
         """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""

@@ -109,18 +109,13 @@ class ClientSession:
     def submit_frames(self, tasks: Iterable[p.Task]) -> list[Frames]:
         now = time.monotonic()
         batch: list[p.Task] = []
-        out: list[Frames] = []
+        pending, answered = self.pending, self.answered
         for task in tasks:
-            if task.id in self.pending or task.id in self.answered:
+            if task.id in pending or task.id in answered:
                 raise ValueError(f"task id {task.id!r} was already submitted in this session")
-            self.pending[task.id] = _Pending(task, now)
+            pending[task.id] = _Pending(task, now)
             batch.append(task)
-            if len(batch) == self.max_batch:
-                out.append(p.encode(p.Submit(batch)))
-                batch = []
-        if batch:
-            out.append(p.encode(p.Submit(batch)))
-        return out
+        return p.encode_split(p.Submit(batch), self.max_batch)
 
     def collect_frames(self, ids: Iterable[str]) -> Frames:
         """Attach to tasks submitted elsewhere (another process, an earlier run)."""
@@ -148,10 +143,7 @@ class ClientSession:
         self.last_progress = time.monotonic()
         unaccepted = [e.task for e in self.pending.values() if not e.accepted]
         accepted = [i for i, e in self.pending.items() if e.accepted]
-        out = [
-            p.encode(p.Submit(unaccepted[i : i + self.max_batch]))
-            for i in range(0, len(unaccepted), self.max_batch)
-        ]
+        out = p.encode_split(p.Submit(unaccepted), self.max_batch)
         out.extend(
             p.encode(p.Collect(accepted[i : i + 10_000])) for i in range(0, len(accepted), 10_000)
         )

@@ -187,7 +187,8 @@ class Broker:
         self.outbox_clients.send(rid, p.encode(p.Refused(ids, code, reason)))
 
     def _submit(self, rid: bytes, frames: Frames) -> None:
-        if (len(frames) - 2) // 2 > self.limits.max_batch:
+        items = p.decode_submit_tasks(frames)
+        if len(items) > self.limits.max_batch:
             raise p.ProtocolError(
                 "too_large", f"SUBMIT holds more than {self.limits.max_batch} tasks"
             )
@@ -195,7 +196,7 @@ class Broker:
         cached: Answers = []  # stored answers, sent after the ACCEPTED
         refused: dict[tuple[str, str], list[str]] = {}
         fresh: list[p.Task] = []
-        for item in p.decode_submit_tasks(frames):
+        for item in items:
             if isinstance(item, p.ProtocolError):
                 refused.setdefault((item.code, item.reason), []).extend(item.ids)
                 continue
