@@ -11,6 +11,7 @@ counted in ``redelivered``: each task surfaces at most once.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections import deque
@@ -21,6 +22,8 @@ from typing import Any
 from zmqflow import protocol as p
 
 Frames = list[bytes]
+_VARIANT = 0b10 << 62  # RFC 9562 variant bits
+_LOW_62 = (1 << 62) - 1
 REFUSAL_CODES = frozenset(
     {
         "malformed",
@@ -86,7 +89,12 @@ class ClientSession:
 
     @staticmethod
     def new_id() -> str:
-        return uuid.uuid4().hex
+        """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, so the forwarder's
+        journal appends to its id index instead of writing all over it (random
+        ids made each journaled task cost about twice as much)."""
+        rand = random.getrandbits(74)
+        millis = time.time_ns() // 1_000_000
+        return f"{millis:012x}7{rand >> 62:03x}{_VARIANT | (rand & _LOW_62):016x}"
 
     @staticmethod
     def new_tasks(
