@@ -348,17 +348,14 @@ def test_sigterm_drains_then_exits_zero(rust_bin, fake, procs):
 def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(rust_bin, fake, procs):
     procs("rust", rust_args(rust_bin, fake.endpoint, "echo", "sha256", credit=8))
     rid, _ = fake.expect(p.Ready)
-    good = p.encode(
-        p.Tasks(
-            [
-                p.Dispatch("t-1", "echo", {}, 1, b"one"),
-                p.Dispatch("t-2", "sha256", {}, 1, b"abc"),
-                p.Dispatch("t-3", "nope", {}, 1, b""),
-            ]
-        )
-    )
-    bad_with_id = p._pack({"id": "t-4"})  # no service, headers, attempt
-    fake.sock.send_multipart([rid, *good, bad_with_id, b"", b"\xc1", b""])
+    items = [
+        ["t-1", "echo", {}, 1, b"one"],
+        ["t-2", "sha256", {}, 1, b"abc"],
+        ["t-3", "nope", {}, 1, b""],
+        ["t-4"],  # no service, headers, attempt, payload
+        {"id": "t-5"},  # not an array: no readable id, dropped
+    ]
+    fake.sock.send_multipart([rid, p.WORKER_SIGNATURE, bytes([p.Command.W_TASK]), p._pack(items)])
 
     answers: dict[str, Any] = {}
     while len(answers) < 4:

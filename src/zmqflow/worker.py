@@ -224,8 +224,10 @@ class Worker:
             timeout = max(0.0, next_beat - time.monotonic())
             ready = dict(self._poller.poll(int(timeout * 1000)))
             if self._wake_r in ready:
-                self._wake_pending = False  # before reading answers: see _handler_thread
+                # Empty the pipe, then clear the flag, then read answers (below): a
+                # thread that finds the flag clear writes a byte this read cannot eat.
                 self._clear_wake()
+                self._wake_pending = False
             if sock in ready:
                 self._read(sock)
             self._send_answers()
@@ -331,8 +333,8 @@ class Worker:
             if job is None:
                 return
             self._done.put(self._run_handler(*job))
-            # The loop clears the flag before it reads answers, so an answer put
-            # after that read either sees the flag clear or a wake-up still to come.
+            # The loop empties the pipe, clears the flag, then reads answers: an answer
+            # put after that read finds the flag clear, or a wake-up still to come.
             if not self._wake_pending:
                 self._wake_pending = True
                 self._wake()

@@ -1,4 +1,4 @@
-//! zmqflow worker in Rust: the worker side of ZFP/1 (docs/protocol.md) and
+//! zmqflow worker in Rust: the worker side of ZFP/2 (docs/protocol.md) and
 //! the built-in services (docs/services.md).
 //!
 //! Modules, one concept each: [`protocol`] (frames ⇄ messages),

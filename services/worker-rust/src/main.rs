@@ -1,4 +1,4 @@
-//! `zmqflow-worker`: a zmqflow worker in Rust (docs/protocol.md, ZFP/1).
+//! `zmqflow-worker`: a zmqflow worker in Rust (docs/protocol.md, ZFP/2).
 //!
 //! Contract: `zmqflow-worker --connect EP --service NAME…` serves until
 //! SIGTERM/SIGINT, then drains and exits 0; a usage error exits 2; a fatal

@@ -1,4 +1,4 @@
-//! The worker side of ZFP/1 (docs/protocol.md, "Worker life").
+//! The worker side of ZFP/2 (docs/protocol.md, "Worker life").
 //!
 //! Contract:
 //! - one DEALER socket to the forwarder's backend; READY on every new socket
@@ -6,9 +6,13 @@
 //! - at most `credit` tasks held (running plus waiting); each task of a TASK
 //!   runs on a pool of `concurrency` handler threads and is answered exactly
 //!   once, in a RESULT or a FAILED (handler errors and panics become FAILED);
+//! - a TASK is decoded in one pass (`protocol::decode_tasks`); a task that
+//!   does not decode is answered FAILED `malformed task: …` when its id is
+//!   readable (else logged and dropped) and the other tasks run; a TASK whose
+//!   body is not one non-empty array is logged and dropped;
 //! - answers are batched per loop turn: what finished since the last send
-//!   goes out as one RESULT and one FAILED message (split at
-//!   `protocol::MAX_BATCH` items and 64 MiB);
+//!   goes out as one RESULT and one FAILED message, each body encoded once
+//!   (split at `protocol::MAX_BATCH` items and 64 MiB);
 //! - the main thread only moves messages, so it stays responsive while
 //!   handlers run: finished tasks come back over an inproc PUSH/PULL pair and
 //!   wake `zmq_poll` at once; SIGTERM/SIGINT arrive through a self-pipe that
@@ -48,7 +52,8 @@ const DRAIN_UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
 const HEALTH_TOUCH_EVERY: Duration = Duration::from_millis(250);
 /// ZMQ_MAXMSGSIZE of the forwarder link (docs/protocol.md, Limits).
 const MAX_MESSAGE_BYTES: i64 = protocol::MAX_MESSAGE_BYTES as i64;
-/// Internal answer frames from a handler thread: [id, OUTPUT|ERROR, bytes].
+/// Internal answer frames from a handler thread (inproc, not the wire):
+/// [id, OUTPUT|ERROR, bytes].
 const OUTPUT: u8 = 0;
 const ERROR: u8 = 1;
 /// How long closing the socket waits to flush the final messages.
@@ -431,12 +436,12 @@ impl Worker {
             error!("bad internal answer");
             return;
         };
-        let id = String::from_utf8_lossy(&id).into_owned();
+        let id = into_text(id);
         self.held.shift_remove(&id);
         if kind == [OUTPUT] {
             self.outbox.done.push(Done { id, payload: data });
         } else {
-            let error = String::from_utf8_lossy(&data).into_owned();
+            let error = into_text(data);
             self.outbox.failed.push(Failure { id, error });
         }
     }
@@ -578,6 +583,13 @@ impl Worker {
             _ => None,
         }
     }
+}
+
+/// An id or error text back from the handler threads, which send `String`
+/// bytes: reused as they are, no copy (lossy only for bytes that are not
+/// UTF-8, which they never send).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Send `items` as batched messages built by `encode`; how many items went

@@ -1,15 +1,16 @@
 //! The shared, normative vectors: docs/protocol-vectors/*.json (byte-exact
-//! ZFP/1 messages) and docs/service-vectors/services.json (service inputs to
+//! ZFP/2 messages) and docs/service-vectors/services.json (service inputs to
 //! exact outputs or error texts).
 //!
 //! Worker-side vectors go through the worker's own typed codec both ways.
 //! Every vector (client side too) is also checked generically: framing via
-//! `protocol::peek`, each msgpack body decoded and compared, keys in order,
-//! with `message`, and re-encoded to the same bytes.
+//! `protocol::peek`, each msgpack body frame decoded and compared with
+//! `message` (map keys and item fields in order, payloads as `bin`), and
+//! re-encoded to the same bytes.
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use zmqflow_worker::protocol::{self, Dispatch, Done, Failure, Headers, Message, Ready, Side};
 use zmqflow_worker::services;
 
@@ -160,73 +161,48 @@ fn worker_vectors_decode_and_encode_byte_exact() {
         let frames = frames_of(&vector);
         let want = worker_message(vector["type"].as_str().unwrap(), &vector["message"]);
         assert_eq!(protocol::decode(&frames).unwrap(), want, "{name}: decode");
+        if let Message::Tasks(items) = &want {
+            let each: Vec<_> = items.iter().cloned().map(Ok).collect();
+            assert_eq!(protocol::decode_tasks(&frames), Ok(each), "{name}");
+        }
         assert_eq!(protocol::encode(&want), frames, "{name}: encode");
         seen += 1;
     }
     assert_eq!(seen, 10, "worker-side vectors found");
 }
 
-enum Body {
-    Map(Json),
-    Raw(Vec<u8>),
-}
-
-/// The body frames a vector's `message` stands for, in order.
-fn expected_bodies(kind: &str, message: &Json) -> Vec<Body> {
-    let without_payload = |m: &Json| {
-        let mut m: Map<String, Json> = m.as_object().unwrap().clone();
-        m.shift_remove("payload_hex");
-        Json::Object(m)
-    };
+/// The msgpack value of each body frame a vector's `message` stands for, in
+/// order: for SUBMIT and the batched TASK, RESULT and FAILED, one array of
+/// items, each an array of the item's fields in the vector's key order
+/// (`payload_hex` as `bin`); for ACCEPTED, COLLECT and RETRY the id array;
+/// nothing for an empty message; otherwise one map.
+fn expected_bodies(kind: &str, message: &Json) -> Vec<rmpv::Value> {
     let object = message.as_object().unwrap();
-    // SUBMIT's tasks and the items of TASK, RESULT and FAILED: a map each,
-    // followed by its payload when it has one.
     if let Some(list) = object.get("tasks").or_else(|| object.get("items")) {
-        return list
+        let items = list
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|t| {
-                let mut bodies = vec![Body::Map(without_payload(t))];
-                if t.get("payload_hex").is_some() {
-                    bodies.push(Body::Raw(payload_of(t)));
-                }
-                bodies
+            .map(|item| {
+                let fields = item.as_object().unwrap().iter().map(|(key, value)| {
+                    if key == "payload_hex" {
+                        rmpv::Value::Binary(payload_of(item))
+                    } else {
+                        json_to_msgpack(value)
+                    }
+                });
+                rmpv::Value::Array(fields.collect())
             })
             .collect();
+        return vec![rmpv::Value::Array(items)];
     }
     if matches!(kind, "Accepted" | "Collect" | "Retry") {
-        return vec![Body::Map(message["ids"].clone())];
+        return vec![json_to_msgpack(&message["ids"])];
     }
     if object.is_empty() {
         return vec![];
     }
-    let mut bodies = vec![Body::Map(without_payload(message))];
-    if object.contains_key("payload_hex") {
-        bodies.push(Body::Raw(payload_of(message)));
-    }
-    bodies
-}
-
-fn msgpack_to_json(value: &rmpv::Value) -> Json {
-    match value {
-        rmpv::Value::Nil => Json::Null,
-        rmpv::Value::Boolean(b) => Json::Bool(*b),
-        rmpv::Value::Integer(i) => match i.as_u64() {
-            Some(u) => Json::from(u),
-            None => Json::from(i.as_i64().unwrap()),
-        },
-        rmpv::Value::F64(f) => Json::from(*f),
-        rmpv::Value::String(s) => Json::String(s.as_str().expect("utf-8 str").to_owned()),
-        rmpv::Value::Array(items) => Json::Array(items.iter().map(msgpack_to_json).collect()),
-        rmpv::Value::Map(pairs) => Json::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.as_str().expect("str key").to_owned(), msgpack_to_json(v)))
-                .collect(),
-        ),
-        other => panic!("unexpected msgpack value {other:?}"),
-    }
+    vec![json_to_msgpack(message)]
 }
 
 #[test]
@@ -256,25 +232,14 @@ fn every_vector_has_valid_framing_and_ordered_bodies() {
         );
         let bodies = expected_bodies(vector["type"].as_str().unwrap(), &vector["message"]);
         assert_eq!(frames.len() - 2, bodies.len(), "{name}: body frame count");
-        for (i, (frame, body)) in frames[2..].iter().zip(bodies).enumerate() {
-            match body {
-                Body::Raw(bytes) => assert_eq!(frame, &bytes, "{name}: frame {}", i + 2),
-                Body::Map(want) => {
-                    let decoded = rmpv::decode::read_value(&mut frame.as_slice()).unwrap();
-                    // serde_json keeps insertion order here, so this also
-                    // checks the documented key order.
-                    let got = msgpack_to_json(&decoded);
-                    assert_eq!(
-                        serde_json::to_string(&got).unwrap(),
-                        serde_json::to_string(&want).unwrap(),
-                        "{name}: frame {}",
-                        i + 2
-                    );
-                    let mut again = Vec::new();
-                    rmpv::encode::write_value(&mut again, &json_to_msgpack(&want)).unwrap();
-                    assert_eq!(&again, frame, "{name}: frame {} re-encoded", i + 2);
-                }
-            }
+        for (i, (frame, want)) in frames[2..].iter().zip(bodies).enumerate() {
+            // Value equality compares maps entry by entry, so this also
+            // checks the documented key order.
+            let got = rmpv::decode::read_value(&mut frame.as_slice()).unwrap();
+            assert_eq!(got, want, "{name}: frame {}", i + 2);
+            let mut again = Vec::new();
+            rmpv::encode::write_value(&mut again, &want).unwrap();
+            assert_eq!(&again, frame, "{name}: frame {} re-encoded", i + 2);
         }
     }
 }
