@@ -91,6 +91,7 @@ class Forwarder:
     def turn(self) -> Turn:
         broker = self.broker
         broker.dispatch()
+        broker.journal_due()
         self.journal.commit()
         clients = [(rid, p.decode(frames)) for rid, frames in broker.outbox_clients.take()]
         workers = [(rid, p.decode(frames)) for rid, frames in broker.outbox_workers.take()]
@@ -192,7 +193,7 @@ def test_in_a_mixed_batch_only_the_valid_tasks_are_accepted_and_each_bad_one_is_
 
     replies = fwd.turn().to(b"c1")
 
-    assert replies[0] == p.Accepted(["good-1", "good-2"])
+    assert only(replies, p.Accepted) == [p.Accepted(["good-1", "good-2"])]
     refused = {i: r.code for r in only(replies, p.Refused) for i in r.ids}
     assert refused == {
         "bad id!": "malformed",
@@ -213,7 +214,7 @@ def test_a_submit_with_an_undecodable_task_still_accepts_the_others(fwd):
 
     replies = fwd.turn().to(b"c1")
 
-    assert replies[0] == p.Accepted(["good"])
+    assert only(replies, p.Accepted) == [p.Accepted(["good"])]
     assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("malformed", ["bad"])]
 
 
@@ -240,6 +241,152 @@ def test_accepted_tasks_are_journaled_and_the_accepted_reply_waits_in_the_outbox
     assert [t.id for t in other.load_unfinished()] == ["t-1"]
 
 
+# ------------------------------------------------- deferred journaling
+
+
+@pytest.fixture
+def deferred(tmp_path: Path) -> Forwarder:
+    """A broker whose new tasks wait a minute to be journaled (the fake clock
+    does not move them: tests make them due with ``make_due``)."""
+    return Forwarder(Journal(str(tmp_path / "journal.db")), Limits(journal_defer_s=60))
+
+
+def make_due(fwd: Forwarder) -> None:
+    for entry in fwd.broker.unjournaled.values():
+        entry.accepted_at -= 3600
+
+
+def stored_state(fwd: Forwarder, task_id: str) -> str | None:
+    fwd.journal.commit()
+    answer = Journal(fwd.journal.path).answers([task_id]).get(task_id)
+    return answer.state if answer else None
+
+
+def test_a_new_task_is_dispatched_at_once_but_acknowledged_only_once_journaled(deferred):
+    deferred.ready(b"w1")
+    deferred.submit(b"c1", task("t-1"))
+
+    out = deferred.turn()
+
+    assert out.task_ids(b"w1") == ["t-1"]
+    assert out.to(b"c1") == []  # no ACCEPTED: nothing durable yet
+    assert stored_state(deferred, "t-1") is None
+
+
+def test_a_task_finished_before_its_deadline_is_journaled_once_finished_with_its_accepted(
+    deferred,
+):
+    deferred.ready(b"w1")
+    deferred.submit(b"c1", task("t-1"))
+    deferred.turn()
+
+    deferred.done(b"w1", "t-1", b"out")
+    out = deferred.turn()
+
+    assert out.to(b"c1") == [
+        p.Accepted(["t-1"]),
+        p.Results([p.Result("t-1", "w1", 1, False, b"out")]),
+    ]
+    assert stored_state(deferred, "t-1") == "done"
+    assert deferred.broker.unjournaled == {}
+
+
+def test_a_task_still_running_at_its_deadline_is_journaled_pending_and_acknowledged(deferred):
+    deferred.ready(b"w1")
+    deferred.submit(b"c1", task("t-1"))
+    deferred.turn()
+
+    make_due(deferred)
+    out = deferred.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+    assert stored_state(deferred, "t-1") == "pending"
+    deferred.done(b"w1", "t-1")
+    deferred.turn()
+    assert stored_state(deferred, "t-1") == "done"
+
+
+def test_the_loop_learns_when_the_oldest_waiting_task_falls_due(deferred):
+    assert deferred.broker.next_journal_due() == float("inf")
+    deferred.ready(b"w1", credit=0)
+    deferred.submit(b"c1", task("t-1"))
+    deferred.submit(b"c1", task("t-2"))
+
+    first = deferred.broker.unjournaled["t-1"].accepted_at
+    assert deferred.broker.next_journal_due() == first + 60
+
+
+def test_a_task_never_journaled_is_unknown_after_a_restart_and_is_taken_again(deferred):
+    deferred.ready(b"w1", credit=0)
+    deferred.submit(b"c1", task("t-1"))
+    deferred.turn()
+
+    again = deferred.restart()
+    again.ready(b"w1")
+    again.submit(b"c1", task("t-1"))  # the client never saw ACCEPTED: it sends again
+    make_due(again)
+    out = again.turn()
+
+    assert again.broker.tasks.keys() == {"t-1"}
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+
+
+def test_a_key_joining_a_waiting_task_has_it_journaled_at_once(deferred):
+    deferred.ready(b"w1", credit=0)
+    deferred.submit(b"c1", task("first", key="k"))
+    deferred.turn()
+
+    deferred.submit(b"c2", task("second", key="k"))
+    out = deferred.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["first"])]
+    assert out.to(b"c2") == [p.Accepted(["second"])]
+    assert stored_state(deferred, "first") == "pending"
+
+
+def test_a_resent_submit_of_a_waiting_task_has_it_journaled_and_acknowledged(deferred):
+    deferred.ready(b"w1", credit=0)
+    deferred.submit(b"c1", task("t-1"))
+    deferred.turn()
+
+    deferred.submit(b"c1", task("t-1"))
+    out = deferred.turn()
+
+    assert out.to(b"c1") == [p.Accepted(["t-1"])]
+    assert stored_state(deferred, "t-1") == "pending"
+
+
+def test_a_waiting_task_dead_lettered_keeps_its_payload_for_retry(tmp_path: Path):
+    fwd = Forwarder(
+        Journal(str(tmp_path / "journal.db")), Limits(journal_defer_s=60, max_retries=0)
+    )
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("t-1", payload=b"again"))
+    fwd.turn()
+
+    fwd.tick(10)  # w1 silent past its deadline: lost, and t-1 had no retry left
+    out = fwd.turn()
+
+    assert [(f.id, f.code) for f in items(out.to(b"c1"), p.Failures)] == [("t-1", "dead_letter")]
+    assert only(out.to(b"c1"), p.Accepted) == [p.Accepted(["t-1"])]
+    assert [d.payload for d in fwd.journal.dead_letters(["t-1"])] == [b"again"]
+
+
+def test_a_waiting_task_requeued_after_a_lost_worker_is_journaled_with_its_attempts(deferred):
+    deferred.ready(b"w1")
+    deferred.submit(b"c1", task("t-1"))
+    deferred.turn()
+    deferred.tick(10)  # w1 lost: t-1 queued again, one attempt spent
+    deferred.turn()
+
+    make_due(deferred)
+    deferred.turn()
+    deferred.journal.commit()
+
+    (stored,) = Journal(deferred.journal.path).load_unfinished()
+    assert (stored.id, stored.attempts) == ("t-1", 1)
+
+
 def test_queue_full_is_refused_past_max_queue_and_room_comes_back_as_tasks_finish(fwd):
     fwd.broker.limits.max_queue = 2
     fwd.ready(b"w1", credit=1)
@@ -250,7 +397,7 @@ def test_queue_full_is_refused_past_max_queue_and_room_comes_back_as_tasks_finis
     fwd.submit(b"c1", task("t-4"))
     later = fwd.turn().to(b"c1")
 
-    assert replies[0] == p.Accepted(["t-1", "t-2"])
+    assert only(replies, p.Accepted) == [p.Accepted(["t-1", "t-2"])]
     assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["t-3"])]
     assert p.Accepted(["t-4"]) in later
 
@@ -262,7 +409,7 @@ def test_queue_full_when_queued_payload_bytes_pass_max_queue_bytes(fwd):
 
     replies = fwd.turn().to(b"c1")
 
-    assert replies[0] == p.Accepted(["a"])
+    assert only(replies, p.Accepted) == [p.Accepted(["a"])]
     assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["b"])]
 
 
@@ -930,8 +1077,8 @@ def test_collect_answers_finished_unfinished_and_unknown_ids(fwd):
     replies = fwd.turn().to(b"c2")
 
     assert replies == [  # control messages first, answers batched after them
-        p.Accepted(["open-1"]),
-        p.Refused(["never"], "unknown_task", replies[1].reason),
+        p.Refused(["never"], "unknown_task", replies[0].reason),
+        p.Accepted(["open-1"]),  # one ACCEPTED per client per turn, after the refusals
         p.Results([p.Result("done-1", "w1", 1, True, b"r1")]),
     ]
     fwd.done(b"w1", "open-1", b"r2")

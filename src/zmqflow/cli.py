@@ -71,6 +71,10 @@ def forwarder(
     journal_sync: Annotated[
         str | None, typer.Option(help="full (fsync per commit) or normal")
     ] = None,
+    journal_defer_ms: Annotated[
+        float | None,
+        typer.Option(help="journal a task that finishes within this time once, finished"),
+    ] = None,
     env: Annotated[str | None, typer.Option(help="environment prefix of event topics")] = None,
     max_retries: int | None = None,
     max_queue: int | None = None,
@@ -90,6 +94,7 @@ def forwarder(
         events_out=events_out,
         journal=journal,
         journal_sync=journal_sync,
+        journal_defer_ms=journal_defer_ms,
         env=env,
         max_retries=max_retries,
         max_queue=max_queue,

@@ -2,10 +2,12 @@
 
 Contract: writes are buffered by the ``record_*`` methods and become durable
 together at ``commit()``, one transaction (and, with ``sync="full"``, one
-fsync when it holds new tasks) per forwarder loop turn. The forwarder sends ACCEPTED only after the
-commit that holds the task, so a forwarder killed with SIGKILL and restarted
-on the same file finds every accepted, unfinished task in
-``load_unfinished()``. Finished tasks keep their answer until ``purge``.
+fsync when it holds new tasks) per forwarder loop turn. The forwarder sends
+ACCEPTED only after the commit that holds the task, so a forwarder killed
+with SIGKILL and restarted on the same file finds every accepted, unfinished
+task in ``load_unfinished()``. Finished tasks keep their answer until
+``purge``. A task that finished before it was first journaled is written
+once, finished (``record_finished_new``), instead of inserted then updated.
 
 Task states: ``pending`` (accepted, not finished), ``done`` (result),
 ``failed`` (handler error), ``dead`` (dead letter), ``alias`` (another id
@@ -18,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -66,6 +68,19 @@ class StoredTask:
     aliases: list[tuple[str, bytes]]
 
 
+class TaskFields(Protocol):
+    """What ``record_finished_new`` reads of a task (the broker's TaskEntry has it)."""
+
+    id: str
+    service: str
+    key: str | None
+    headers: dict[str, Any]
+    payload: bytes
+    retries: int
+    attempts: int
+    client: bytes
+
+
 @dataclass(slots=True)
 class Answer:
     """The stored outcome of a task (or of an alias: ``alias_of`` is set)."""
@@ -96,8 +111,12 @@ class Journal:
         self._set_synchronous("NORMAL")
         self._db.executescript(_SCHEMA)
         self._inserts: list[tuple[Any, ...]] = []
+        self._finished_inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[str, Sequence[Any]]] = []
-        self._finishes: dict[str, dict[str, Any]] = {}  # by id: reads see them before commit
+        # reads see these before commit
+        self._finishes: dict[str, dict[str, Any]] = {}  # by id
+        self._new_answers: dict[str, Answer] = {}  # rows of record_finished_new, by id
+        self._new_answers_by_key: dict[str, Answer] = {}
 
     # ------------------------------------------------------------- writes
     def record_accepted(
@@ -109,20 +128,62 @@ class Journal:
         payload: bytes,
         retries: int,
         client: bytes,
+        attempts: int = 0,
     ) -> None:
         self._inserts.append(
             (
                 task_id,
                 service,
                 key,
-                msgpack.packb(headers),
+                msgpack.packb(headers) if headers else None,
                 payload,
                 retries,
+                attempts,
                 client,
                 "pending",
                 None,
                 time.time(),
                 None,
+            )
+        )
+
+    def record_finished_new(
+        self,
+        task: TaskFields,
+        state: str,
+        result: bytes | None,
+        error: str | None,
+        code: str | None,
+        worker: str | None,
+    ) -> None:
+        """A task never journaled, finished already: one row, in its final state.
+
+        A dead letter keeps its payload so that RETRY can run it again.
+        """
+        now = time.time()
+        answer = Answer(
+            task.id, task.service, task.key, state, None, result, error, code, worker, task.attempts
+        )
+        self._new_answers[task.id] = answer
+        if task.key:
+            self._new_answers_by_key[task.key] = answer
+        self._finished_inserts.append(
+            (
+                task.id,
+                task.service,
+                task.key,
+                msgpack.packb(task.headers) if task.headers else None,
+                task.payload if state == "dead" else None,
+                task.retries,
+                task.attempts,
+                task.client,
+                state,
+                result,
+                error,
+                code,
+                worker,
+                now,
+                now,
             )
         )
 
@@ -143,6 +204,7 @@ class Journal:
                 key,
                 None,
                 None,
+                0,
                 0,
                 client,
                 "alias",
@@ -196,7 +258,7 @@ class Journal:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._inserts or self._updates or self._finishes)
+        return bool(self._inserts or self._finished_inserts or self._updates or self._finishes)
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:
@@ -206,24 +268,35 @@ class Journal:
     def commit(self) -> None:
         """Make every buffered write durable, in one transaction.
 
-        A commit that records new tasks is fsynced (with ``sync="full"``): the
-        ACCEPTED that follows promises the task survives. One that records only
-        finishes, attempts or requeues is not: in WAL mode it still survives the
-        forwarder's death (SIGKILL), and losing it to a power cut only means the
-        task runs again, which at-least-once delivery allows.
+        A commit that records new pending tasks is fsynced (with ``sync="full"``):
+        the ACCEPTED that follows promises the task survives. One that records
+        only finishes (including tasks journaled once, finished), attempts or
+        requeues is not: in WAL mode it still survives the forwarder's death
+        (SIGKILL), and losing it to a power cut only means the task runs again,
+        or its stored answer is gone before its time, which at-least-once
+        delivery allows.
         """
         if not self.dirty:
             return
         db = self._db
+        # Only pending tasks need the fsync: a task journaled finished is answered
+        # in the same turn, so its row keeps the durability of any other finish.
         self._set_synchronous("FULL" if self._inserts and self._fsync_new_tasks else "NORMAL")
         db.execute("BEGIN")
         try:
             if self._inserts:
                 db.executemany(
                     "INSERT OR IGNORE INTO tasks(id, service, key, headers, payload, retries, "
-                    "client, state, alias_of, accepted_at, finished_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "attempts, client, state, alias_of, accepted_at, finished_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     self._inserts,
+                )
+            if self._finished_inserts:
+                db.executemany(
+                    "INSERT OR IGNORE INTO tasks(id, service, key, headers, payload, retries, "
+                    "attempts, client, state, result, error, code, worker, accepted_at, "
+                    "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    self._finished_inserts,
                 )
             for sql, args in self._updates:
                 db.execute(sql, args)
@@ -241,8 +314,11 @@ class Journal:
             raise
         finally:
             self._inserts.clear()
+            self._finished_inserts.clear()
             self._updates.clear()
             self._finishes.clear()
+            self._new_answers.clear()
+            self._new_answers_by_key.clear()
 
     # -------------------------------------------------------------- reads
     def known_services(self) -> set[str]:
@@ -285,6 +361,10 @@ class Journal:
                 f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk
             ):
                 out[row[0]] = self._buffered(Answer(*row))
+        if self._new_answers:
+            for task_id in ids:
+                if task_id in self._new_answers:
+                    out[task_id] = self._new_answers[task_id]
         return out
 
     def _buffered(self, answer: Answer) -> Answer:
@@ -297,6 +377,8 @@ class Journal:
 
     def answer_for_key(self, key: str) -> Answer | None:
         """The canonical (non-alias) task holding this idempotency key, newest first."""
+        if key in self._new_answers_by_key:
+            return self._new_answers_by_key[key]
         row = self._db.execute(
             f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE key=? AND state!='alias' "
             "ORDER BY rowid DESC LIMIT 1",

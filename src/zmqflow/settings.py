@@ -46,6 +46,9 @@ class ForwarderSettings(_Base):
     events_out: EndpointList = ["tcp://*:5558"]
     journal: str = Field("zmqflow-journal.db", description="SQLite journal path, or :memory:")
     journal_sync: Literal["full", "normal"] = "full"
+    journal_defer_ms: float = Field(
+        10.0, ge=0, le=1000, description="how long a new task may wait to be journaled"
+    )
     env: str = Field("dev", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="event topic prefix")
     max_retries: int = Field(5, ge=0, le=1000)
     max_queue: int = Field(100_000, ge=1)

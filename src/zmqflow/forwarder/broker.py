@@ -8,6 +8,15 @@ device commits the journal and only then sends the client outbox, so an
 ACCEPTED never leaves before its task is durable.
 ``dispatch()`` hands queued tasks to workers with free credit (round robin);
 ``tick(now)`` heartbeats workers and requeues the tasks of dead ones.
+
+A new task is dispatched at once but journaled up to ``journal_defer_s``
+later (``journal_due()``, called by the device before each commit): one
+that finishes within that time is written once, finished, instead of
+inserted and then updated, which halves the journal's work per task. Its
+ACCEPTED leaves with the commit that first holds it, pending or finished;
+a forwarder that dies before then never acknowledged it, and the client
+submits it again. Anything that depends on a task (a key joining it, a
+COLLECT, a re-sent SUBMIT) has it journaled at once.
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
 exception.
 """
@@ -53,6 +62,8 @@ class TaskEntry:
     aliases: list[tuple[str, bytes]] = field(default_factory=list)
     worker: bytes | None = None  # routing id while in flight
     arrival: int = field(default_factory=lambda: next(_ARRIVAL))
+    journaled: bool = True  # False while it waits for journal_due()
+    accepted_at: float = 0.0  # monotonic time of acceptance
 
     @classmethod
     def from_stored(cls, stored: StoredTask) -> TaskEntry:
@@ -96,6 +107,7 @@ class Limits:
     max_batch: int = 1000
     heartbeat_interval: float = 1.0
     heartbeat_liveness: int = 3
+    journal_defer_s: float = 0.0
 
 
 class Broker:
@@ -108,6 +120,8 @@ class Broker:
         self.keys: dict[str, str] = {}  # idempotency key -> canonical id, unfinished only
         self.queues: dict[str, deque[TaskEntry]] = {}
         self.queued_bytes = 0
+        self.unjournaled: dict[str, TaskEntry] = {}  # in order of acceptance
+        self._accepts: dict[bytes, list[str]] = {}  # ACCEPTED to send with this turn's commit
         self.workers: dict[bytes, WorkerEntry] = {}
         self.by_service: dict[str, list[WorkerEntry]] = {}
         self.known_services = journal.known_services()
@@ -203,14 +217,16 @@ class Broker:
             problem = self._check(item)
             if problem:
                 refused.setdefault(problem, []).append(item.id)
-            elif self._known_unfinished(item.id, rid):
-                accepted.append(item.id)  # a re-sent SUBMIT: the same task
+            elif self._known_unfinished(item.id, rid):  # a re-sent SUBMIT: the same task
+                if not self._journal_now(item.id):  # (that queues its ACCEPTED)
+                    accepted.append(item.id)
             else:
                 fresh.append(item)
         stored = self.journal.answers(t.id for t in fresh) if fresh else {}
         for task in fresh:
             if self._known_unfinished(task.id, rid):  # twice in one message
-                accepted.append(task.id)
+                if not self._journal_now(task.id):
+                    accepted.append(task.id)
             elif task.id in stored:
                 accepted.append(task.id)
                 cached.extend(self._stored_reply(rid, task.id, stored[task.id]))
@@ -218,11 +234,11 @@ class Broker:
                 outcome = self._accept(rid, task)
                 if isinstance(outcome, tuple):
                     refused.setdefault(outcome, []).append(task.id)
-                else:
+                elif outcome is not None:  # None: ACCEPTED once journaled
                     accepted.append(task.id)
                     cached.extend(outcome)
         if accepted:
-            self.outbox_clients.send(rid, p.encode(p.Accepted(accepted)))
+            self._accepts.setdefault(rid, []).extend(accepted)  # one ACCEPTED per turn
         for reply in cached:
             self.outbox_clients.answer(rid, reply)
         for (code, reason), ids in refused.items():
@@ -256,14 +272,16 @@ class Broker:
             return ("malformed", "idempotency key must be 1-256 bytes")
         return None
 
-    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | Answers:
+    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | Answers | None:
         """Take a new task, or join it to its key's task.
 
-        Returns a refusal, or the cached replies to send after ACCEPTED.
+        Returns a refusal, the cached replies to send after ACCEPTED, or None
+        for a new task: its ACCEPTED leaves once it is journaled.
         """
         if task.key is not None:
             canonical_id = self.keys.get(task.key)
             if canonical_id is not None:
+                self._journal_now(canonical_id)
                 self.tasks[canonical_id].aliases.append((task.id, rid))
                 self.aliases[task.id] = canonical_id
                 self.journal.record_alias(task.id, canonical_id, task.service, task.key, rid, False)
@@ -278,20 +296,70 @@ class Broker:
         ):
             return ("queue_full", f"the forwarder holds {len(self.tasks)} tasks, its limit")
         retries = self.limits.max_retries if task.retries is None else task.retries
-        self.journal.record_accepted(
-            task.id, task.service, task.key, task.headers, task.payload, retries, rid
+        entry = TaskEntry(
+            task.id, task.service, task.key, task.headers, task.payload, retries, 0, rid
         )
-        self._hold(
-            TaskEntry(task.id, task.service, task.key, task.headers, task.payload, retries, 0, rid)
-        )
+        entry.journaled = False
+        entry.accepted_at = time.monotonic()
+        self.unjournaled[task.id] = entry
+        self._hold(entry)
         self.counters["accepted"] += 1
-        return []
+        return None
+
+    # --------------------------------------------------------- journaling
+    def journal_due(self) -> None:
+        """Journal the new tasks held ``journal_defer_s`` or longer, and queue the
+        ACCEPTED of every task journaled this turn (the device commits next)."""
+        if self.unjournaled:
+            deadline = time.monotonic() - self.limits.journal_defer_s
+            waiting = self.unjournaled
+            for task in list(waiting.values()):
+                if task.accepted_at > deadline:
+                    break
+                self._journal_pending(task)
+        if self._accepts:
+            for rid, ids in self._accepts.items():
+                self.outbox_clients.send(rid, p.encode(p.Accepted(ids)))
+            self._accepts = {}
+
+    def next_journal_due(self) -> float:
+        """When ``journal_due`` has work next (monotonic time; inf: none waits)."""
+        for task in self.unjournaled.values():
+            return task.accepted_at + self.limits.journal_defer_s
+        return math.inf
+
+    def _journal_now(self, task_id: str) -> bool:
+        """Journal an unfinished task now if it waits (something depends on it).
+
+        True when it did, which also queued the task's ACCEPTED.
+        """
+        task = self.unjournaled.get(task_id)
+        if task is None:
+            return False
+        self._journal_pending(task)
+        return True
+
+    def _journal_pending(self, task: TaskEntry) -> None:
+        del self.unjournaled[task.id]
+        task.journaled = True
+        self.journal.record_accepted(
+            task.id,
+            task.service,
+            task.key,
+            task.headers,
+            task.payload,
+            task.retries,
+            task.client,
+            task.attempts,
+        )
+        self._accepts.setdefault(task.client, []).append(task.id)
 
     def _stored_reply(self, rid: bytes, reply_id: str, answer: Answer) -> Answers:
         """The stored answer of a finished task, under ``reply_id``; none if unfinished."""
         if answer.state == "alias" and answer.alias_of is not None:
             canonical_id = answer.alias_of
             if canonical_id in self.tasks:  # still running: the alias joins it
+                self._journal_now(canonical_id)
                 self.tasks[canonical_id].aliases.append((reply_id, rid))
                 self.aliases[reply_id] = canonical_id
                 return []
@@ -316,7 +384,7 @@ class Broker:
         return []
 
     def _collect(self, rid: bytes, ids: list[str]) -> None:
-        pending = [i for i in ids if self._known_unfinished(i, rid)]
+        pending = [i for i in ids if self._known_unfinished(i, rid) and not self._journal_now(i)]
         look_up = [i for i in ids if i not in self.tasks and i not in self.aliases]
         stored = self.journal.answers(look_up) if look_up else {}
         cached: Answers = []
@@ -327,7 +395,7 @@ class Broker:
             else:
                 unknown.append(task_id)
         if pending:
-            self.outbox_clients.send(rid, p.encode(p.Accepted(pending)))
+            self._accepts.setdefault(rid, []).extend(pending)
         for reply in cached:
             self.outbox_clients.answer(rid, reply)
         if unknown:
@@ -477,7 +545,13 @@ class Broker:
         del self.tasks[task.id]  # a copy left in a queue is skipped by _next
         if task.key:
             self.keys.pop(task.key, None)
-        self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
+        if task.journaled:
+            self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
+        else:  # finished before its first write: one row, and ACCEPTED with the answer
+            del self.unjournaled[task.id]
+            task.journaled = True
+            self.journal.record_finished_new(task, state, result, error, code, worker)
+            self._accepts.setdefault(task.client, []).append(task.id)
         outbox = self.outbox_clients
         if state == "done":
             self.counters["completed"] += 1
@@ -603,7 +677,8 @@ class Broker:
                 )
                 continue
             self.counters["requeued"] += 1
-            self.journal.record_attempts(task.id, task.attempts)
+            if task.journaled:
+                self.journal.record_attempts(task.id, task.attempts)
             self._enqueue(task, front=True)
             self.events("task.requeued", {"id": task.id, "attempts": task.attempts})
         worker.inflight.clear()

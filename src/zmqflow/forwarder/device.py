@@ -4,9 +4,11 @@ Contract: ``Forwarder(settings).run()`` binds a ROUTER for clients and a
 ROUTER for workers on every configured endpoint, plus an XSUB/XPUB pair for
 events, and serves until ``stop()`` (or SIGTERM/SIGINT in the CLI). Each
 loop turn drains every readable socket, sends the TASKs the broker queued
-(one message per worker), commits the journal once (group commit), and only
-then answers clients (answers grouped per client): no ACCEPTED leaves before
-the journal holds its task.
+(one message per worker), journals the new tasks that are due (see
+broker.py: a task that finishes within ``journal_defer_ms`` is written
+once, finished), commits the journal once (group commit), and only then
+answers clients (answers grouped per client): no ACCEPTED leaves before
+the journal holds its task. The loop also wakes when a new task falls due.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Forwarder:
                 max_batch=settings.max_batch,
                 heartbeat_interval=settings.heartbeat_interval,
                 heartbeat_liveness=settings.heartbeat_liveness,
+                journal_defer_s=settings.journal_defer_ms / 1000,
             ),
             self._publish,
         )
@@ -135,7 +138,7 @@ class Forwarder:
         next_purge = time.monotonic() + _PURGE_EVERY_S
         self._running = True
         while self._running:
-            wake = min(next_tick, next_reap)
+            wake = min(next_tick, next_reap, broker.next_journal_due())
             timeout_ms = max(0, math.ceil((wake - time.monotonic()) * 1000))
             ready = dict(poller.poll(timeout_ms))
             now = time.monotonic()
@@ -161,6 +164,7 @@ class Forwarder:
             # crash in between is harmless: the client saw no ACCEPTED and sends again.
             broker.dispatch()
             self._flush(self.backend, broker.outbox_workers, workers=True)
+            broker.journal_due()
             self.journal.commit()
             self._flush(self.frontend, broker.outbox_clients, workers=False)
         self.close()
