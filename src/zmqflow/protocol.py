@@ -360,10 +360,12 @@ def encode_split(
             out.append([sig, cmd, body])
 
     items = _items(msg)
-    if len(items) <= max_items and sum(map(_size_guess, items)) <= budget:
-        if items:
-            emit(items)  # the usual case: one message
+    if not items:
         return out
+    if len(items) <= max_items:  # the usual case: one message, packed once
+        body = _pack([as_array(item) for item in items])
+        if len(body) <= budget:
+            return [[sig, cmd, body]]
     chunk: list[Any] = []
     size = 0
     for item in items:
@@ -560,6 +562,27 @@ def _each(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
 def _all(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
     """Decode every item; the first bad one sinks the message."""
     return [decode_item(item) for item in items]
+
+
+def decode_worker_results(frames: list[bytes]) -> list[list[Any]] | None:
+    """A worker RESULT's items as ``[id, payload, ...]`` arrays, checked, without
+    building objects (the forwarder's hot path); None when anything is off, so
+    the caller falls back to ``decode`` and its error reporting."""
+    try:
+        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    if not isinstance(items, list) or not items:
+        return None
+    for item in items:
+        if (
+            type(item) is not list
+            or len(item) < 2
+            or type(item[0]) is not str
+            or type(item[1]) is not bytes
+        ):
+            return None
+    return items
 
 
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:

@@ -43,6 +43,7 @@ Answers = list[p.Result | p.Failed]
 EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
+_W_RESULT = bytes([p.Command.W_RESULT])
 _HEARTBEAT_TO_CLIENT = p.encode(p.Heartbeat())
 _ARRIVAL = itertools.count()  # orders tasks taken into memory, oldest first
 
@@ -115,6 +116,9 @@ class Broker:
         self.journal = journal
         self.limits = limits
         self.events: EventSink = events or (lambda kind, data: None)
+        # Per-task events cost a dict each: built only while somebody subscribes
+        # (the device keeps this up to date from its XPUB subscriptions).
+        self.task_events = True
         self.tasks: dict[str, TaskEntry] = {}
         self.aliases: dict[str, str] = {}  # alias id -> canonical id, unfinished only
         self.keys: dict[str, str] = {}  # idempotency key -> canonical id, unfinished only
@@ -224,7 +228,8 @@ class Broker:
                 fresh.append(item)
         stored = self.journal.answers(t.id for t in fresh) if fresh else {}
         for task in fresh:
-            if self._known_unfinished(task.id, rid):  # twice in one message
+            if task.id in self.tasks or task.id in self.aliases:  # twice in one message
+                self._known_unfinished(task.id, rid)
                 if not self._journal_now(task.id):
                     accepted.append(task.id)
             elif task.id in stored:
@@ -259,9 +264,9 @@ class Broker:
     def _check(self, task: p.Task) -> tuple[str, str] | None:
         if not p.valid_id(task.id):
             return ("malformed", "task id must be 1-64 characters of [A-Za-z0-9._:-]")
-        if not p.valid_service(task.service):
-            return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
-        if task.service not in self.known_services:
+        if task.service not in self.known_services:  # known ones were checked at READY
+            if not p.valid_service(task.service):
+                return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
             return ("unknown_service", f"no worker has ever offered service {task.service!r}")
         if len(task.payload) > self.limits.max_payload_bytes:
             return (
@@ -421,6 +426,14 @@ class Broker:
         worker = self.workers.get(rid)
         if worker is not None:
             worker.last_seen = now
+        if len(frames) == 3 and frames[1] == _W_RESULT and frames[0] == p.WORKER_SIGNATURE:
+            answers = p.decode_worker_results(frames)  # the hot path: id, payload pairs
+            if answers is not None:
+                for task_id, payload in answers:
+                    self._finish_from_worker(worker, task_id, payload, None)
+                if worker is None:
+                    self._disown(rid)
+                return
         try:
             msg = p.decode(frames)
         except p.ProtocolError as exc:
@@ -559,9 +572,10 @@ class Broker:
             outbox.result(task.client, p.Result(task.id, name, task.attempts, False, out))
             for alias_id, client in task.aliases:
                 outbox.result(client, p.Result(alias_id, name, task.attempts, True, out))
-            self.events(
-                "task.completed", {"id": task.id, "service": task.service, "worker": worker}
-            )
+            if self.task_events:
+                self.events(
+                    "task.completed", {"id": task.id, "service": task.service, "worker": worker}
+                )
         else:
             self.counters["dead_lettered" if state == "dead" else "failed"] += 1
             why, text = code or "", error or ""

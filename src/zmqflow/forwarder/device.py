@@ -59,6 +59,7 @@ class Forwarder:
             ),
             self._publish,
         )
+        self.broker.task_events = False  # nobody subscribes yet
         self._running = False
         self.started = time.monotonic()
         self.frontend = self._bind(zmq.ROUTER, settings.frontend, client_facing=True)
@@ -111,6 +112,11 @@ class Forwarder:
             self._subscriptions[prefix] = count
         else:
             self._subscriptions.pop(prefix, None)
+        task_topic = self.events.topic("task.").encode()
+        self.broker.task_events = any(
+            task_topic.startswith(prefix) or prefix.startswith(task_topic)
+            for prefix in self._subscriptions
+        )
 
     # ------------------------------------------------------------- loop
     def stop(self) -> None:
