@@ -1,4 +1,4 @@
-"""The sans-IO broker (src/zmqflow/forwarder/broker.py) driven with ZFP/1 frames.
+"""The sans-IO broker (src/zmqflow/forwarder/broker.py) driven with ZFP/2 frames.
 
 Each test plays the forwarder loop by hand: messages go in through
 ``on_client`` / ``on_worker``, then ``turn()`` does what the device does once

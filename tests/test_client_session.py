@@ -42,14 +42,23 @@ def test_an_id_cannot_be_submitted_twice_in_one_session(session):
         session.submit_frames([task("t-1")])
 
 
-def test_accepted_marks_tasks_accepted_and_is_kept_in_order(session):
+def test_accepted_marks_tasks_accepted(session):
     session.submit_frames([task("a"), task("b")])
 
     feed(session, p.Accepted(["a"]))
 
     assert session.is_accepted("a")
     assert not session.is_accepted("b")
-    assert list(session.accepted_ids) == [["a"]]
+
+
+def test_only_accepted_replies_that_are_not_submit_acknowledgements_are_kept_for_retry(session):
+    session.submit_frames([task("a")])
+
+    feed(session, p.Accepted(["a"]))  # acknowledges our SUBMIT (may come late, deferred)
+    feed(session, p.Accepted(["dead-1", "dead-2"]))  # a RETRY's reply
+    feed(session, p.Accepted([]))  # a RETRY that moved nothing
+
+    assert list(session.accepted_ids) == [["dead-1", "dead-2"], []]
 
 
 def test_a_result_is_surfaced_once_and_its_second_copy_is_counted_as_redelivered(session):

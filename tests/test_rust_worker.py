@@ -145,7 +145,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: floa
 
 
 class FakeForwarder:
-    """A ROUTER that speaks ZFP/1 through the reference codec.
+    """A ROUTER that speaks ZFP/2 through the reference codec.
 
     ``recv`` hands out batched answers item by item (a RESULT of three
     outputs is three ``p.Done``); ``recv_message`` returns messages whole.

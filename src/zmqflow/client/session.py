@@ -84,7 +84,8 @@ class ClientSession:
     redelivered: int = 0
     status: dict[str, Any] | None = None
     errors: deque[p.Refused] = field(default_factory=deque)  # refusals not tied to an id
-    accepted_ids: deque[list[str]] = field(default_factory=deque)  # ACCEPTED replies, in order
+    # ACCEPTED replies other than acknowledgements of pending SUBMITs (RETRY), in order
+    accepted_ids: deque[list[str]] = field(default_factory=deque)
     last_progress: float = field(default_factory=time.monotonic)  # last ACCEPTED or answer
 
     @staticmethod
@@ -174,11 +175,15 @@ class ClientSession:
             self.last_progress = time.monotonic()
         match msg:
             case p.Accepted(ids):
+                ours = bool(ids)
                 for task_id in ids:
                     entry = self.pending.get(task_id)
                     if entry is not None:
                         entry.accepted = True
-                self.accepted_ids.append(ids)
+                    else:
+                        ours = False
+                if not ours:  # not an acknowledgement of our SUBMITs: a RETRY's reply
+                    self.accepted_ids.append(ids)
             case p.Results(results):
                 for r in results:
                     self._answer(
