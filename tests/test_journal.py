@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +250,66 @@ def test_an_in_memory_journal_works_for_tests_and_throwaway_runs():
     journal.commit()
     assert [t.id for t in journal.load_unfinished()] == ["t-1"]
     journal.close()
+
+
+# ------------------------------------------------ tasks journaled finished
+
+
+@dataclass
+class Held:
+    """What the broker passes to record_finished_new (its TaskEntry's fields)."""
+
+    id: str
+    service: str = "echo"
+    key: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    payload: bytes = b"in"
+    retries: int = 3
+    attempts: int = 1
+    client: bytes = b"c1"
+
+
+def test_a_task_journaled_finished_is_one_row_with_its_answer_and_no_payload(journal, path):
+    journal.record_finished_new(Held("t-1", key="k"), "done", b"out", None, None, "w1")
+    journal.commit()
+
+    reader = Journal(path)
+    answer = reader.answers(["t-1"])["t-1"]
+    assert (answer.state, answer.result, answer.worker, answer.attempts) == (
+        "done",
+        b"out",
+        "w1",
+        1,
+    )
+    assert reader.answer_for_key("k").id == "t-1"
+    assert reader.load_unfinished() == []
+    assert reader._db.execute("SELECT payload FROM tasks").fetchall() == [(None,)]
+
+
+def test_reads_see_a_task_journaled_finished_before_the_commit(journal):
+    journal.record_finished_new(Held("t-1", key="k"), "failed", None, "boom", "handler_error", "w")
+
+    assert journal.answers(["t-1"])["t-1"].error == "boom"
+    assert journal.answer_for_key("k").state == "failed"
+    journal.commit()
+    assert journal.answers(["t-1"])["t-1"].state == "failed"
+
+
+def test_a_task_journaled_as_a_dead_letter_keeps_its_payload_for_retry(journal):
+    journal.record_finished_new(
+        Held("t-1", payload=b"again", attempts=6), "dead", None, "lost", "dead_letter", None
+    )
+    journal.commit()
+
+    (letter,) = journal.dead_letters(["t-1"])
+    assert (letter.payload, letter.attempts) == (b"again", 6)
+
+
+def test_only_a_commit_holding_pending_tasks_is_fsynced(journal):
+    journal.record_finished_new(Held("t-1"), "done", b"out", None, None, "w1")
+    journal.commit()
+    assert journal._synchronous == "NORMAL"
+
+    accept(journal, "t-2")
+    journal.commit()
+    assert journal._synchronous == "FULL"

@@ -87,6 +87,7 @@ def test_an_ipc_path_of_107_bytes_is_accepted():
         ("ZMQFLOW_ENV", "has space"),
         ("ZMQFLOW_LOG_LEVEL", "LOUD"),
         ("ZMQFLOW_JOURNAL_SYNC", "maybe"),
+        ("ZMQFLOW_JOURNAL_DEFER_MS", "-1"),
     ],
 )
 def test_out_of_range_values_are_rejected(monkeypatch, name, value):
