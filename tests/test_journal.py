@@ -313,3 +313,17 @@ def test_only_a_commit_holding_pending_tasks_is_fsynced(journal):
     accept(journal, "t-2")
     journal.commit()
     assert journal._synchronous == "FULL"
+
+
+def test_purge_deletes_at_most_its_limit_and_the_rest_on_the_next_call(journal):
+    for i in range(25):
+        accept(journal, f"t-{i}")
+    journal.commit()
+    for i in range(25):
+        journal.record_finished(f"t-{i}", "done", b"r", None, None, "w", 1)
+    journal.commit()
+
+    assert journal.purge(older_than_s=0, limit=10) == 10
+    assert journal.purge(older_than_s=0, limit=10) == 10
+    assert journal.purge(older_than_s=0, limit=10) == 5
+    assert journal.answers([f"t-{i}" for i in range(25)]) == {}

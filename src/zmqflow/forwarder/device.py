@@ -33,6 +33,7 @@ log = logging.getLogger("zmqflow.forwarder")
 
 _DRAIN_LIMIT = 2000  # messages read from one socket per loop turn, for fairness
 _PURGE_EVERY_S = 60.0
+_PURGE_CHUNK = 10_000  # expired answers deleted per tick at most: ~50 ms of the loop
 
 
 class Forwarder:
@@ -160,10 +161,11 @@ class Forwarder:
                 next_reap = broker.tick(now)
                 next_tick = now + interval
                 if now >= next_purge:
-                    purged = self.journal.purge(s.result_ttl_s)
+                    purged = self.journal.purge(s.result_ttl_s, _PURGE_CHUNK)
                     if purged:
                         log.info("journal: %d expired answers purged", purged)
-                    next_purge = now + _PURGE_EVERY_S
+                    # a full chunk left more: go on at the next tick, not in a minute
+                    next_purge = now if purged >= _PURGE_CHUNK else now + _PURGE_EVERY_S
             elif now >= next_reap:
                 next_reap = broker.reap(now)
             # Tasks go to workers before the commit, so workers run while it fsyncs. A
