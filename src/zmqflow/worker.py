@@ -313,7 +313,7 @@ class Worker:
         for item in items:
             if isinstance(item, p.Dispatch):
                 self._start(item)
-            elif item.ids:
+            elif item.ids and p.valid_id(item.ids[0]):  # an answer needs a usable id
                 log.warning("malformed task %s: %s", item.ids[0], item)
                 self._done.put(p.Error(item.ids[0], f"malformed task: {item}"))
             else:
