@@ -146,11 +146,13 @@ class Fabric:
         raise TimeoutError(f"worker {worker.pid} never held a task")
 
     def wait_holding_tasks(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until the forwarder holds at least ``count`` unfinished tasks."""
+        """Wait until the forwarder holds at least ``count`` accepted (journaled),
+        unfinished tasks; new ones wait up to journal_defer_ms to be journaled."""
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             info = self.status()
-            if info["inflight"] + sum(info["queues"].values()) >= count:
+            held = info["inflight"] + sum(info["queues"].values())
+            if held - info["unjournaled"] >= count:
                 return
             time.sleep(0.02)
         raise TimeoutError(f"the forwarder never held {count} unfinished tasks")

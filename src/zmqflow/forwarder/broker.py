@@ -725,6 +725,7 @@ class Broker:
             "services": sorted(self.known_services),
             "queues": queues,
             "inflight": inflight,
+            "unjournaled": len(self.unjournaled),  # held, not yet acknowledged
             "dead_letters": self.journal.dead_letter_summaries(),
             "dead_letter_count": self.journal.count_dead(),
             "counters": dict(self.counters),
