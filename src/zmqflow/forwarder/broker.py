@@ -17,6 +17,7 @@ ACCEPTED leaves with the commit that first holds it, pending or finished;
 a forwarder that dies before then never acknowledged it, and the client
 submits it again. Anything that depends on a task (a key joining it, a
 COLLECT, a re-sent SUBMIT) has it journaled at once.
+
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
 exception.
 """
@@ -43,8 +44,8 @@ Answers = list[p.Result | p.Failed]
 EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
-_W_RESULT = bytes([p.Command.W_RESULT])
 _HEARTBEAT_TO_CLIENT = p.encode(p.Heartbeat())
+_W_RESULT = bytes([p.Command.W_RESULT])
 _ARRIVAL = itertools.count()  # orders tasks taken into memory, oldest first
 
 
@@ -317,8 +318,7 @@ class Broker:
         ACCEPTED of every task journaled this turn (the device commits next)."""
         if self.unjournaled:
             deadline = time.monotonic() - self.limits.journal_defer_s
-            waiting = self.unjournaled
-            for task in list(waiting.values()):
+            for task in list(self.unjournaled.values()):  # oldest first
                 if task.accepted_at > deadline:
                     break
                 self._journal_pending(task)
