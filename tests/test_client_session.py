@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zmqflow import protocol as p
+from zmqflow.client import session as session_module
 from zmqflow.client.session import ClientSession, TaskResult
 
 
@@ -280,3 +281,18 @@ def test_a_batched_failure_answers_every_listed_task(session):
         ("b", "handler_error", "w"),
     ]
     assert session.outstanding == 0
+
+
+def test_memory_of_answered_ids_is_bounded_and_an_old_answer_still_surfaces_once(
+    session, monkeypatch
+):
+    monkeypatch.setattr(session_module, "ANSWERED_KEPT", 3)
+    session.submit_frames([task(f"t-{i}") for i in range(5)])
+    for i in range(5):
+        feed(session, p.Result(f"t-{i}", "w1", 1, False, b"out"))
+    session.ready.clear()
+
+    feed(session, p.Result("t-0", "w1", 1, False, b"out"))  # forgotten, yet not pending
+
+    assert list(session.answered) == ["t-2", "t-3", "t-4"]
+    assert not session.ready

@@ -251,7 +251,7 @@ def submit(
     elapsed = time.monotonic() - start
     summary = {
         "service": service,
-        "submitted": len(session.answered) + len(unanswered),
+        "submitted": len(surfaced) + len(unanswered),
         "completed": completed,
         "failed": failed,
         "refused": refused,

@@ -5,8 +5,11 @@ is surfaced. ``submit_frames`` gives the SUBMIT messages to send;
 ``on_message`` takes what the forwarder sent and queues ``TaskResult``s in
 ``ready`` (one per item of a RESULT or FAILED, in order); ``resync_frames``
 gives what to send on a new connection (SUBMIT again what was not ACCEPTED,
-COLLECT what was). An answer for an id already surfaced is dropped and
-counted in ``redelivered``: each task surfaces at most once.
+COLLECT what was). An answer for an id that is not pending is dropped (and
+counted in ``redelivered`` when the id was answered recently): each task
+surfaces at most once. Memory stays bounded: ``answered`` keeps only the
+last ``ANSWERED_KEPT`` ids, for that count and for refusing an id reused
+within the session.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from zmqflow import protocol as p
 
 Frames = list[bytes]
+ANSWERED_KEPT = 100_000  # answered ids remembered (about 15 MB), oldest forgotten first
 _VARIANT = 0b10 << 62  # RFC 9562 variant bits
 _LOW_62 = (1 << 62) - 1
 REFUSAL_CODES = frozenset(
@@ -79,7 +83,7 @@ class ClientSession:
     max_batch: int = 1000
     routing_id: bytes = field(default_factory=lambda: b"c-" + uuid.uuid4().hex.encode())
     pending: dict[str, _Pending] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
+    answered: dict[str, None] = field(default_factory=dict)  # recent ids, oldest first
     ready: deque[TaskResult] = field(default_factory=deque)
     redelivered: int = 0
     status: dict[str, Any] | None = None
@@ -139,7 +143,7 @@ class ClientSession:
         """Await a new answer for these ids (dead letters sent to RETRY)."""
         now = time.monotonic()
         for task_id in ids:
-            self.answered.discard(task_id)
+            self.answered.pop(task_id, None)
             self.pending[task_id] = _Pending(p.Task(task_id, ""), now, accepted=True)
 
     def resync_frames(self) -> list[Frames]:
@@ -163,8 +167,9 @@ class ClientSession:
         return len(self.pending)
 
     def is_accepted(self, task_id: str) -> bool:
+        """ACCEPTED, or answered already: for ids this session submitted."""
         entry = self.pending.get(task_id)
-        return task_id in self.answered or (entry is not None and entry.accepted)
+        return entry is None or entry.accepted  # not pending: answered (or refused)
 
     def on_message(self, frames: Frames) -> None:
         try:
@@ -218,6 +223,9 @@ class ClientSession:
             if task_id in self.answered:
                 self.redelivered += 1
             return
-        self.answered.add(task_id)
+        answered = self.answered
+        answered[task_id] = None
+        if len(answered) > ANSWERED_KEPT:
+            del answered[next(iter(answered))]
         result.latency_s = time.monotonic() - entry.sent_at
         self.ready.append(result)
