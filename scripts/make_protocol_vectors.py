@@ -60,6 +60,7 @@ VECTORS: dict[str, p.Message] = {
         [], "malformed", "first frame is not a zmqflow signature"
     ),
     "client-heartbeat": p.Heartbeat(),
+    "client-heartbeat-reply": p.Heartbeat("forwarder-host-1-ab12"),
     "client-collect": p.Collect(["t-1", "t-2"]),
     "client-status-request": p.StatusRequest(),
     "client-retry-all": p.Retry([]),

@@ -569,6 +569,15 @@ def test_a_client_heartbeat_is_answered_with_a_heartbeat(fwd):
     assert fwd.turn().to(b"c1") == [p.Heartbeat()]
 
 
+def test_the_heartbeat_reply_names_the_forwarder_instance():
+    broker = Broker(Journal(":memory:"), Limits(), forwarder_id="forwarder-h-1-ab12")
+
+    broker.on_client(b"c1", p.encode(p.Heartbeat()))
+
+    ((rid, frames),) = broker.outbox_clients.take()
+    assert (rid, p.decode(frames)) == (b"c1", p.Heartbeat("forwarder-h-1-ab12"))
+
+
 def test_a_status_request_is_answered_with_the_tables(fwd):
     fwd.ready(b"w1", credit=1)
     fwd.submit(b"c1", task("t-1"), task("t-2"))

@@ -296,3 +296,18 @@ def test_memory_of_answered_ids_is_bounded_and_an_old_answer_still_surfaces_once
 
     assert list(session.answered) == ["t-2", "t-3", "t-4"]
     assert not session.ready
+
+
+def test_a_heartbeat_from_another_forwarder_instance_makes_the_session_resync_at_once(session):
+    session.submit_frames([task("t-1")])
+    feed(session, p.Heartbeat("forwarder-a"))
+    assert session.last_progress > 0  # the first instance heard: nothing to do
+
+    feed(session, p.Heartbeat("forwarder-a"))
+    assert session.last_progress > 0
+    feed(session, p.Heartbeat("forwarder-b"))  # it restarted, faster than the deadline
+
+    assert session.last_progress == float("-inf")  # the clients' watchdog fires now
+    assert session.forwarder == "forwarder-b"
+    (resend,) = session.resync_frames()
+    assert [t.id for t in p.decode(resend).tasks] == ["t-1"]

@@ -541,3 +541,10 @@ def test_service_names_do_not_allow_colons_but_ids_do():
     assert p.valid_service("my-service.v2_x")
     assert not p.valid_service("")
     assert not p.valid_service("s" * 65)
+
+
+def test_a_heartbeat_reply_carries_the_forwarder_id_and_a_request_none():
+    assert p.encode(p.Heartbeat()) == [C, b"\x06"]
+    assert p.decode(p.encode(p.Heartbeat("fwd-1"))) == p.Heartbeat("fwd-1")
+    assert _refusal([C, b"\x06", _pack({"forwarder": 7})]).code == "malformed"
+    assert _refusal([C, b"\x06", _pack({}), _pack({})]).code == "malformed"

@@ -151,7 +151,10 @@ class Refused:
 
 @dataclass(slots=True)
 class Heartbeat:
-    pass
+    """HEARTBEAT (0x06). The forwarder's reply names the forwarder instance
+    (``forwarder``), so a client sees a restart at once; a client's has none."""
+
+    forwarder: str | None = None
 
 
 @dataclass(slots=True)
@@ -395,8 +398,10 @@ def encode(msg: Message) -> list[bytes]:
         case Refused(ids, code, reason):
             body = {"ids": ids, "code": code, "reason": reason}
             return [CLIENT_SIGNATURE, _cmd(Command.REFUSED), _pack(body)]
-        case Heartbeat():
-            return [CLIENT_SIGNATURE, _cmd(Command.HEARTBEAT)]
+        case Heartbeat(forwarder):
+            if forwarder is None:
+                return [CLIENT_SIGNATURE, _cmd(Command.HEARTBEAT)]
+            return [CLIENT_SIGNATURE, _cmd(Command.HEARTBEAT), _pack({"forwarder": forwarder})]
         case Collect(ids):
             return [CLIENT_SIGNATURE, _cmd(Command.COLLECT), _pack(ids)]
         case StatusRequest():
@@ -630,8 +635,10 @@ def decode(frames: list[bytes]) -> Message:
         b = _unpack(frames[2])
         return Refused(_field(b, "ids", list), _field(b, "code", str), _field(b, "reason", str))
     if code is Command.HEARTBEAT:
-        _body_count(frames, 0, "HEARTBEAT")
-        return Heartbeat()
+        if len(frames) == 2:
+            return Heartbeat()
+        _body_count(frames, 1, "HEARTBEAT")
+        return Heartbeat(_field(_unpack(frames[2]), "forwarder", str))
     if code is Command.COLLECT:
         _body_count(frames, 1, "COLLECT")
         return Collect(_id_list(frames[2]))

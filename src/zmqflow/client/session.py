@@ -14,6 +14,7 @@ within the session.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -91,6 +92,7 @@ class ClientSession:
     # ACCEPTED replies other than acknowledgements of pending SUBMITs (RETRY), in order
     accepted_ids: deque[list[str]] = field(default_factory=deque)
     last_progress: float = field(default_factory=time.monotonic)  # last ACCEPTED or answer
+    forwarder: str | None = None  # the forwarder instance last heard (HEARTBEAT reply)
 
     @staticmethod
     def new_id() -> str:
@@ -214,6 +216,13 @@ class ClientSession:
                     self._answer(task_id, TaskResult(task_id, False, b"", reason, code))
             case p.Status(info):
                 self.status = info
+            case p.Heartbeat(forwarder) if forwarder is not None:
+                if self.forwarder is not None and forwarder != self.forwarder:
+                    # A restarted forwarder may have lost SUBMITs it never journaled
+                    # and answers it sent while we reconnected: resync now, as the
+                    # progress watchdog would in a few seconds.
+                    self.last_progress = -math.inf
+                self.forwarder = forwarder
             case _:
                 pass  # heartbeats: being heard is all they carry
 

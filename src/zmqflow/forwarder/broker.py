@@ -44,7 +44,6 @@ Answers = list[p.Result | p.Failed]
 EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
-_HEARTBEAT_TO_CLIENT = p.encode(p.Heartbeat())
 _W_RESULT = bytes([p.Command.W_RESULT])
 _ARRIVAL = itertools.count()  # orders tasks taken into memory, oldest first
 
@@ -113,8 +112,17 @@ class Limits:
 
 
 class Broker:
-    def __init__(self, journal: Journal, limits: Limits, events: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        limits: Limits,
+        events: EventSink | None = None,
+        forwarder_id: str | None = None,
+    ) -> None:
         self.journal = journal
+        # the HEARTBEAT reply names this instance: a client that sees another
+        # name knows the forwarder restarted and resyncs at once
+        self._heartbeat_reply = p.encode(p.Heartbeat(forwarder_id))
         self.limits = limits
         self.events: EventSink = events or (lambda kind, data: None)
         # Per-task events cost a dict each: built only while somebody subscribes
@@ -184,7 +192,7 @@ class Broker:
             msg = p.decode(frames)
             match msg:
                 case p.Heartbeat():
-                    self.outbox_clients.send(rid, _HEARTBEAT_TO_CLIENT)
+                    self.outbox_clients.send(rid, self._heartbeat_reply)
                 case p.Collect(ids):
                     self._collect(rid, ids)
                 case p.StatusRequest():

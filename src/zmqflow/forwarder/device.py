@@ -59,6 +59,7 @@ class Forwarder:
                 journal_defer_s=settings.journal_defer_ms / 1000,
             ),
             self._publish,
+            forwarder_id=self.source,
         )
         self.broker.task_events = False  # nobody subscribes yet
         self._running = False
