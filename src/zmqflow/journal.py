@@ -7,7 +7,16 @@ ACCEPTED only after the commit that holds the task, so a forwarder killed
 with SIGKILL and restarted on the same file finds every accepted, unfinished
 task in ``load_unfinished()``. Finished tasks keep their answer until
 ``purge``. A task that finished before it was first journaled is written
-once, finished (``record_finished_new``), instead of inserted then updated.
+once, finished (``record_finished_new``), instead of inserted then updated:
+without a key, into the answer log (below); with one, or dead-lettered,
+as a row of ``tasks``.
+
+The answer log holds most answers, because most tasks finish before they
+are first journaled: one ``answer_log`` row per commit, a msgpack array of
+every such answer, and one ``answer_ids`` row per task (id to log row) for
+COLLECT and re-sent SUBMITs. Writing a 15-column ``tasks`` row with its
+indexes cost about three times as much per task as the log (see
+docs/benchmarks.md); purging drops whole log rows.
 
 Task states: ``pending`` (accepted, not finished), ``done`` (result),
 ``failed`` (handler error), ``dead`` (dead letter), ``alias`` (another id
@@ -16,6 +25,7 @@ for the task in ``alias_of``, from an idempotency key).
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -48,7 +58,20 @@ CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(state) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS tasks_alias ON tasks(alias_of) WHERE alias_of IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS answer_log (
+    n INTEGER PRIMARY KEY,
+    finished_at REAL NOT NULL,
+    answers BLOB NOT NULL  -- msgpack array of _LOGGED_FIELDS arrays
+);
+CREATE TABLE IF NOT EXISTS answer_ids (
+    id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL  -- the answer_log row holding its answer
+) WITHOUT ROWID;
 """
+
+# one answer in the answer log, in this order (Answer's fields without key and alias_of)
+_LOGGED_FIELDS = ("id", "service", "state", "result", "error", "code", "worker", "attempts")
+
 
 _FINISHED_COLUMNS = "id, service, key, state, alias_of, result, error, code, worker, attempts"
 
@@ -101,6 +124,11 @@ class Answer:
         return self.state in ("done", "failed", "dead")
 
 
+def _answer_from_log(item: list[Any]) -> Answer:
+    task_id, service, state, result, error, code, worker, attempts = item[:8]
+    return Answer(task_id, service, None, state, None, result, error, code, worker, attempts)
+
+
 class Journal:
     def __init__(self, path: str, sync: str = "full") -> None:
         self.path = path
@@ -117,6 +145,7 @@ class Journal:
         self._finishes: dict[str, dict[str, Any]] = {}  # by id
         self._new_answers: dict[str, Answer] = {}  # rows of record_finished_new, by id
         self._new_answers_by_key: dict[str, Answer] = {}
+        self._logged: dict[str, list[Any]] = {}  # answers for the log, by id
 
     # ------------------------------------------------------------- writes
     def record_accepted(
@@ -156,10 +185,24 @@ class Journal:
         code: str | None,
         worker: str | None,
     ) -> None:
-        """A task never journaled, finished already: one row, in its final state.
+        """A task never journaled, finished already, written once in its final state.
 
-        A dead letter keeps its payload so that RETRY can run it again.
+        Without a key, into the answer log. With a key (``answer_for_key``
+        finds it) or dead-lettered, as one ``tasks`` row; a dead letter keeps
+        its payload so that RETRY can run it again.
         """
+        if task.key is None and state != "dead":
+            self._logged[task.id] = [
+                task.id,
+                task.service,
+                state,
+                result,
+                error,
+                code,
+                worker,
+                task.attempts,
+            ]
+            return
         now = time.time()
         answer = Answer(
             task.id, task.service, task.key, state, None, result, error, code, worker, task.attempts
@@ -258,7 +301,13 @@ class Journal:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._inserts or self._finished_inserts or self._updates or self._finishes)
+        return bool(
+            self._inserts
+            or self._finished_inserts
+            or self._updates
+            or self._finishes
+            or self._logged
+        )
 
     def _set_synchronous(self, level: str) -> None:
         if level != self._synchronous:
@@ -298,6 +347,15 @@ class Journal:
                     "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     self._finished_inserts,
                 )
+            if self._logged:
+                log_row = db.execute(
+                    "INSERT INTO answer_log(finished_at, answers) VALUES (?, ?)",
+                    (time.time(), msgpack.packb(list(self._logged.values()))),
+                ).lastrowid
+                db.executemany(
+                    "INSERT OR IGNORE INTO answer_ids(id, n) VALUES (?, ?)",
+                    zip(self._logged, itertools.repeat(log_row)),
+                )
             for sql, args in self._updates:
                 db.execute(sql, args)
             if self._finishes:
@@ -319,6 +377,7 @@ class Journal:
             self._finishes.clear()
             self._new_answers.clear()
             self._new_answers_by_key.clear()
+            self._logged.clear()
 
     # -------------------------------------------------------------- reads
     def known_services(self) -> set[str]:
@@ -361,10 +420,33 @@ class Journal:
                 f"SELECT {_FINISHED_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk
             ):
                 out[row[0]] = self._buffered(Answer(*row))
-        if self._new_answers:
+        missing = [i for i in ids if i not in out]
+        if missing:
+            out.update(self._logged_answers(missing))
+        if self._new_answers or self._logged:
             for task_id in ids:
                 if task_id in self._new_answers:
                     out[task_id] = self._new_answers[task_id]
+                elif task_id in self._logged:
+                    out[task_id] = _answer_from_log(self._logged[task_id])
+        return out
+
+    def _logged_answers(self, ids: list[str]) -> dict[str, Answer]:
+        """Committed answers of the log for these ids, by id."""
+        rows: dict[int, set[str]] = {}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for task_id, n in self._db.execute(
+                f"SELECT id, n FROM answer_ids WHERE id IN ({marks})", chunk
+            ):
+                rows.setdefault(n, set()).add(task_id)
+        out: dict[str, Answer] = {}
+        for n, wanted in rows.items():
+            found = self._db.execute("SELECT answers FROM answer_log WHERE n=?", (n,)).fetchone()
+            for item in msgpack.unpackb(found[0]) if found else ():
+                if item[0] in wanted:
+                    out[item[0]] = _answer_from_log(item)
         return out
 
     def _buffered(self, answer: Answer) -> Answer:
@@ -425,9 +507,11 @@ class Journal:
     def purge(self, older_than_s: float, limit: int = 10_000) -> int:
         """Forget up to ``limit`` answers (and aliases) finished more than
         ``older_than_s`` ago; returns how many. A call that returns ``limit``
-        left more: the forwarder calls again on its next tick, so one purge
-        never stalls the loop for long (about 5 µs a row)."""
+        or more left more: the forwarder calls again on its next tick, so one purge
+        never stalls the loop for long (a few µs an answer)."""
         cutoff = time.time() - older_than_s
+        purged = self._purge_log(cutoff, limit)
+        limit = max(0, limit - purged)
         cur = self._db.execute(
             "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE finished_at < ? "
             "AND state IN ('done', 'failed', 'alias') LIMIT ?)",
@@ -439,7 +523,33 @@ class Journal:
             "AND alias_of NOT IN (SELECT id FROM tasks) LIMIT ?)",
             (limit,),
         )
-        return cur.rowcount + orphans.rowcount
+        return purged + cur.rowcount + orphans.rowcount
+
+    def _purge_log(self, cutoff: float, limit: int) -> int:
+        """Drop the oldest answer_log rows finished before ``cutoff``, whole, with
+        their ids, until about ``limit`` answers are gone; returns how many."""
+        db = self._db
+        ids: list[tuple[str]] = []
+        rows: list[tuple[int]] = []
+        # oldest first, by row number: only the expired head of the log is read
+        cursor = db.execute("SELECT n, finished_at, answers FROM answer_log ORDER BY n")
+        for n, finished_at, blob in cursor:
+            if finished_at >= cutoff or len(ids) >= limit:
+                break
+            ids.extend((item[0],) for item in msgpack.unpackb(blob))
+            rows.append((n,))
+        cursor.close()
+        if not rows:
+            return 0
+        db.execute("BEGIN")
+        try:
+            db.executemany("DELETE FROM answer_ids WHERE id=?", ids)
+            db.executemany("DELETE FROM answer_log WHERE n=?", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(ids)
 
     def close(self) -> None:
         self.commit()
