@@ -273,7 +273,7 @@ def test_a_new_task_is_dispatched_at_once_but_acknowledged_only_once_journaled(d
     assert stored_state(deferred, "t-1") is None
 
 
-def test_a_task_finished_before_its_deadline_is_journaled_once_finished_with_its_accepted(
+def test_a_task_finished_before_its_deadline_is_journaled_once_its_answer_acknowledging_it(
     deferred,
 ):
     deferred.ready(b"w1")
@@ -283,10 +283,8 @@ def test_a_task_finished_before_its_deadline_is_journaled_once_finished_with_its
     deferred.done(b"w1", "t-1", b"out")
     out = deferred.turn()
 
-    assert out.to(b"c1") == [
-        p.Accepted(["t-1"]),
-        p.Results([p.Result("t-1", "w1", 1, False, b"out")]),
-    ]
+    # no separate ACCEPTED: the RESULT leaves after the commit that holds it
+    assert out.to(b"c1") == [p.Results([p.Result("t-1", "w1", 1, False, b"out")])]
     assert stored_state(deferred, "t-1") == "done"
     assert deferred.broker.unjournaled == {}
 
@@ -368,7 +366,7 @@ def test_a_waiting_task_dead_lettered_keeps_its_payload_for_retry(tmp_path: Path
     out = fwd.turn()
 
     assert [(f.id, f.code) for f in items(out.to(b"c1"), p.Failures)] == [("t-1", "dead_letter")]
-    assert only(out.to(b"c1"), p.Accepted) == [p.Accepted(["t-1"])]
+    assert only(out.to(b"c1"), p.Accepted) == []  # the FAILED acknowledges it
     assert [d.payload for d in fwd.journal.dead_letters(["t-1"])] == [b"again"]
 
 

@@ -12,10 +12,11 @@ ACCEPTED never leaves before its task is durable.
 A new task is dispatched at once but journaled up to ``journal_defer_s``
 later (``journal_due()``, called by the device before each commit): one
 that finishes within that time is written once, finished, instead of
-inserted and then updated, which halves the journal's work per task. Its
-ACCEPTED leaves with the commit that first holds it, pending or finished;
-a forwarder that dies before then never acknowledged it, and the client
-submits it again. Anything that depends on a task (a key joining it, a
+inserted and then updated, which halves the journal's work per task. It
+is acknowledged after the commit that first holds it: by an ACCEPTED when
+journaled pending, by its answer alone when journaled finished. A forwarder
+that dies before then never acknowledged it, and the client submits it
+again. Anything that depends on a task (a key joining it, a
 COLLECT, a re-sent SUBMIT) has it journaled at once.
 
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
@@ -175,7 +176,9 @@ class Broker:
 
     def _enqueue(self, task: TaskEntry, front: bool = False) -> None:
         task.worker = None
-        queue = self.queues.setdefault(task.service, deque())
+        queue = self.queues.get(task.service)
+        if queue is None:
+            queue = self.queues[task.service] = deque()
         if front:
             queue.appendleft(task)
         else:
@@ -568,11 +571,11 @@ class Broker:
             self.keys.pop(task.key, None)
         if task.journaled:
             self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
-        else:  # finished before its first write: one row, and ACCEPTED with the answer
+        else:  # finished before its first write: written once, finished
             del self.unjournaled[task.id]
             task.journaled = True
             self.journal.record_finished_new(task, state, result, error, code, worker)
-            self._accepts.setdefault(task.client, []).append(task.id)
+            # no ACCEPTED: the RESULT or FAILED, sent after the same commit, acknowledges
         outbox = self.outbox_clients
         if state == "done":
             self.counters["completed"] += 1
