@@ -18,7 +18,7 @@ import math
 import random
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +84,9 @@ class ClientSession:
     max_batch: int = 1000
     routing_id: bytes = field(default_factory=lambda: b"c-" + uuid.uuid4().hex.encode())
     pending: dict[str, _Pending] = field(default_factory=dict)
-    answered: dict[str, None] = field(default_factory=dict)  # recent ids, oldest first
+    # recent ids, oldest first; OrderedDict because forgetting the oldest of a
+    # plain dict (del d[next(iter(d))]) walks the holes earlier deletions left
+    answered: OrderedDict[str, None] = field(default_factory=OrderedDict)
     ready: deque[TaskResult] = field(default_factory=deque)
     redelivered: int = 0
     status: dict[str, Any] | None = None
@@ -235,6 +237,6 @@ class ClientSession:
         answered = self.answered
         answered[task_id] = None
         if len(answered) > ANSWERED_KEPT:
-            del answered[next(iter(answered))]
+            answered.popitem(last=False)
         result.latency_s = time.monotonic() - entry.sent_at
         self.ready.append(result)
