@@ -19,7 +19,7 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors"
 SHA256_ABC = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 VECTORS: dict[str, p.Message] = {
-    "client-submit-one": p.Submit([p.Task("t-1", "echo", b"hello")]),
+    "client-submit-one": p.Submit([p.Task("t-1", "echo", b"hello", fresh=True)]),
     "client-submit-batch": p.Submit(
         [
             p.Task(

@@ -1009,6 +1009,31 @@ def test_a_second_id_with_the_key_of_a_running_task_joins_it_and_the_work_runs_o
     assert fwd.broker.aliases == {}
 
 
+def test_a_task_marked_fresh_is_not_looked_up_among_stored_answers(fwd, monkeypatch):
+    looked_up: list[list[str]] = []
+    real = fwd.journal.answers
+    monkeypatch.setattr(
+        fwd.journal, "answers", lambda ids: looked_up.append(list(ids)) or real(ids)
+    )
+
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("first", fresh=True), task("again"))
+    fwd.turn()
+
+    assert looked_up == [["again"]]  # a first send has no stored answer to find
+
+
+def test_a_fresh_id_that_was_used_before_runs_again(fwd):
+    """``fresh`` is the client's promise; one that breaks it gets a second run."""
+    run_to_dispatch(fwd, b"c1", b"w1", task("t-1"))
+    fwd.done(b"w1", "t-1", b"stored")
+    fwd.turn()
+
+    fwd.submit(b"c2", task("t-1", fresh=True))
+
+    assert fwd.turn().task_ids(b"w1") == ["t-1"]
+
+
 def test_the_key_of_a_finished_task_returns_its_cached_result_under_the_new_id(fwd):
     run_to_dispatch(fwd, b"c1", b"w1", task("a", key="k"))
     fwd.done(b"w1", "a", b"once")

@@ -166,6 +166,15 @@ def test_resync_submits_the_unaccepted_again_and_collects_the_accepted(session):
     assert messages == [p.Submit([task("a"), task("c")]), p.Collect(["b"])]
 
 
+def test_a_first_submit_marks_new_tasks_fresh_and_a_resync_does_not(session):
+    (tasks,) = [ClientSession.new_tasks("echo", [b"a", b"b"])]
+    (first,) = [p.decode(f) for f in session.submit_frames(tasks)]
+    (again, *_) = [p.decode(f) for f in session.resync_frames()]
+
+    assert [t.fresh for t in first.tasks] == [True, True]
+    assert [t.fresh for t in again.tasks] == [False, False]  # may have a stored answer
+
+
 def test_resync_with_nothing_outstanding_sends_nothing(session):
     assert session.resync_frames() == []
 

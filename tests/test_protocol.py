@@ -522,6 +522,15 @@ def test_nil_optional_task_fields_take_their_defaults():
     assert task == p.Task("t", "echo", b"x", None, {}, None)
 
 
+@pytest.mark.parametrize(
+    ("extra", "fresh"),
+    [([], False), ([True], True), ([False], False), ([1], False), (["y"], False)],
+)
+def test_only_a_true_seventh_field_marks_a_task_fresh(extra: list[Any], fresh: bool):
+    (task,) = p.decode_submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None, *extra]))
+    assert task.fresh is fresh
+
+
 # ------------------------------------------------------------- identifiers
 
 

@@ -25,7 +25,7 @@ for the task in ``alias_of``, from an idempotency key).
 
 from __future__ import annotations
 
-import itertools
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -352,9 +352,11 @@ class Journal:
                     "INSERT INTO answer_log(finished_at, answers) VALUES (?, ?)",
                     (time.time(), msgpack.packb(list(self._logged.values()))),
                 ).lastrowid
-                db.executemany(
-                    "INSERT OR IGNORE INTO answer_ids(id, n) VALUES (?, ?)",
-                    zip(self._logged, itertools.repeat(log_row)),
+                # one statement for every id: SQLite walks the JSON array in C, where
+                # executemany binds each row from Python (half the cost per task)
+                db.execute(
+                    "INSERT OR IGNORE INTO answer_ids(id, n) SELECT value, ? FROM json_each(?)",
+                    (log_row, json.dumps(list(self._logged))),
                 )
             for sql, args in self._updates:
                 db.execute(sql, args)

@@ -92,6 +92,9 @@ class Task:
     key: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     retries: int | None = None
+    # True only on a task's first SUBMIT: the forwarder then skips looking for
+    # a stored answer under its id (docs/protocol.md, SUBMIT semantics 4)
+    fresh: bool = False
 
 
 @dataclass(slots=True)
@@ -295,7 +298,7 @@ def _cmd(code: Command) -> bytes:
 
 # Batch items travel as msgpack arrays, fields in the order of their class.
 def _task_array(t: Task) -> list[Any]:
-    return [t.id, t.service, t.payload, t.key, t.headers, t.retries]
+    return [t.id, t.service, t.payload, t.key, t.headers, t.retries, t.fresh]
 
 
 def _dispatch_array(d: Dispatch) -> list[Any]:
@@ -518,7 +521,9 @@ def _task_from(item: Any) -> Task:
         raise ProtocolError("malformed", "headers exceed 64 KiB once encoded", [task_id])
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ProtocolError("malformed", "retries must be a non-negative int", [task_id])
-    return Task(task_id, service, payload, key, headers, retries)
+    # fresh came with a later revision of version 2: absent means false
+    fresh = len(item) > 6 and item[6] is True
+    return Task(task_id, service, payload, key, headers, retries, fresh)
 
 
 def _result_from(item: Any) -> Result:

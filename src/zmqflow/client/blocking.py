@@ -186,7 +186,7 @@ class Client:
             # top up in batches of a quarter window: one SUBMIT per task costs the forwarder
             if room >= max(1, window // 4) and not exhausted:
                 batch = [
-                    p.Task(ClientSession.new_id(), service, bytes(payload))
+                    p.Task(ClientSession.new_id(), service, bytes(payload), fresh=True)
                     for payload in itertools.islice(source, room)
                 ]
                 exhausted = len(batch) < room

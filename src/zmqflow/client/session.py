@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zmqflow import protocol as p
@@ -118,7 +118,13 @@ class ClientSession:
         key_list = list(keys) if keys is not None else [None] * len(payloads)
         return [
             p.Task(
-                ClientSession.new_id(), service, bytes(payload), key, dict(headers or {}), retries
+                ClientSession.new_id(),
+                service,
+                bytes(payload),
+                key,
+                dict(headers or {}),
+                retries,
+                fresh=True,
             )
             for payload, key in zip(payloads, key_list, strict=True)
         ]
@@ -158,7 +164,8 @@ class ClientSession:
         lost a SUBMIT before journaling it, or an answer while we reconnected.
         """
         self.last_progress = time.monotonic()
-        unaccepted = [e.task for e in self.pending.values() if not e.accepted]
+        # sent before: not fresh, so the forwarder looks for a stored answer
+        unaccepted = [replace(e.task, fresh=False) for e in self.pending.values() if not e.accepted]
         accepted = [i for i, e in self.pending.items() if e.accepted]
         out = p.encode_split(p.Submit(unaccepted), self.max_batch)
         out.extend(

@@ -225,7 +225,7 @@ class Broker:
         accepted: list[str] = []
         cached: Answers = []  # stored answers, sent after the ACCEPTED
         refused: dict[tuple[str, str], list[str]] = {}
-        fresh: list[p.Task] = []
+        new: list[p.Task] = []  # not held in memory
         for item in items:
             if isinstance(item, p.ProtocolError):
                 refused.setdefault((item.code, item.reason), []).extend(item.ids)
@@ -237,9 +237,12 @@ class Broker:
                 if not self._journal_now(item.id):  # (that queues its ACCEPTED)
                     accepted.append(item.id)
             else:
-                fresh.append(item)
-        stored = self.journal.answers(t.id for t in fresh) if fresh else {}
-        for task in fresh:
+                new.append(item)
+        # A stored answer can exist only under an id sent before (a re-sent SUBMIT):
+        # a task marked fresh is a first send, and skips the lookup.
+        probe = [t.id for t in new if not t.fresh]
+        stored = self.journal.answers(probe) if probe else {}
+        for task in new:
             if task.id in self.tasks or task.id in self.aliases:  # twice in one message
                 self._known_unfinished(task.id, rid)
                 if not self._journal_now(task.id):
