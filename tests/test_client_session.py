@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from zmqflow import protocol as p
@@ -212,6 +213,26 @@ def test_heartbeats_and_undecodable_frames_change_nothing(session):
 
     assert not session.ready
     assert session.outstanding == 1
+
+
+def test_a_result_with_a_malformed_item_surfaces_nothing(session):
+    session.submit_frames([task("a"), task("b")])
+    good, bad = ["a", "w", 1, False, b"ok"], ["b", "w", "one", False, b"ok"]
+
+    session.on_message([p.CLIENT_SIGNATURE, b"\x03", msgpack.packb([good, bad])])
+
+    assert not session.ready
+    assert session.outstanding == 2
+
+
+def test_result_items_with_fields_past_the_listed_ones_still_surface(session):
+    session.submit_frames([task("a")])
+
+    item = ["a", "w", 2, True, b"ok", "a later field"]
+    session.on_message([p.CLIENT_SIGNATURE, b"\x03", msgpack.packb([item])])
+
+    (result,) = session.ready
+    assert (result.task_id, result.worker, result.attempts, result.cached) == ("a", "w", 2, True)
 
 
 def test_each_session_gets_its_own_routing_id_and_new_ids_are_unique():

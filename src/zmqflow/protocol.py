@@ -595,6 +595,30 @@ def decode_worker_results(frames: list[bytes]) -> list[list[Any]] | None:
     return items
 
 
+def decode_client_results(frames: list[bytes]) -> list[list[Any]] | None:
+    """A client RESULT's items as ``[id, worker, attempts, cached, payload, ...]``
+    arrays, checked, without building objects (the client's hot path); None when
+    anything is off, so the caller falls back to ``decode``."""
+    try:
+        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    if not isinstance(items, list) or not items:
+        return None
+    for item in items:
+        if (
+            type(item) is not list
+            or len(item) < 5
+            or type(item[0]) is not str
+            or type(item[1]) is not str
+            or type(item[2]) is not int
+            or type(item[3]) is not bool
+            or type(item[4]) is not bytes
+        ):
+            return None
+    return items
+
+
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
     """TASK body decoded item by item, so one bad task does not sink the batch.
 

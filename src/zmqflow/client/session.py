@@ -26,6 +26,7 @@ from typing import Any
 from zmqflow import protocol as p
 
 Frames = list[bytes]
+_RESULT = bytes([p.Command.RESULT])
 ANSWERED_KEPT = 100_000  # answered ids remembered (about 15 MB), oldest forgotten first
 _VARIANT = 0b10 << 62  # RFC 9562 variant bits
 _LOW_62 = (1 << 62) - 1
@@ -183,6 +184,17 @@ class ClientSession:
         return entry is None or entry.accepted  # not pending: answered (or refused)
 
     def on_message(self, frames: Frames) -> None:
+        if len(frames) == 3 and frames[1] == _RESULT and frames[0] == p.CLIENT_SIGNATURE:
+            items = p.decode_client_results(frames)  # the hot path, without Result objects
+            if items is not None:
+                self.last_progress = time.monotonic()
+                for item in items:
+                    task_id = item[0]
+                    self._answer(
+                        task_id,
+                        TaskResult(task_id, True, item[4], None, None, item[1], item[2], item[3]),
+                    )
+                return
         try:
             msg = p.decode(frames)
         except p.ProtocolError:
