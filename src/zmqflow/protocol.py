@@ -336,9 +336,32 @@ def _items(msg: Batch) -> list[Any]:
     return msg.tasks if isinstance(msg, Submit) else msg.items
 
 
-def _size_guess(item: Any) -> int:
-    """Bytes an item takes once packed, near enough for splitting (headers aside)."""
-    return len(getattr(item, "payload", b"")) + len(getattr(item, "error", "")) + 96
+# Item arrays built directly, for senders on the hot path (the forwarder's
+# outboxes): the same fields, in the same order, as the classes above.
+def dispatch_item(
+    task_id: str, service: str, headers: dict[str, Any], attempt: int, payload: bytes
+) -> list[Any]:
+    """A TASK item (``Dispatch``)."""
+    return [task_id, service, headers, attempt, payload]
+
+
+def result_item(
+    task_id: str, worker: str, attempts: int, cached: bool, payload: bytes
+) -> list[Any]:
+    """A client RESULT item (``Result``)."""
+    return [task_id, worker, attempts, cached, payload]
+
+
+def failed_item(
+    task_id: str, code: str, error: str, worker: str | None, attempts: int
+) -> list[Any]:
+    """A client FAILED item (``Failed``)."""
+    return [task_id, code, error, worker, attempts]
+
+
+def _size_guess(item: list[Any]) -> int:
+    """Bytes an item array takes once packed, near enough for splitting (headers aside)."""
+    return sum(len(f) for f in item if isinstance(f, bytes | str)) + 64
 
 
 def encode_split(
@@ -349,15 +372,28 @@ def encode_split(
     Each message holds at most ``max_items`` items, and its frames add up to at
     most ``max_bytes`` unless a single item is larger on its own (it then
     travels alone). This is the size rule of docs/protocol.md for senders.
+    """
+    as_array = _BATCHES[type(msg)][2]
+    return encode_items(type(msg), [as_array(item) for item in _items(msg)], max_items, max_bytes)
+
+
+def encode_items(
+    kind: type,
+    items: list[list[Any]],
+    max_items: int = MAX_BATCH,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> list[list[bytes]]:
+    """Like ``encode_split``, for a batch of ``kind`` given as item arrays.
+
     Items are grouped by a size guess; a packed group that still exceeds the
     cap (large headers) is halved until it fits.
     """
-    sig, cmd, as_array = _BATCHES[type(msg)]
+    sig, cmd, _ = _BATCHES[kind]
     budget = max_bytes - len(sig) - len(cmd)
     out: list[list[bytes]] = []
 
     def emit(chunk: list[Any]) -> None:
-        body = _pack([as_array(item) for item in chunk])
+        body = _pack(chunk)
         if len(body) > budget and len(chunk) > 1:
             half = len(chunk) // 2
             emit(chunk[:half])
@@ -365,11 +401,10 @@ def encode_split(
         else:
             out.append([sig, cmd, body])
 
-    items = _items(msg)
     if not items:
         return out
     if len(items) <= max_items:  # the usual case: one message, packed once
-        body = _pack([as_array(item) for item in items])
+        body = _pack(items)
         if len(body) <= budget:
             return [[sig, cmd, body]]
     chunk: list[Any] = []

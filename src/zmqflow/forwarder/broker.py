@@ -61,11 +61,12 @@ class TaskEntry:
     retries: int
     attempts: int
     client: bytes
-    aliases: list[tuple[str, bytes]] = field(default_factory=list)
-    worker: bytes | None = None  # routing id while in flight
-    arrival: int = field(default_factory=lambda: next(_ARRIVAL))
+    arrival: int  # orders tasks taken into memory (next(_ARRIVAL)), oldest first
     journaled: bool = True  # False while it waits for journal_due()
     accepted_at: float = 0.0  # monotonic time of acceptance
+    worker: bytes | None = None  # routing id while in flight
+    # other ids joined to it by its key, with their clients; a tuple, rarely replaced
+    aliases: tuple[tuple[str, bytes], ...] = ()
 
     @classmethod
     def from_stored(cls, stored: StoredTask) -> TaskEntry:
@@ -78,8 +79,13 @@ class TaskEntry:
             stored.retries,
             stored.attempts,
             stored.client,
-            list(stored.aliases),
+            next(_ARRIVAL),
+            aliases=tuple(stored.aliases),
         )
+
+    def join(self, alias_id: str, client: bytes) -> None:
+        """Another id (from an idempotency key) receives this task's answer."""
+        self.aliases = (*self.aliases, (alias_id, client))
 
 
 @dataclass(slots=True, eq=False)
@@ -272,7 +278,7 @@ class Broker:
         canonical_id = self.aliases.get(task_id)
         if canonical_id is not None:
             canonical = self.tasks[canonical_id]
-            canonical.aliases = [(a, rid if a == task_id else c) for a, c in canonical.aliases]
+            canonical.aliases = tuple((a, rid if a == task_id else c) for a, c in canonical.aliases)
             return True
         return False
 
@@ -302,7 +308,7 @@ class Broker:
             canonical_id = self.keys.get(task.key)
             if canonical_id is not None:
                 self._journal_now(canonical_id)
-                self.tasks[canonical_id].aliases.append((task.id, rid))
+                self.tasks[canonical_id].join(task.id, rid)
                 self.aliases[task.id] = canonical_id
                 self.journal.record_alias(task.id, canonical_id, task.service, task.key, rid, False)
                 return []
@@ -317,10 +323,18 @@ class Broker:
             return ("queue_full", f"the forwarder holds {len(self.tasks)} tasks, its limit")
         retries = self.limits.max_retries if task.retries is None else task.retries
         entry = TaskEntry(
-            task.id, task.service, task.key, task.headers, task.payload, retries, 0, rid
+            task.id,
+            task.service,
+            task.key,
+            task.headers,
+            task.payload,
+            retries,
+            0,
+            rid,
+            next(_ARRIVAL),
+            False,  # journaled by journal_due(), or written once finished
+            time.monotonic(),
         )
-        entry.journaled = False
-        entry.accepted_at = time.monotonic()
         self.unjournaled[task.id] = entry
         self._hold(entry)
         self.counters["accepted"] += 1
@@ -379,7 +393,7 @@ class Broker:
             canonical_id = answer.alias_of
             if canonical_id in self.tasks:  # still running: the alias joins it
                 self._journal_now(canonical_id)
-                self.tasks[canonical_id].aliases.append((reply_id, rid))
+                self.tasks[canonical_id].join(reply_id, rid)
                 self.aliases[reply_id] = canonical_id
                 return []
             target = self.journal.answers([canonical_id]).get(canonical_id)
@@ -443,10 +457,9 @@ class Broker:
         if len(frames) == 3 and frames[1] == _W_RESULT and frames[0] == p.WORKER_SIGNATURE:
             answers = p.decode_worker_results(frames)  # the hot path: id, payload pairs
             if answers is not None:
-                for task_id, payload in answers:
-                    self._finish_from_worker(worker, task_id, payload, None)
-                if worker is None:
-                    self._disown(rid)
+                for answer in answers:
+                    self._finish_from_worker(worker, answer[0], answer[1], None)
+                self._answered_by(worker, rid)
                 return
         try:
             msg = p.decode(frames)
@@ -459,13 +472,11 @@ class Broker:
             case p.WorkerResults(items):
                 for done in items:
                     self._finish_from_worker(worker, done.id, done.payload, None)
-                if worker is None:
-                    self._disown(rid)
+                self._answered_by(worker, rid)
             case p.WorkerFailures(items):
                 for failure in items:
                     self._finish_from_worker(worker, failure.id, None, failure.error)
-                if worker is None:
-                    self._disown(rid)
+                self._answered_by(worker, rid)
             case p.WorkerHeartbeat():
                 if worker is None:
                     self._disown(rid)
@@ -479,6 +490,14 @@ class Broker:
             case _:
                 log.warning("worker %s: %s is not a worker message", rid.hex(), type(msg).__name__)
                 self.outbox_workers.send(rid, p.encode(p.Disconnect("unknown command")))
+
+    def _answered_by(self, worker: WorkerEntry | None, rid: bytes) -> None:
+        """After a worker's answers: its services may dispatch again; an unknown
+        worker is told to go (it announces itself anew)."""
+        if worker is not None:
+            self.dirty.update(worker.services)
+        else:
+            self._disown(rid)
 
     def _disown(self, rid: bytes) -> None:
         self.outbox_workers.send(rid, p.encode(p.Disconnect("unknown worker")))
@@ -546,7 +565,6 @@ class Broker:
         """One answer from a worker (``None``: a worker we do not know)."""
         if worker is not None:
             worker.inflight.discard(task_id)
-            self.dirty.update(worker.services)
         task = self.tasks.get(task_id)
         if task is None:
             self.counters["late_results"] += 1  # already answered by another worker
@@ -583,9 +601,9 @@ class Broker:
         if state == "done":
             self.counters["completed"] += 1
             out, name = result or b"", worker or ""
-            outbox.result(task.client, p.Result(task.id, name, task.attempts, False, out))
+            outbox.result(task.client, p.result_item(task.id, name, task.attempts, False, out))
             for alias_id, client in task.aliases:
-                outbox.result(client, p.Result(alias_id, name, task.attempts, True, out))
+                outbox.result(client, p.result_item(alias_id, name, task.attempts, True, out))
             if self.task_events:
                 self.events(
                     "task.completed", {"id": task.id, "service": task.service, "worker": worker}
@@ -593,9 +611,9 @@ class Broker:
         else:
             self.counters["dead_lettered" if state == "dead" else "failed"] += 1
             why, text = code or "", error or ""
-            outbox.failure(task.client, p.Failed(task.id, why, text, worker, task.attempts))
+            outbox.failure(task.client, p.failed_item(task.id, why, text, worker, task.attempts))
             for alias_id, client in task.aliases:
-                outbox.failure(client, p.Failed(alias_id, why, text, worker, task.attempts))
+                outbox.failure(client, p.failed_item(alias_id, why, text, worker, task.attempts))
             self.events(
                 "task.dead_lettered" if state == "dead" else "task.failed",
                 {"id": task.id, "service": task.service, "error": error},
@@ -640,7 +658,7 @@ class Broker:
         worker.inflight.add(task.id)
         self.outbox_workers.task(
             worker.rid,
-            p.Dispatch(task.id, task.service, task.headers, task.attempts, task.payload),
+            p.dispatch_item(task.id, task.service, task.headers, task.attempts, task.payload),
         )
 
     def worker_unreachable(self, rid: bytes) -> None:

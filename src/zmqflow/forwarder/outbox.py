@@ -9,8 +9,10 @@ Contract: the broker queues messages during a turn; the device calls
 - Then the batched ones, one message per destination and kind holding
   everything queued for it this turn, in the order queued: TASK per worker
   (``WorkerOutbox.task``), RESULT then FAILED per client
-  (``ClientOutbox.result`` / ``failure``). A batch larger than ``max_batch``
-  items or 64 MiB is split into several messages (``protocol.encode_split``).
+  (``ClientOutbox.result`` / ``failure``). Items are queued as the arrays
+  that go on the wire (``protocol.dispatch_item`` and friends): no object
+  per item on the hot path. A batch larger than ``max_batch`` items or
+  64 MiB is split into several messages (``protocol.encode_items``).
 
 Placing every control message before every answer keeps the ordering rule
 of docs/protocol.md: an ACCEPTED reaches its client before any RESULT or
@@ -20,9 +22,12 @@ before any of them leaves, see device.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from zmqflow import protocol as p
 
 Frames = list[bytes]
+Item = list[Any]  # one batch item, fields in wire order
 
 
 class _Outbox:
@@ -38,8 +43,8 @@ class _Outbox:
         out, self._control = self._control, []
         return out
 
-    def _split(self, rid: bytes, batch: p.Batch) -> list[tuple[bytes, Frames]]:
-        return [(rid, frames) for frames in p.encode_split(batch, self.max_batch)]
+    def _split(self, rid: bytes, kind: type, items: list[Item]) -> list[tuple[bytes, Frames]]:
+        return [(rid, frames) for frames in p.encode_items(kind, items, self.max_batch)]
 
 
 class WorkerOutbox(_Outbox):
@@ -47,10 +52,11 @@ class WorkerOutbox(_Outbox):
 
     def __init__(self, max_batch: int = p.MAX_BATCH) -> None:
         super().__init__(max_batch)
-        self._tasks: dict[bytes, list[p.Dispatch]] = {}
+        self._tasks: dict[bytes, list[Item]] = {}
 
-    def task(self, rid: bytes, item: p.Dispatch) -> None:
-        """Queue a task for worker ``rid`` (the broker has checked its credit)."""
+    def task(self, rid: bytes, item: Item) -> None:
+        """Queue a TASK item (``protocol.dispatch_item``) for worker ``rid`` (the
+        broker has checked its credit)."""
         items = self._tasks.get(rid)
         if items is None:
             self._tasks[rid] = [item]
@@ -60,7 +66,7 @@ class WorkerOutbox(_Outbox):
     def take(self) -> list[tuple[bytes, Frames]]:
         out = self._take_control()
         for rid, items in self._tasks.items():
-            out.extend(self._split(rid, p.Tasks(items)))
+            out.extend(self._split(rid, p.Tasks, items))
         self._tasks = {}
         return out
 
@@ -70,38 +76,40 @@ class ClientOutbox(_Outbox):
 
     def __init__(self, max_batch: int = p.MAX_BATCH) -> None:
         super().__init__(max_batch)
-        self._results: dict[bytes, list[p.Result]] = {}
-        self._failures: dict[bytes, list[p.Failed]] = {}
+        self._results: dict[bytes, list[Item]] = {}
+        self._failures: dict[bytes, list[Item]] = {}
 
-    def result(self, rid: bytes, item: p.Result) -> None:
-        """Queue an answer for client ``rid``."""
+    def result(self, rid: bytes, item: Item) -> None:
+        """Queue a RESULT item (``protocol.result_item``) for client ``rid``."""
         items = self._results.get(rid)
         if items is None:
             self._results[rid] = [item]
         else:
             items.append(item)
 
-    def failure(self, rid: bytes, item: p.Failed) -> None:
-        """Queue a failure for client ``rid``."""
+    def failure(self, rid: bytes, item: Item) -> None:
+        """Queue a FAILED item (``protocol.failed_item``) for client ``rid``."""
         items = self._failures.get(rid)
         if items is None:
             self._failures[rid] = [item]
         else:
             items.append(item)
 
-    def answer(self, rid: bytes, item: p.Result | p.Failed) -> None:
-        """Queue either kind of answer."""
-        if isinstance(item, p.Result):
-            self.result(rid, item)
+    def answer(self, rid: bytes, answer: p.Result | p.Failed) -> None:
+        """Queue either kind of answer, given as its object."""
+        if isinstance(answer, p.Result):
+            a = answer
+            self.result(rid, p.result_item(a.id, a.worker, a.attempts, a.cached, a.payload))
         else:
-            self.failure(rid, item)
+            f = answer
+            self.failure(rid, p.failed_item(f.id, f.code, f.error, f.worker, f.attempts))
 
     def take(self) -> list[tuple[bytes, Frames]]:
         out = self._take_control()
         for rid, results in self._results.items():
-            out.extend(self._split(rid, p.Results(results)))
+            out.extend(self._split(rid, p.Results, results))
         for rid, failures in self._failures.items():
-            out.extend(self._split(rid, p.Failures(failures)))
+            out.extend(self._split(rid, p.Failures, failures))
         self._results = {}
         self._failures = {}
         return out
