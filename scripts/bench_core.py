@@ -1,11 +1,15 @@
 """make bench-core: zmqflow round trips against raw pyzmq echo, in one run.
 
 Every system answers 100-byte echo tasks; each is measured twice:
-- throughput: N tasks with up to WINDOW outstanding (pipelined);
+- throughput: N tasks with up to WINDOW outstanding (pipelined), after a
+  warm-up of WARMUP tasks that is not counted;
 - latency: M tasks one at a time (ping-pong), p50 and p99 round trip.
-The baseline is raw pyzmq DEALER -> ROUTER echo between two processes, run
-first in the same run on the same machine, so ratios compare like with
-like. Prints a table, writes bench-results/core.json and core.png.
+The baseline is raw pyzmq DEALER -> ROUTER echo between two processes,
+measured the same way in the same run. The machines are shared and their
+speed drifts within seconds, so the whole table is measured ROUNDS times,
+one system after the other, and each system's figure is its median over
+the rounds; the ratio is a median over the raw echo's median. Prints a
+table, writes bench-results/core.json and core.png.
 """
 
 from __future__ import annotations
@@ -173,7 +177,10 @@ def measure(
     count: int,
     window: int,
     pings: int,
+    warmup: int,
 ) -> Row:
+    if warmup:
+        run(warmup, window)  # connections, caches, the journal's first pages
     throughput, _ = run(count, window)
     _, rtts = run(pings, 1)
     row = Row(
@@ -186,62 +193,78 @@ def measure(
     return row
 
 
+def median_row(rows: list[Row]) -> Row:
+    """One system's figures over the rounds: the median of each."""
+    return Row(
+        rows[0].system,
+        round(statistics.median(r.throughput_per_s for r in rows), 1),
+        round(statistics.median(r.p50_us for r in rows), 1),
+        round(statistics.median(r.p99_us for r in rows), 1),
+    )
+
+
 def main(
-    count: int = typer.Option(20_000, help="tasks per throughput run"),
+    count: int = typer.Option(50_000, help="tasks per throughput run"),
     window: int = typer.Option(200, help="tasks outstanding in throughput runs"),
     pings: int = typer.Option(2_000, help="one-at-a-time round trips for latency"),
     credit: int = typer.Option(100, help="worker credit"),
+    warmup: int = typer.Option(5_000, help="tasks run before each throughput run, not counted"),
+    rounds: int = typer.Option(3, help="times the whole table is measured (medians reported)"),
 ) -> None:
-    rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="zmqflow-bench-"))
     console.print(
-        f"[bold]bench-core[/]: {count} tasks, window {window}, {pings} pings, "
-        f"100-byte echo, {os.cpu_count()} cores"
+        f"[bold]bench-core[/]: {count} tasks (after {warmup} warm-up), window {window}, "
+        f"{pings} pings, 100-byte echo, {rounds} rounds, {os.cpu_count()} cores"
     )
+    setups: list[tuple[str, str, list[Callable[[str, int], list[str]]]]] = [
+        ("zmqflow, 1 python worker", "journal", [python_worker]),
+        ("zmqflow, 2 python workers", "journal", [python_worker, python_worker]),
+        ("zmqflow, 1 python worker, no journal", ":memory:", [python_worker]),
+    ]
+    if RUST_BIN.exists():
+        setups.append(("zmqflow, 1 rust worker", "journal", [rust_worker]))
+        setups.append(("zmqflow, 2 rust workers", "journal", [rust_worker, rust_worker]))
+    else:
+        console.print(
+            f"[yellow]no Rust worker at {RUST_BIN}: build it with "
+            "`cargo build --release` in services/worker-rust[/]"
+        )
+    measured: list[list[Row]] = [[] for _ in range(len(setups) + 1)]  # per system, per round
     try:
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
-        with processes([sys.executable, "-c", ECHO_SERVER, endpoint]):
-            time.sleep(0.5)
-            rows.append(
-                measure(
-                    "raw pyzmq DEALER-ROUTER echo",
-                    lambda n, w: raw_echo(n, w, endpoint),
-                    count,
-                    window,
-                    pings,
-                )
-            )
-
-        setups: list[tuple[str, str, list[Callable[[str, int], list[str]]]]] = [
-            ("zmqflow, 1 python worker", "journal", [python_worker]),
-            ("zmqflow, 2 python workers", "journal", [python_worker, python_worker]),
-            ("zmqflow, 1 python worker, no journal", ":memory:", [python_worker]),
-        ]
-        if RUST_BIN.exists():
-            setups.append(("zmqflow, 1 rust worker", "journal", [rust_worker]))
-            setups.append(("zmqflow, 2 rust workers", "journal", [rust_worker, rust_worker]))
-        else:
-            console.print(
-                f"[yellow]no Rust worker at {RUST_BIN}: build it with "
-                "`cargo build --release` in services/worker-rust[/]"
-            )
-        for n, (name, journal, workers) in enumerate(setups):
-            path = journal if journal == ":memory:" else str(tmp / f"journal-{n}.db")
-            cmd, front, back = forwarder_cmd(path)
-            with processes(cmd, *(w(back, credit) for w in workers)):
-                wait_workers(front, len(workers))
-                rows.append(
+        for round_no in range(1, rounds + 1):
+            console.print(f"[bold]round {round_no}/{rounds}[/]")
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            with processes([sys.executable, "-c", ECHO_SERVER, endpoint]):
+                time.sleep(0.5)
+                measured[0].append(
                     measure(
-                        name,
-                        lambda c, w, front=front: zmqflow_echo(c, w, front),
+                        "raw pyzmq DEALER-ROUTER echo",
+                        lambda n, w, endpoint=endpoint: raw_echo(n, w, endpoint),
                         count,
                         window,
                         pings,
+                        warmup,
                     )
                 )
+            for n, (name, journal, workers) in enumerate(setups):
+                path = journal if journal == ":memory:" else str(tmp / f"journal-{round_no}-{n}.db")
+                cmd, front, back = forwarder_cmd(path)
+                with processes(cmd, *(w(back, credit) for w in workers)):
+                    wait_workers(front, len(workers))
+                    measured[n + 1].append(
+                        measure(
+                            name,
+                            lambda c, w, front=front: zmqflow_echo(c, w, front),
+                            count,
+                            window,
+                            pings,
+                            warmup,
+                        )
+                    )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    rows = [median_row(per_round) for per_round in measured]
     base = rows[0].throughput_per_s
     for row in rows:
         row.ratio = round(row.throughput_per_s / base, 3)
@@ -251,7 +274,7 @@ def main(
         "vs raw",
         "p50 us (1 at a time)",
         "p99 us",
-        title="bench-core: 100-byte echo round trips",
+        title=f"bench-core: 100-byte echo round trips (median of {rounds} rounds)",
     )
     for row in rows:
         table.add_row(
@@ -263,7 +286,16 @@ def main(
         )
     console.print(table)
     OUT.mkdir(exist_ok=True)
-    (OUT / "core.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    (OUT / "core.json").write_text(
+        json.dumps(
+            {
+                "medians": [asdict(r) for r in rows],
+                "rounds": [[asdict(r) for r in per_round] for per_round in measured],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     plot(rows, OUT / "core.png")
     console.print(f"wrote {OUT / 'core.json'} and {OUT / 'core.png'}")
     print(
