@@ -20,6 +20,7 @@ import zmq
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zmqflow import protocol as p
+from zmqflow.client.ids import new_id
 from zmqflow.client.session import ClientSession, Refused, TaskResult
 from zmqflow.transport import recv_frames
 
@@ -186,7 +187,7 @@ class Client:
             # top up in batches of a quarter window: one SUBMIT per task costs the forwarder
             if room >= max(1, window // 4) and not exhausted:
                 batch = [
-                    p.Task(ClientSession.new_id(), service, bytes(payload), fresh=True)
+                    p.Task(new_id(), service, bytes(payload), fresh=True)
                     for payload in itertools.islice(source, room)
                 ]
                 exhausted = len(batch) < room

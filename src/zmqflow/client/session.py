@@ -15,7 +15,6 @@ within the session.
 from __future__ import annotations
 
 import math
-import random
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -24,12 +23,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zmqflow import protocol as p
+from zmqflow.client.ids import new_id
 
 Frames = list[bytes]
 _RESULT = bytes([p.Command.RESULT])
 ANSWERED_KEPT = 100_000  # answered ids remembered (about 15 MB), oldest forgotten first
-_VARIANT = 0b10 << 62  # RFC 9562 variant bits
-_LOW_62 = (1 << 62) - 1
 REFUSAL_CODES = frozenset(
     {
         "malformed",
@@ -99,12 +97,8 @@ class ClientSession:
 
     @staticmethod
     def new_id() -> str:
-        """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, so the forwarder's
-        journal appends to its id index instead of writing all over it (random
-        ids made each journaled task cost about twice as much)."""
-        rand = random.getrandbits(74)
-        millis = time.time_ns() // 1_000_000
-        return f"{millis:012x}7{rand >> 62:03x}{_VARIANT | (rand & _LOW_62):016x}"
+        """A new task id: a UUIDv7, time-ordered (see ids.py)."""
+        return new_id()
 
     @staticmethod
     def new_tasks(
@@ -119,7 +113,7 @@ class ClientSession:
         key_list = list(keys) if keys is not None else [None] * len(payloads)
         return [
             p.Task(
-                ClientSession.new_id(),
+                new_id(),
                 service,
                 bytes(payload),
                 key,
