@@ -543,6 +543,20 @@ def _dispatch_from(item: Any) -> Dispatch:
 
 
 def _task_from(item: Any) -> Task:
+    # The usual task (no key, headers, or retries) in one test; the rest, and
+    # anything malformed, take the checks below.
+    if (
+        type(item) is list
+        and len(item) >= 6
+        and type(item[0]) is str
+        and type(item[1]) is str
+        and type(item[2]) is bytes
+        and item[3] is None
+        and not item[4]
+        and type(item[4]) is dict
+        and item[5] is None
+    ):
+        return Task(item[0], item[1], item[2], None, {}, None, len(item) > 6 and item[6] is True)
     task_id, service, payload, key, headers, retries = _fields(item, "SUBMIT", 6)[:6]
     if not isinstance(service, str):
         raise _wrong("SUBMIT", "service", task_id)

@@ -248,6 +248,7 @@ class Broker:
         # a task marked fresh is a first send, and skips the lookup.
         probe = [t.id for t in new if not t.fresh]
         stored = self.journal.answers(probe) if probe else {}
+        now = time.monotonic()  # one acceptance time for the message
         for task in new:
             if task.id in self.tasks or task.id in self.aliases:  # twice in one message
                 self._known_unfinished(task.id, rid)
@@ -257,7 +258,7 @@ class Broker:
                 accepted.append(task.id)
                 cached.extend(self._stored_reply(rid, task.id, stored[task.id]))
             else:
-                outcome = self._accept(rid, task)
+                outcome = self._accept(rid, task, now)
                 if isinstance(outcome, tuple):
                     refused.setdefault(outcome, []).append(task.id)
                 elif outcome is not None:  # None: ACCEPTED once journaled
@@ -298,7 +299,7 @@ class Broker:
             return ("malformed", "idempotency key must be 1-256 bytes")
         return None
 
-    def _accept(self, rid: bytes, task: p.Task) -> tuple[str, str] | Answers | None:
+    def _accept(self, rid: bytes, task: p.Task, now: float) -> tuple[str, str] | Answers | None:
         """Take a new task, or join it to its key's task.
 
         Returns a refusal, the cached replies to send after ACCEPTED, or None
@@ -333,7 +334,7 @@ class Broker:
             rid,
             next(_ARRIVAL),
             False,  # journaled by journal_due(), or written once finished
-            time.monotonic(),
+            now,
         )
         self.unjournaled[task.id] = entry
         self._hold(entry)
