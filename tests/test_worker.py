@@ -140,9 +140,9 @@ def idle(fake: FakeForwarder) -> Iterator[tuple[Worker, zmq.Socket]]:
 def test_answers_finished_in_one_turn_go_in_one_result_and_one_failed(fake, idle):
     worker, _ = idle
     for i in range(3):
-        worker._done.put(p.Done(f"d-{i}", b"out"))
-    worker._done.put(p.Error("e-0", "boom"))
-    worker._done.put(p.Error("e-1", "bang"))
+        worker._done.put((f"d-{i}", b"out", None))
+    worker._done.put(("e-0", None, "boom"))
+    worker._done.put(("e-1", None, "bang"))
 
     worker._send_answers()
 
@@ -157,7 +157,7 @@ def test_answers_finished_in_one_turn_go_in_one_result_and_one_failed(fake, idle
 def test_answers_of_a_turn_are_split_at_max_batch(fake, idle):
     worker, _ = idle
     for i in range(p.MAX_BATCH * 2 + 5):
-        worker._done.put(p.Done(f"d-{i}", b""))
+        worker._done.put((f"d-{i}", b"", None))
 
     worker._send_answers()
 

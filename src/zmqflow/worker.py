@@ -46,6 +46,7 @@ from zmqflow.transport import recv_frames, send_frames
 
 log = logging.getLogger("zmqflow.worker")
 
+Answer = tuple[str, bytes | None, str | None]  # task id, output, error
 Handler = Callable[[bytes, Mapping[str, Any]], bytes]
 
 _DRAIN_GIVE_UP_S = 5.0
@@ -107,7 +108,8 @@ class Worker:
         )
         self.credit = settings.credit or 2 * settings.concurrency
         self._todo: queue.SimpleQueue[tuple[Handler, p.Dispatch] | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[p.Done | p.Error] = queue.SimpleQueue()
+        # answers as (task id, output, error): output is None when the handler failed
+        self._done: queue.SimpleQueue[Answer] = queue.SimpleQueue()
         self._wake_pending = False
         self._threads = [
             threading.Thread(target=self._handler_thread, name=f"handler-{n}", daemon=True)
@@ -315,14 +317,14 @@ class Worker:
                 self._start(item)
             elif item.ids and p.valid_id(item.ids[0]):  # an answer needs a usable id
                 log.warning("malformed task %s: %s", item.ids[0], item)
-                self._done.put(p.Error(item.ids[0], f"malformed task: {item}"))
+                self._done.put((item.ids[0], None, f"malformed task: {item}"))
             else:
                 log.warning("task without a readable id dropped: %s", item)
 
     def _start(self, task: p.Dispatch) -> None:
         handler = self.handlers.get(task.service)
         if handler is None:
-            self._done.put(p.Error(task.id, f"service {task.service!r} not served here"))
+            self._done.put((task.id, None, f"service {task.service!r} not served here"))
             return
         self._running.add(task.id)
         self._todo.put((handler, task))
@@ -340,44 +342,43 @@ class Worker:
                 self._wake()
 
     @staticmethod
-    def _run_handler(handler: Handler, task: p.Dispatch) -> p.Done | p.Error:
+    def _run_handler(handler: Handler, task: p.Dispatch) -> Answer:
         try:
             out = handler(task.payload, task.headers)
             if isinstance(out, str):
                 out = out.encode()
             elif not isinstance(out, bytes | bytearray | memoryview):
                 raise TypeError(f"handler returned {type(out).__name__}, expected bytes")
-            reply: p.Done | p.Error = p.Done(task.id, bytes(out))
+            return (task.id, bytes(out), None)
         except Exception as exc:  # the handler's failure is the task's answer
-            reply = p.Error(task.id, str(exc) or type(exc).__name__)
-        return reply
+            return (task.id, None, str(exc) or type(exc).__name__)
 
     def _send_answers(self) -> None:
         """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""
-        done: list[p.Done] = []
-        errors: list[p.Error] = []
+        done: list[list[Any]] = []  # RESULT items: id, output
+        errors: list[list[Any]] = []  # FAILED items: id, error
+        get, running = self._done.get_nowait, self._running
         while True:
             try:
-                answer = self._done.get_nowait()
+                task_id, out, error = get()
             except queue.Empty:
                 break
-            self._running.discard(answer.id)
-            self.completed += 1
-            if isinstance(answer, p.Done):
-                done.append(answer)
+            running.discard(task_id)
+            if out is not None:
+                done.append([task_id, out])
             else:
-                errors.append(answer)
+                errors.append([task_id, error])
+        self.completed += len(done) + len(errors)
         sock = self._sock
         if sock is None:
             return
-        batches: tuple[p.Batch, ...] = (p.WorkerResults(done), p.WorkerFailures(errors))
-        for batch in batches:
-            for frames in p.encode_split(batch):
+        for kind, items in ((p.WorkerResults, done), (p.WorkerFailures, errors)):
+            for frames in p.encode_items(kind, items):
                 try:
                     send_frames(sock, frames)
                 except zmq.Again:
                     # the forwarder will count these tasks lost with us and run them again
-                    log.warning("%s dropped: forwarder not reachable", type(batch).__name__)
+                    log.warning("%s dropped: forwarder not reachable", kind.__name__)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:
