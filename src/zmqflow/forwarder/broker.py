@@ -46,7 +46,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
 _W_RESULT = bytes([p.Command.W_RESULT])
-_ARRIVAL = itertools.count()  # orders tasks taken into memory, oldest first
+_next_arrival = itertools.count().__next__  # orders tasks taken into memory, oldest first
 
 
 @dataclass(slots=True, eq=False)
@@ -61,7 +61,7 @@ class TaskEntry:
     retries: int
     attempts: int
     client: bytes
-    arrival: int  # orders tasks taken into memory (next(_ARRIVAL)), oldest first
+    arrival: int  # orders tasks taken into memory (_next_arrival()), oldest first
     journaled: bool = True  # False while it waits for journal_due()
     accepted_at: float = 0.0  # monotonic time of acceptance
     worker: bytes | None = None  # routing id while in flight
@@ -79,7 +79,7 @@ class TaskEntry:
             stored.retries,
             stored.attempts,
             stored.client,
-            next(_ARRIVAL),
+            _next_arrival(),
             aliases=tuple(stored.aliases),
         )
 
@@ -332,12 +332,20 @@ class Broker:
             retries,
             0,
             rid,
-            next(_ARRIVAL),
+            _next_arrival(),
             False,  # journaled by journal_due(), or written once finished
             now,
         )
-        self.unjournaled[task.id] = entry
-        self._hold(entry)
+        # _hold and _enqueue, inlined: this runs for every task
+        self.tasks[task.id] = self.unjournaled[task.id] = entry
+        if task.key:
+            self.keys[task.key] = task.id
+        queue = self.queues.get(task.service)
+        if queue is None:
+            queue = self.queues[task.service] = deque()
+        queue.append(entry)
+        self.queued_bytes += len(task.payload)
+        self.dirty.add(task.service)
         self.counters["accepted"] += 1
         return None
 
