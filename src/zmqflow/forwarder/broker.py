@@ -466,8 +466,7 @@ class Broker:
         if len(frames) == 3 and frames[1] == _W_RESULT and frames[0] == p.WORKER_SIGNATURE:
             answers = p.decode_worker_results(frames)  # the hot path: id, payload pairs
             if answers is not None:
-                for answer in answers:
-                    self._finish_from_worker(worker, answer[0], answer[1], None)
+                self._results_from_worker(worker, answers)
                 self._answered_by(worker, rid)
                 return
         try:
@@ -563,6 +562,35 @@ class Broker:
             peers = self.by_service.get(service, [])
             if worker in peers:
                 peers.remove(worker)
+
+    def _results_from_worker(self, worker: WorkerEntry | None, answers: list[list[Any]]) -> None:
+        """A worker's RESULT items (id, output): ``_finish_from_worker`` and ``_finish``
+        for the usual case, inlined (a task held in memory, without a key or
+        aliases, finished before it was journaled); anything else goes the long way."""
+        tasks, unjournaled, outbox = self.tasks, self.unjournaled, self.outbox_clients
+        record = self.journal.record_finished_new
+        name = worker.id if worker is not None else "unknown"
+        inflight = worker.inflight if worker is not None else set()
+        done = 0
+        for answer in answers:
+            task_id, output = answer[0], answer[1]
+            task = tasks.get(task_id)
+            if task is None or task.journaled or task.key or task.aliases or task.worker is None:
+                self._finish_from_worker(worker, task_id, output, None)  # the long way
+                continue
+            inflight.discard(task_id)
+            del tasks[task_id]
+            del unjournaled[task_id]
+            task.journaled = True
+            task.attempts = max(task.attempts, 1)
+            record(task, "done", output, None, None, name)
+            outbox.result(task.client, p.result_item(task_id, name, task.attempts, False, output))
+            if self.task_events:
+                self.events(
+                    "task.completed", {"id": task_id, "service": task.service, "worker": name}
+                )
+            done += 1
+        self.counters["completed"] += done
 
     def _finish_from_worker(
         self,
