@@ -327,3 +327,50 @@ def test_purge_deletes_at_most_its_limit_and_the_rest_on_the_next_call(journal):
     assert journal.purge(older_than_s=0, limit=10) == 10
     assert journal.purge(older_than_s=0, limit=10) == 5
     assert journal.answers([f"t-{i}" for i in range(25)]) == {}
+
+
+# ------------------------------------------------------------ the answer log
+
+
+def test_a_keyless_task_journaled_finished_goes_to_the_answer_log_not_the_tasks_table(
+    journal, path
+):
+    journal.record_finished_new(Held("t-1"), "done", b"out", None, None, "w1")
+    journal.record_finished_new(Held("t-2"), "failed", None, "boom", "handler_error", "w2")
+    reader = Journal(path)
+
+    assert reader.answers(["t-1", "t-2"]) == {}  # nothing before the commit
+    journal.commit()
+
+    found = reader.answers(["t-1", "t-2", "t-3"])
+    assert (found["t-1"].state, found["t-1"].result, found["t-1"].worker) == ("done", b"out", "w1")
+    assert (found["t-2"].state, found["t-2"].error, found["t-2"].code) == (
+        "failed",
+        "boom",
+        "handler_error",
+    )
+    assert "t-3" not in found
+    assert reader._db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+    assert reader._db.execute("SELECT count(*) FROM answer_log").fetchone() == (1,)  # one row
+
+
+def test_reads_see_a_logged_answer_before_the_commit(journal):
+    journal.record_finished_new(Held("t-1"), "done", b"out", None, None, "w1")
+
+    assert journal.answers(["t-1"])["t-1"].result == b"out"
+
+
+def test_purge_drops_expired_answer_log_rows_whole_with_their_ids(journal):
+    for turn in range(3):
+        for i in range(3):
+            journal.record_finished_new(Held(f"t-{turn}-{i}"), "done", b"r", None, None, "w")
+        journal.commit()  # one log row of three answers per commit
+    ids = [f"t-{turn}-{i}" for turn in range(3) for i in range(3)]
+    time.sleep(0.01)
+
+    assert journal.purge(older_than_s=3600) == 0  # not expired yet
+    assert journal.purge(older_than_s=0, limit=2) == 3  # a whole row, past the limit
+    assert len(journal.answers(ids)) == 6
+    assert journal.purge(older_than_s=0, limit=10) == 6
+    assert journal.answers(ids) == {}
+    assert journal._db.execute("SELECT count(*) FROM answer_ids").fetchone() == (0,)
