@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import uuid
 
 from zmqflow import protocol as p
@@ -51,3 +54,22 @@ def test_two_generators_or_a_reseeded_one_differ_in_their_random_bits():
     before = first()[-16:]
     first.reseed()  # what a forked child does
     assert first()[-16:] != before
+
+
+def test_a_forked_child_makes_ids_of_its_own_even_if_the_lock_was_held():
+    with ids.new_id._lock:
+        parent_tail = ids.new_id._tail
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: must not deadlock, and must not repeat the parent
+            os.close(read)
+            os.write(write, ids.new_id()[-16:].encode())
+            os._exit(0)
+    os.close(write)
+    answered, _, _ = select.select([read], [], [], 10)
+    if not answered:  # the child is stuck on the lock it inherited
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+    assert answered, "the forked child never made an id"
+    assert os.read(read, 64).decode() != parent_tail

@@ -39,6 +39,12 @@ class UuidV7:
             self._tail = f"{_VARIANT | random.getrandbits(62):016x}"
             self._millis = -1
 
+    def _after_fork(self) -> None:
+        # another thread may have held the lock at the fork: the child's copy
+        # would stay locked for ever, so it gets a new one
+        self._lock = threading.Lock()
+        self.reseed()
+
     def __call__(self) -> str:
         millis = time.time_ns() // 1_000_000
         with self._lock:
@@ -56,4 +62,4 @@ class UuidV7:
 
 
 new_id = UuidV7()
-os.register_at_fork(after_in_child=new_id.reseed)
+os.register_at_fork(after_in_child=new_id._after_fork)
