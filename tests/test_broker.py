@@ -411,6 +411,83 @@ def test_queue_full_when_queued_payload_bytes_pass_max_queue_bytes(fwd):
     assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["b"])]
 
 
+# A SUBMIT of fresh, keyless tasks takes a hot path (Broker._submit_usual) that
+# must behave exactly like the checked one: each test runs on both.
+BOTH_PATHS = pytest.mark.parametrize("fresh", [False, True], ids=["checked", "usual"])
+
+
+@BOTH_PATHS
+def test_a_submit_is_accepted_dispatched_and_answered_alike_on_both_paths(fwd, fresh: bool):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a", fresh=fresh), task("b", fresh=fresh))
+    first = fwd.turn()
+    fwd.done(b"w1", "a", b"A")
+    fwd.done(b"w1", "b", b"B")
+
+    assert first.task_ids(b"w1") == ["a", "b"]
+    assert first.to(b"c1") == [p.Accepted(["a", "b"])]
+    assert [(r.id, r.payload) for r in answers(fwd.turn().to(b"c1"))] == [("a", b"A"), ("b", b"B")]
+
+
+@BOTH_PATHS
+def test_queue_full_refuses_alike_on_both_paths(fwd, fresh: bool):
+    fwd.broker.limits.max_queue = 2
+    fwd.ready(b"w1", credit=0)
+    fwd.submit(b"c1", *(task(f"t-{i}", fresh=fresh) for i in range(1, 4)))
+
+    replies = fwd.turn().to(b"c1")
+
+    assert only(replies, p.Accepted) == [p.Accepted(["t-1", "t-2"])]
+    assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("queue_full", ["t-3"])]
+
+
+@BOTH_PATHS
+def test_a_bad_task_in_a_batch_is_refused_and_the_rest_taken_on_both_paths(fwd, fresh: bool):
+    fwd.ready(b"w1", credit=0)
+    fwd.submit(
+        b"c1",
+        task("good", fresh=fresh),
+        task("nope", "no-such-service", fresh=fresh),
+        task("big", payload=b"x" * (fwd.broker.limits.max_payload_bytes + 1), fresh=fresh),
+        task("bad id!", fresh=fresh),
+    )
+
+    replies = fwd.turn().to(b"c1")
+
+    assert only(replies, p.Accepted) == [p.Accepted(["good"])]
+    assert {(r.code, tuple(r.ids)) for r in only(replies, p.Refused)} == {
+        ("unknown_service", ("nope",)),
+        ("too_large", ("big",)),
+        ("malformed", ("bad id!",)),
+    }
+
+
+@BOTH_PATHS
+def test_an_id_twice_in_one_submit_is_one_task_on_both_paths(fwd, fresh: bool):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a", fresh=fresh), task("a", fresh=fresh))
+
+    out = fwd.turn()
+
+    assert out.task_ids(b"w1") == ["a"]
+    assert fwd.broker.counters["accepted"] == 1
+
+
+@BOTH_PATHS
+def test_an_id_held_in_memory_is_not_taken_again_on_both_paths(fwd, fresh: bool):
+    fwd.ready(b"w1")
+    fwd.submit(b"c1", task("a"))
+    fwd.turn()
+
+    fwd.submit(b"c2", task("a", fresh=fresh))  # a re-send, from another connection
+    out = fwd.turn()
+
+    assert out.task_ids(b"w1") == []
+    assert fwd.broker.counters["accepted"] == 1
+    fwd.done(b"w1", "a", b"A")
+    assert [r.id for r in answers(fwd.turn().to(b"c2"))] == ["a"]  # to the last sender
+
+
 # ----------------------------------------------------------- credit, routing
 
 

@@ -678,6 +678,35 @@ def decode_client_results(frames: list[bytes]) -> list[list[Any]] | None:
     return items
 
 
+def decode_usual_submit(frames: list[bytes]) -> list[list[Any]] | None:
+    """A SUBMIT's items as arrays when every one is the usual task: ``id`` and
+    ``service`` strings, a ``bin`` payload, no key, empty headers, no retries
+    (``fresh`` and later fields may follow). None otherwise, and for anything
+    malformed: the caller then takes ``decode_submit_tasks`` and its checks.
+    This is the forwarder's hot path, without a ``Task`` per item."""
+    if len(frames) != 3:
+        return None
+    try:
+        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    if not isinstance(items, list) or not items:
+        return None
+    for item in items:
+        if (
+            type(item) is not list
+            or len(item) < 6
+            or type(item[0]) is not str
+            or type(item[1]) is not str
+            or type(item[2]) is not bytes
+            or item[3] is not None
+            or item[4] != {}
+            or item[5] is not None
+        ):
+            return None
+    return items
+
+
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
     """TASK body decoded item by item, so one bad task does not sink the batch.
 
