@@ -484,6 +484,16 @@ def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
     assert items[2].ids == []
 
 
+@pytest.mark.parametrize("attempt", [-1, True, 1.0], ids=["negative", "bool", "float"])
+def test_a_task_attempt_must_be_a_non_negative_int_as_in_the_rust_worker(attempt: Any):
+    frames = _batch(W, 0x12, _dispatch_item(id="t-x", attempt=attempt, payload=b"p"))
+
+    (item,) = p.decode_task_items(frames)
+
+    assert isinstance(item, p.ProtocolError)
+    assert (item.code, item.ids) == ("malformed", ["t-x"])
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

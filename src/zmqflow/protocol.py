@@ -537,6 +537,7 @@ def _dispatch_from(item: Any) -> Dispatch:
         and type(item[1]) is str
         and type(item[2]) is dict
         and type(item[3]) is int
+        and item[3] >= 0
         and type(item[4]) is bytes
     ):
         return Dispatch(item[0], item[1], item[2], item[3], item[4])
@@ -545,7 +546,7 @@ def _dispatch_from(item: Any) -> Dispatch:
         raise _wrong("TASK", "service", task_id)
     if not isinstance(headers, dict):
         raise _wrong("TASK", "headers", task_id)
-    if not isinstance(attempt, int):
+    if type(attempt) is not int or attempt < 0:  # not a bool, as in the Rust worker (u64)
         raise _wrong("TASK", "attempt", task_id)
     if not isinstance(payload, bytes):
         raise _wrong("TASK", "payload", task_id)
