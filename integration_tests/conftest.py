@@ -35,6 +35,10 @@ from testcontainers.compose import DockerCompose
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = os.environ.get("ZMQFLOW_IT_PROJECT", "zmqflow-it")
 ZMQFLOW = str(Path(sys.executable).with_name("zmqflow"))
+# The fabric alone: what the core and chaos tests start. The orchestrators
+# (Airflow, Prefect) are in compose.yaml too, but their tests start them in
+# projects of their own, so the core tests stay light on a 2-core machine.
+FABRIC_SERVICES = ["postgres", "forwarder", "worker-python", "worker-rust", "events-log"]
 
 
 def _free_port() -> int:
@@ -170,6 +174,7 @@ def stack() -> Iterator[Stack]:
         pull=False,
         build=False,
         wait=True,
+        services=FABRIC_SERVICES,
     )
     # A project left over from an interrupted run would keep its old ports.
     _down(compose)

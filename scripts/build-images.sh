@@ -74,12 +74,15 @@ inputs_hash() { # dockerfile wheelhouse inputs...
     } | sha256sum | cut -d' ' -f1
 }
 
-need_wheels=0
+# Each wheelhouse NAME named in IMAGES is made by a function build_NAME_wheelhouse,
+# once, before the first image that needs it.
+built_wheels=" "
 for spec in "${IMAGES[@]}"; do
     IFS='|' read -r name _ _ wheels _ <<<"$spec"
-    selected "$name" && [[ $wheels == zmqflow ]] && need_wheels=1
+    selected "$name" && [[ $wheels != - && $built_wheels != *" $wheels "* ]] || continue
+    "build_${wheels}_wheelhouse"
+    built_wheels+="$wheels "
 done
-[[ $need_wheels == 1 ]] && build_zmqflow_wheelhouse
 
 timings=()
 for spec in "${IMAGES[@]}"; do

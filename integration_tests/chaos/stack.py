@@ -31,6 +31,8 @@ from zmqflow.client import Client, ForwarderUnreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_SERVICES = ("worker-python", "worker-rust")
+# The fabric alone (compose.yaml also holds Airflow and Prefect).
+FABRIC_SERVICES = ["postgres", "forwarder", "worker-python", "worker-rust", "events-log"]
 
 
 def free_port() -> int:
@@ -73,6 +75,7 @@ class ChaosStack:
             pull=False,
             build=False,
             wait=True,
+            services=FABRIC_SERVICES,
             project=project,
             variables={
                 "COMPOSE_PROJECT_NAME": project,
