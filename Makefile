@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core clean
+.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,7 +18,10 @@ $(BIN)/zmqflow: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,integration,bench]'
 	@touch $@
 
-venv: $(BIN)/zmqflow ## create .venv with zmqflow and the test tools
+system-deps: ## Debian packages the builds need (libzmq3-dev, pkg-config, cc): apt-get when missing
+	PYTHON=$(PYTHON) bash scripts/system-deps.sh
+
+venv: system-deps $(BIN)/zmqflow ## create .venv with zmqflow and the test tools
 
 images: ## build every image we run (no registry needed)
 	bash scripts/build-images.sh
@@ -46,6 +49,7 @@ test-fast: venv ## fast tests: no Docker, real processes on loopback
 	$(BIN)/pytest -q tests
 
 test-rust: ## the Rust worker: protocol and service vectors, unit tests, clippy
+	PYTHON=$(PYTHON) NEED_CARGO=1 bash scripts/system-deps.sh
 	cd services/worker-rust && cargo test --locked --quiet && cargo clippy --locked --quiet --all-targets -- -D warnings
 
 test-integration: venv ## integration tests against the running stack (testcontainers)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -180,3 +182,62 @@ def test_healthcheck_probe_answers_for_a_live_forwarder_and_fails_for_none(
     beat.touch()
     assert subprocess.run([*probe, "file", str(beat), "5"]).returncode == 0
     assert subprocess.run([*probe, "file", str(tmp_path / "missing")]).returncode == 1
+
+
+def test_a_forwarder_given_only_frontend_and_backend_binds_no_event_bus(tmp_path: Path) -> None:
+    # 5557 and 5558 held on loopback, as a running stack holds them: a forwarder
+    # that bound the event bus on tcp://*:5557 by default would die here.
+    held = []
+    for port in (5557, 5558):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            pass  # held already (by a running stack): just as good
+        held.append(sock)
+    frontend = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zmqflow",
+            "forwarder",
+            "--frontend",
+            frontend,
+            "--backend",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--journal",
+            ":memory:",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        status = zmqflow("status", "--connect", frontend, "--timeout", "10", "--json")
+        assert status.returncode == 0, status.stderr
+        assert proc.poll() is None
+        listening = _listening_ports(proc.pid)
+        assert len(listening) == 2 and not {5557, 5558} & listening, listening
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        for sock in held:
+            sock.close()
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on (Linux /proc: its socket inodes in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

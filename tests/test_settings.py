@@ -21,6 +21,7 @@ def test_defaults():
     s = ForwarderSettings()
     assert s.frontend == ["tcp://*:5555"]
     assert s.backend == ["tcp://*:5556"]
+    assert (s.events_in, s.events_out) == ([], [])  # the event bus binds only where asked
     assert (s.max_retries, s.max_batch, s.heartbeat_interval, s.heartbeat_liveness) == (
         5,
         1000,

@@ -42,8 +42,10 @@ class _Base(BaseSettings):
 class ForwarderSettings(_Base):
     frontend: EndpointList = ["tcp://*:5555"]
     backend: EndpointList = ["tcp://*:5556"]
-    events_in: EndpointList = ["tcp://*:5557"]
-    events_out: EndpointList = ["tcp://*:5558"]
+    # The event bus binds only where asked: a default port on every interface
+    # would clash with a running stack and open ports nobody asked for.
+    events_in: EndpointList = Field([], description="event bus XSUB endpoints (none: no bus)")
+    events_out: EndpointList = Field([], description="event bus XPUB endpoints (none: no bus)")
     journal: str = Field("zmqflow-journal.db", description="SQLite journal path, or :memory:")
     journal_sync: Literal["full", "normal"] = "full"
     journal_defer_ms: float = Field(
