@@ -218,15 +218,25 @@ def test_a_submit_with_an_undecodable_task_still_accepts_the_others(fwd):
     assert [(r.code, r.ids) for r in only(replies, p.Refused)] == [("malformed", ["bad"])]
 
 
-def test_a_submit_over_max_batch_is_refused_whole_as_too_large(fwd):
+def test_a_submit_over_max_batch_is_refused_whole_as_too_large_naming_its_ids(fwd):
     fwd.broker.limits.max_batch = 2
     fwd.ready(b"w1")
     fwd.submit(b"c1", task("a"), task("b"), task("c"))
 
     out = fwd.turn()
 
-    assert [(m.code, m.ids) for m in out.to(b"c1")] == [("too_large", [])]
+    # the ids tell a client with several SUBMITs in flight which one was refused
+    assert [(m.code, m.ids) for m in out.to(b"c1")] == [("too_large", ["a", "b", "c"])]
     assert fwd.broker.tasks == {}
+
+
+def test_a_submit_over_max_batch_names_only_the_ids_it_can_read(fwd):
+    fwd.broker.limits.max_batch = 1
+    body = msgpack.packb([["a", "echo", b"", None, {}, None], ["bad id!"], 7], use_bin_type=True)
+
+    fwd.client(b"c1", [p.CLIENT_SIGNATURE, b"\x01", body])
+
+    assert [(m.code, m.ids) for m in fwd.turn().to(b"c1")] == [("too_large", ["a"])]
 
 
 def test_accepted_tasks_are_journaled_and_the_accepted_reply_waits_in_the_outbox(file_fwd):
@@ -1224,6 +1234,7 @@ def test_collect_of_a_dead_letter_returns_its_failure(fwd):
         ([b"ZFC2", b"\x01"], "malformed"),
         ([b"ZFC2", b"\x01", b"\xc1", b""], "malformed"),
         ([b"ZFC2", b"\x07", b"\xc1"], "malformed"),
+        ([b"ZFC2", b"\x06", msgpack.packb({})], "malformed"),
         (p.encode(p.Accepted(["x"])), "unknown_command"),  # a reply is not a request
         (p.encode(p.WorkerHeartbeat()), "unknown_command"),
     ],
@@ -1235,6 +1246,7 @@ def test_collect_of_a_dead_letter_returns_its_failure(fwd):
         "empty-submit",
         "two-body-submit",
         "bad-collect",
+        "heartbeat-with-body",
         "client-sends-accepted",
         "worker-message-on-frontend",
     ],

@@ -567,3 +567,109 @@ def test_a_heartbeat_reply_carries_the_forwarder_id_and_a_request_none():
     assert p.decode(p.encode(p.Heartbeat("fwd-1"))) == p.Heartbeat("fwd-1")
     assert _refusal([C, b"\x06", _pack({"forwarder": 7})]).code == "malformed"
     assert _refusal([C, b"\x06", _pack({}), _pack({})]).code == "malformed"
+
+
+# ---------------------------------------------------- unsigned integer fields
+
+NOT_UNSIGNED = pytest.mark.parametrize(
+    "value", [-1, True, False, 1.0, "1"], ids=["negative", "true", "false", "float", "str"]
+)
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**63])
+def test_an_unsigned_int_is_an_int_of_zero_or_more(value: int):
+    assert p.uint(value)
+
+
+@NOT_UNSIGNED
+def test_an_unsigned_int_is_not_a_bool_a_negative_or_another_type(value: Any):
+    assert not p.uint(value)
+
+
+def _ready_body(**overrides: Any) -> bytes:
+    body = {"worker": "w", "language": "python", "services": ["echo"], "credit": 1}
+    body.update({"inflight": [], "version": "1", "pid": 7, "host": "h"}, **overrides)
+    return _pack(body)
+
+
+@NOT_UNSIGNED
+def test_submit_retries_must_be_unsigned(value: Any):
+    (item,) = p.decode_submit_tasks(_batch(C, 0x01, _task_item(id="t-x", retries=value)))
+    assert isinstance(item, p.ProtocolError)
+    assert (item.code, item.ids) == ("malformed", ["t-x"])
+
+
+@NOT_UNSIGNED
+@pytest.mark.parametrize("field", ["credit", "pid"])
+def test_ready_credit_and_pid_must_be_unsigned(field: str, value: Any):
+    err = _refusal([W, b"\x11", _ready_body(**{field: value})])
+    assert err.code == "malformed"
+    assert field in err.reason
+
+
+@NOT_UNSIGNED
+def test_task_attempt_must_be_unsigned(value: Any):
+    (item,) = p.decode_task_items(_batch(W, 0x12, _dispatch_item(id="t-x", attempt=value)))
+    assert isinstance(item, p.ProtocolError)
+    assert (item.code, item.ids) == ("malformed", ["t-x"])
+
+
+@NOT_UNSIGNED
+def test_client_result_and_failed_attempts_must_be_unsigned(value: Any):
+    result = ["t-x", "w", value, False, b""]
+    failed = ["t-x", "handler_error", "e", "w", value]
+    for frames in (_batch(C, 0x03, result), _batch(C, 0x04, failed)):
+        err = _refusal(frames)
+        assert (err.code, err.ids) == ("malformed", ["t-x"])
+    assert p.decode_client_results(_batch(C, 0x03, result)) is None  # the hot path agrees
+
+
+def test_a_ready_without_pid_or_inflight_takes_their_defaults():
+    body = msgpack.unpackb(_ready_body())
+    del body["pid"], body["inflight"]
+
+    ready = p.decode([W, b"\x11", _pack(body)])
+
+    assert (ready.pid, ready.inflight) == (0, [])
+
+
+def test_client_result_cached_must_be_a_bool_and_failed_worker_a_str_or_nil():
+    assert _refusal(_batch(C, 0x03, ["t-x", "w", 1, 1, b""])).ids == ["t-x"]
+    assert _refusal(_batch(C, 0x04, ["t-x", "dead_letter", "e", 5, 1])).ids == ["t-x"]
+    (failed,) = p.decode(_batch(C, 0x04, ["t-x", "dead_letter", "e", None, 1])).items
+    assert failed.worker is None
+
+
+# --------------------------------------------- the usual items, one test each
+
+
+@pytest.mark.parametrize(
+    ("usual", "good", "bad"),
+    [
+        (p.usual_task, ["t", "s", b"", None, {}, None], ["t", "s", b"", None, {"h": 1}, None]),
+        (p.usual_dispatch, ["t", "s", {}, 1, b""], ["t", "s", {}, True, b""]),
+        (p.usual_done, ["t", b""], ["t", ""]),
+        (p.usual_result, ["t", "w", 1, False, b""], ["t", "w", -1, False, b""]),
+    ],
+    ids=["task", "dispatch", "done", "result"],
+)
+def test_each_usual_test_takes_its_well_typed_item_and_declines_others(usual, good, bad):
+    assert usual(good)
+    assert not usual(bad)
+    assert not usual(tuple(good))  # msgpack gives lists; anything else is not usual
+    assert not usual(good[:-1])
+
+
+def test_the_forwarder_reads_the_ids_it_can_from_a_submit_it_refuses_whole():
+    items = [["a"], ["bad id!"], "x", [], [7], ["b", "echo"]]
+    assert p.readable_ids(items) == ["a", "b"]
+
+
+@pytest.mark.parametrize("command", [0x06, 0x08], ids=["heartbeat", "status"])
+def test_a_client_request_with_a_body_is_refused_saying_it_takes_none(command: int):
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request([C, bytes([command]), _pack({})])
+    err = info.value
+    assert err.code == "malformed"
+    assert "takes no body" in err.reason
+    assert "forwarder" not in err.reason  # not about the reply's field

@@ -71,8 +71,20 @@ class ProtocolError(ValueError):
         self.ids = ids or []
 
 
+# the id rule as a C call, for callers that know they hold a str (hot paths)
+match_id = _ID_RE.match
+
+
 def valid_id(value: object) -> bool:
-    return isinstance(value, str) and _ID_RE.match(value) is not None
+    return isinstance(value, str) and match_id(value) is not None
+
+
+def uint(value: object) -> bool:
+    """The one rule for every unsigned integer field (``retries``, READY's
+    ``credit`` and ``pid``, ``attempt``, ``attempts``): an int >= 0 and not a
+    bool (msgpack's true is a Python bool, an int subclass; the Rust side's
+    u64 refuses it)."""
+    return type(value) is int and value >= 0
 
 
 def valid_service(value: object) -> bool:
@@ -529,24 +541,69 @@ def _wrong(name: str, field_name: str, item_id: str) -> ProtocolError:
     )
 
 
-def _dispatch_from(item: Any) -> Dispatch:
-    if (  # the usual item in one test; anything else takes the checks below
+# The usual items: one test each, which the hot-path decoders and the checked
+# decoders below share. An item that passes is valid; one that does not takes
+# the checked decoder, which says what is wrong (or accepts a rarer valid form).
+
+
+def usual_task(item: Any) -> bool:
+    """A SUBMIT item of the usual task: ``id``, ``service`` strings, a ``bin``
+    payload, no key, empty headers, no retries (``fresh`` and later fields may
+    follow). Its id and service are not checked against their patterns here:
+    the forwarder does that against the services it knows."""
+    return (
+        type(item) is list
+        and len(item) >= 6
+        and type(item[0]) is str
+        and type(item[1]) is str
+        and type(item[2]) is bytes
+        and item[3] is None
+        and type(item[4]) is dict
+        and not item[4]
+        and item[5] is None
+    )
+
+
+def usual_dispatch(item: Any) -> bool:
+    """A TASK item with every field of the right type."""
+    return (
         type(item) is list
         and len(item) >= 5
         and type(item[0]) is str
         and type(item[1]) is str
         and type(item[2]) is dict
-        and type(item[3]) is int
-        and item[3] >= 0
+        and uint(item[3])
         and type(item[4]) is bytes
-    ):
+    )
+
+
+def usual_done(item: Any) -> bool:
+    """A worker RESULT item with every field of the right type."""
+    return type(item) is list and len(item) >= 2 and type(item[0]) is str and type(item[1]) is bytes
+
+
+def usual_result(item: Any) -> bool:
+    """A client RESULT item with every field of the right type."""
+    return (
+        type(item) is list
+        and len(item) >= 5
+        and type(item[0]) is str
+        and type(item[1]) is str
+        and uint(item[2])
+        and type(item[3]) is bool
+        and type(item[4]) is bytes
+    )
+
+
+def _dispatch_from(item: Any) -> Dispatch:
+    if usual_dispatch(item):
         return Dispatch(item[0], item[1], item[2], item[3], item[4])
     task_id, service, headers, attempt, payload = _fields(item, "TASK", 5)[:5]
     if not isinstance(service, str):
         raise _wrong("TASK", "service", task_id)
     if not isinstance(headers, dict):
         raise _wrong("TASK", "headers", task_id)
-    if type(attempt) is not int or attempt < 0:  # not a bool, as in the Rust worker (u64)
+    if not uint(attempt):
         raise _wrong("TASK", "attempt", task_id)
     if not isinstance(payload, bytes):
         raise _wrong("TASK", "payload", task_id)
@@ -554,20 +611,8 @@ def _dispatch_from(item: Any) -> Dispatch:
 
 
 def _task_from(item: Any) -> Task:
-    # The usual task (no key, headers, or retries) in one test; the rest, and
-    # anything malformed, take the checks below.
-    if (
-        type(item) is list
-        and len(item) >= 6
-        and type(item[0]) is str
-        and type(item[1]) is str
-        and type(item[2]) is bytes
-        and item[3] is None
-        and not item[4]
-        and type(item[4]) is dict
-        and item[5] is None
-    ):
-        return Task(item[0], item[1], item[2], None, {}, None, len(item) > 6 and item[6] is True)
+    if usual_task(item):
+        return Task(item[0], item[1], item[2], None, {}, None, is_fresh(item))
     task_id, service, payload, key, headers, retries = _fields(item, "SUBMIT", 6)[:6]
     if not isinstance(service, str):
         raise _wrong("SUBMIT", "service", task_id)
@@ -579,32 +624,48 @@ def _task_from(item: Any) -> Task:
         raise ProtocolError("malformed", "headers must be a map", [task_id])
     if headers and len(_pack(headers)) > MAX_MAP_BYTES:
         raise ProtocolError("malformed", "headers exceed 64 KiB once encoded", [task_id])
-    if retries is not None and (not isinstance(retries, int) or retries < 0):
-        raise ProtocolError("malformed", "retries must be a non-negative int", [task_id])
-    # fresh came with a later revision of version 2: absent means false
-    fresh = len(item) > 6 and item[6] is True
-    return Task(task_id, service, payload, key, headers, retries, fresh)
+    if retries is not None and not uint(retries):
+        raise ProtocolError("malformed", "retries must be a non-negative int or nil", [task_id])
+    return Task(task_id, service, payload, key, headers, retries, is_fresh(item))
+
+
+def is_fresh(item: list[Any]) -> bool:
+    """A SUBMIT item's ``fresh`` flag: it came with a later revision of version
+    2, so absent means false, and only ``true`` is true."""
+    return len(item) > 6 and item[6] is True
 
 
 def _result_from(item: Any) -> Result:
+    if usual_result(item):
+        return Result(item[0], item[1], item[2], item[3], item[4])
     task_id, worker, attempts, cached, payload = _fields(item, "RESULT", 5)[:5]
-    if not isinstance(worker, str) or not isinstance(attempts, int):
-        raise _wrong("RESULT", "worker/attempts", task_id)
+    if not isinstance(worker, str):
+        raise _wrong("RESULT", "worker", task_id)
+    if not uint(attempts):
+        raise _wrong("RESULT", "attempts", task_id)
+    if type(cached) is not bool:
+        raise _wrong("RESULT", "cached", task_id)
     if not isinstance(payload, bytes):
         raise _wrong("RESULT", "payload", task_id)
-    return Result(task_id, worker, attempts, bool(cached), payload)
+    return Result(task_id, worker, attempts, cached, payload)
 
 
 def _failed_from(item: Any) -> Failed:
     task_id, code, error, worker, attempts = _fields(item, "FAILED", 5)[:5]
-    if not isinstance(code, str) or not isinstance(error, str):
-        raise _wrong("FAILED", "code/error", task_id)
-    if not isinstance(attempts, int):
+    if not isinstance(code, str):
+        raise _wrong("FAILED", "code", task_id)
+    if not isinstance(error, str):
+        raise _wrong("FAILED", "error", task_id)
+    if worker is not None and not isinstance(worker, str):
+        raise _wrong("FAILED", "worker", task_id)
+    if not uint(attempts):
         raise _wrong("FAILED", "attempts", task_id)
-    return Failed(task_id, code, error, worker if isinstance(worker, str) else None, attempts)
+    return Failed(task_id, code, error, worker, attempts)
 
 
 def _done_from(item: Any) -> Done:
+    if usual_done(item):
+        return Done(item[0], item[1])
     task_id, payload = _fields(item, "RESULT", 2)[:2]
     if not isinstance(payload, bytes):
         raise _wrong("RESULT", "payload", task_id)
@@ -634,78 +695,36 @@ def _all(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
     return [decode_item(item) for item in items]
 
 
-def decode_worker_results(frames: list[bytes]) -> list[list[Any]] | None:
-    """A worker RESULT's items as ``[id, payload, ...]`` arrays, checked, without
-    building objects (the forwarder's hot path); None when anything is off, so
-    the caller falls back to ``decode`` and its error reporting."""
-    try:
-        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
-    except Exception:  # msgpack raises several unrelated types
-        return None
-    if not isinstance(items, list) or not items:
-        return None
-    for item in items:
-        if (
-            type(item) is not list
-            or len(item) < 2
-            or type(item[0]) is not str
-            or type(item[1]) is not bytes
-        ):
-            return None
-    return items
-
-
-def decode_client_results(frames: list[bytes]) -> list[list[Any]] | None:
-    """A client RESULT's items as ``[id, worker, attempts, cached, payload, ...]``
-    arrays, checked, without building objects (the client's hot path); None when
-    anything is off, so the caller falls back to ``decode``."""
-    try:
-        items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
-    except Exception:  # msgpack raises several unrelated types
-        return None
-    if not isinstance(items, list) or not items:
-        return None
-    for item in items:
-        if (
-            type(item) is not list
-            or len(item) < 5
-            or type(item[0]) is not str
-            or type(item[1]) is not str
-            or type(item[2]) is not int
-            or type(item[3]) is not bool
-            or type(item[4]) is not bytes
-        ):
-            return None
-    return items
-
-
-def decode_usual_submit(frames: list[bytes]) -> list[list[Any]] | None:
-    """A SUBMIT's items as arrays when every one is the usual task: ``id`` and
-    ``service`` strings, a ``bin`` payload, no key, empty headers, no retries
-    (``fresh`` and later fields may follow). None otherwise, and for anything
-    malformed: the caller then takes ``decode_submit_tasks`` and its checks.
-    This is the forwarder's hot path, without a ``Task`` per item."""
+def _usual_items(frames: list[bytes], usual: Callable[[Any], bool]) -> list[list[Any]] | None:
+    """A batched message's items as arrays when it is one body frame of a
+    non-empty array whose items all pass ``usual``; None otherwise, and for
+    anything malformed: the caller then takes ``decode`` (or the item-by-item
+    decoder) and its error reporting. The hot paths use this, without an
+    object per item."""
     if len(frames) != 3:
         return None
     try:
         items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
     except Exception:  # msgpack raises several unrelated types
         return None
-    if not isinstance(items, list) or not items:
+    if type(items) is not list or not items:
         return None
-    for item in items:
-        if (
-            type(item) is not list
-            or len(item) < 6
-            or type(item[0]) is not str
-            or type(item[1]) is not str
-            or type(item[2]) is not bytes
-            or item[3] is not None
-            or item[4] != {}
-            or item[5] is not None
-        ):
+    for item in items:  # a loop, not all(map()): a call from bytecode is cheaper
+        if not usual(item):
             return None
     return items
+
+
+def decode_worker_results(frames: list[bytes]) -> list[list[Any]] | None:
+    """A worker RESULT's items as ``[id, payload, ...]`` arrays (``usual_done``),
+    or None (the forwarder's hot path)."""
+    return _usual_items(frames, usual_done)
+
+
+def decode_client_results(frames: list[bytes]) -> list[list[Any]] | None:
+    """A client RESULT's items as ``[id, worker, attempts, cached, payload, ...]``
+    arrays (``usual_result``), or None (the client's hot path)."""
+    return _usual_items(frames, usual_result)
 
 
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
@@ -720,6 +739,41 @@ def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
 def decode_submit_tasks(frames: list[bytes]) -> list[Task | ProtocolError]:
     """SUBMIT body decoded task by task, so one bad task does not sink the batch."""
     return _each(_batch_body(frames, "SUBMIT"), _task_from)
+
+
+def submit_items(frames: list[bytes]) -> list[Any]:
+    """A SUBMIT's items, undecoded (raises ``ProtocolError`` for a body that is not
+    one non-empty array): the forwarder reads the body once, tests each item with
+    ``usual_task`` and decodes the others with ``decode_task``."""
+    return _batch_body(frames, "SUBMIT")
+
+
+def decode_task(item: Any) -> Task | ProtocolError:
+    """One SUBMIT item as a ``Task``, or the ``ProtocolError`` saying what is wrong."""
+    try:
+        return _task_from(item)
+    except ProtocolError as exc:
+        return exc
+
+
+def readable_ids(items: list[Any]) -> list[str]:
+    """The valid ids at the head of these item arrays (for a refusal of them all)."""
+    return [i[0] for i in items if type(i) is list and i and valid_id(i[0])]
+
+
+def decode_request(frames: list[bytes]) -> Message:
+    """``decode`` for the forwarder's frontend. A client's HEARTBEAT and STATUS
+    take no body (with one they would read as the forwarder's replies)."""
+    if (
+        len(frames) > 2
+        and frames[0] == CLIENT_SIGNATURE
+        and frames[1] in (_cmd(Command.HEARTBEAT), _cmd(Command.STATUS))
+    ):
+        name = Command(frames[1][0]).name
+        raise ProtocolError(
+            "malformed", f"a client's {name} takes no body frames, got {len(frames) - 2}"
+        )
+    return decode(frames)
 
 
 def decode(frames: list[bytes]) -> Message:
@@ -777,15 +831,19 @@ def decode(frames: list[bytes]) -> Message:
         services = _field(b, "services", list)
         if not services or not all(valid_service(s) for s in services):
             raise ProtocolError("malformed", "READY needs one or more valid service names")
-        credit = _field(b, "credit", int)
-        if credit < 0:
-            raise ProtocolError("malformed", "credit must be >= 0")
-        inflight = b.get("inflight") or []
+        credit = b.get("credit")
+        if not uint(credit):
+            raise ProtocolError("malformed", "READY credit must be a non-negative int")
+        inflight = b.get("inflight")
+        if inflight is None:
+            inflight = []
         if not isinstance(inflight, list) or not all(isinstance(i, str) for i in inflight):
-            raise ProtocolError("malformed", "inflight must be an array of ids")
-        pid = b.get("pid") or 0
-        if not isinstance(pid, int):
-            raise ProtocolError("malformed", "pid must be an int")
+            raise ProtocolError("malformed", "READY inflight must be an array of ids")
+        pid = b.get("pid")
+        if pid is None:
+            pid = 0
+        if not uint(pid):
+            raise ProtocolError("malformed", "READY pid must be a non-negative int")
         return Ready(
             _field(b, "worker", str),
             _field(b, "language", str),

@@ -46,6 +46,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
 _W_RESULT = bytes([p.Command.W_RESULT])
+_SUBMIT = bytes([p.Command.SUBMIT])
 _next_arrival = itertools.count().__next__  # orders tasks taken into memory, oldest first
 
 
@@ -125,8 +126,19 @@ class Broker:
         limits: Limits,
         events: EventSink | None = None,
         forwarder_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal = journal
+        # monotonic seconds: acceptance times, journal deadlines, worker silence
+        self.clock = clock
+        # The usual SUBMIT and worker RESULT take a path without an object per
+        # item (``_submit_usual``, ``decode_worker_results``); False sends every
+        # message the checked way, which must behave the same (tests compare).
+        self.fast_paths = True
+        # messages taken by each path, so tests can tell which one ran
+        self.paths: dict[str, int] = dict.fromkeys(
+            ("submit_usual", "submit_checked", "results_usual", "results_checked"), 0
+        )
         # the HEARTBEAT reply names this instance: a client that sees another
         # name knows the forwarder restarted and resyncs at once
         self._heartbeat_reply = p.encode(p.Heartbeat(forwarder_id))
@@ -166,41 +178,49 @@ class Broker:
 
     # ----------------------------------------------------------- recovery
     def _restore(self) -> None:
-        for stored in self.journal.load_unfinished():
-            task = TaskEntry.from_stored(stored)
-            self._hold(task)
+        held = [TaskEntry.from_stored(stored) for stored in self.journal.load_unfinished()]
+        self._hold(held)
+        for task in held:
             for alias_id, _client in task.aliases:
                 self.aliases[alias_id] = task.id
         if self.tasks:
             log.info("journal: %d unfinished tasks queued again", len(self.tasks))
 
-    def _hold(self, task: TaskEntry) -> None:
-        self.tasks[task.id] = task
-        if task.key:
-            self.keys[task.key] = task.id
-        self._enqueue(task)
+    # ------------------------------------------------------------ queues
+    def _hold(self, entries: list[TaskEntry]) -> None:
+        """The one way tasks enter memory (new, restored, or retried): held by
+        id and key, queued at the back of their service's queue."""
+        tasks, keys, queues, dirty = self.tasks, self.keys, self.queues, self.dirty
+        size = 0
+        for task in entries:
+            tasks[task.id] = task
+            if task.key:
+                keys[task.key] = task.id
+            queue = queues.get(task.service)
+            if queue is None:
+                queue = queues[task.service] = deque()
+            queue.append(task)
+            dirty.add(task.service)
+            size += len(task.payload)
+        self.queued_bytes += size
 
-    def _enqueue(self, task: TaskEntry, front: bool = False) -> None:
+    def _requeue(self, task: TaskEntry) -> None:
+        """A held task back at the front of its queue (its worker was lost)."""
         task.worker = None
         queue = self.queues.get(task.service)
         if queue is None:
             queue = self.queues[task.service] = deque()
-        if front:
-            queue.appendleft(task)
-        else:
-            queue.append(task)
+        queue.appendleft(task)
         self.queued_bytes += len(task.payload)
         self.dirty.add(task.service)
 
     # ------------------------------------------------------ client side
     def on_client(self, rid: bytes, frames: Frames) -> None:
         try:
-            if len(frames) >= 2 and frames[0] == p.CLIENT_SIGNATURE and frames[1] == b"\x01":
-                usual = p.decode_usual_submit(frames)
-                if usual is None or not self._submit_usual(rid, usual):
-                    self._submit(rid, frames)
+            if len(frames) >= 2 and frames[1] == _SUBMIT and frames[0] == p.CLIENT_SIGNATURE:
+                self._on_submit(rid, frames)
                 return
-            msg = p.decode(frames)
+            msg = p.decode_request(frames)
             match msg:
                 case p.Heartbeat():
                     self.outbox_clients.send(rid, self._heartbeat_reply)
@@ -224,56 +244,51 @@ class Broker:
             log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
         self.outbox_clients.send(rid, p.encode(p.Refused(ids, code, reason)))
 
-    def _submit_usual(self, rid: bytes, items: list[list[Any]]) -> bool:
-        """Take a SUBMIT whose tasks are all new, fresh, valid, keyless and fit
-        the limits, without a ``Task`` or a check call per item (the hot path);
-        False, having changed nothing, when any of them is not: ``_submit``
-        then handles the message item by item."""
-        limits, tasks, aliases, known = self.limits, self.tasks, self.aliases, self.known_services
-        if len(items) > limits.max_batch or len(tasks) + len(items) > limits.max_queue:
-            return False
+    def _on_submit(self, rid: bytes, frames: Frames) -> None:
+        """SUBMIT: the usual path (every task usual, see ``_submit_usual``) or
+        the checked one (``_submit``); both apply the rules below
+        (``_problem``, ``_room``, ``_held``, ``_admit``)."""
+        items = p.submit_items(frames)
+        if len(items) > self.limits.max_batch:  # the message as a whole: no task taken
+            raise p.ProtocolError(
+                "too_large",
+                f"SUBMIT holds {len(items)} tasks, more than max_batch {self.limits.max_batch}",
+                p.readable_ids(items),
+            )
+        if self.fast_paths and self._submit_usual(rid, items):
+            self.paths["submit_usual"] += 1
+            return
+        self.paths["submit_checked"] += 1
+        self._submit(rid, [p.decode_task(item) for item in items])
+
+    def _submit_usual(self, rid: bytes, items: list[Any]) -> bool:
+        """Take a SUBMIT whose items are all ``p.usual_task``, fresh, new, pass
+        ``_problem`` and fit ``_room``, without a ``Task`` per item (the hot
+        path); False, having changed nothing, when any of them does not:
+        ``_submit`` then handles the message item by item."""
+        usual, fresh, problem, held = p.usual_task, p.is_fresh, self._problem, self._held
         size = 0
         seen: set[str] = set()
         for item in items:
+            if not usual(item):
+                return False
             task_id, payload = item[0], item[2]
             if (
-                len(item) < 7
-                or item[6] is not True  # not fresh: it may have a stored answer
-                or not p.valid_id(task_id)
-                or item[1] not in known
-                or len(payload) > limits.max_payload_bytes
-                or task_id in tasks
-                or task_id in aliases
+                not fresh(item)  # not fresh: it may have a stored answer
+                or problem(task_id, item[1], payload, None) is not None
+                or held(task_id)
                 or task_id in seen
             ):
                 return False
             seen.add(task_id)
             size += len(payload)
-        if self.queued_bytes + size > limits.max_queue_bytes:
+        if self._room(len(items), size) is not None:
             return False
-        now, retries = time.monotonic(), limits.max_retries
-        unjournaled, queues = self.unjournaled, self.queues
-        for item in items:
-            task_id, service = item[0], item[1]
-            entry = TaskEntry(
-                task_id, service, None, {}, item[2], retries, 0, rid, _next_arrival(), False, now
-            )
-            tasks[task_id] = unjournaled[task_id] = entry
-            queue = queues.get(service)
-            if queue is None:
-                queue = queues[service] = deque()
-            queue.append(entry)
-            self.dirty.add(service)
-        self.queued_bytes += size
-        self.counters["accepted"] += len(items)
+        self._admit(rid, items, self.clock())
         return True  # their ACCEPTED leaves once journaled, or their answer does
 
-    def _submit(self, rid: bytes, frames: Frames) -> None:
-        items = p.decode_submit_tasks(frames)
-        if len(items) > self.limits.max_batch:
-            raise p.ProtocolError(
-                "too_large", f"SUBMIT holds more than {self.limits.max_batch} tasks"
-            )
+    def _submit(self, rid: bytes, items: list[p.Task | p.ProtocolError]) -> None:
+        """The checked path: each task on its own (SUBMIT semantics 1-5)."""
         accepted: list[str] = []
         cached: Answers = []  # stored answers, sent after the ACCEPTED
         refused: dict[tuple[str, str], list[str]] = {}
@@ -282,10 +297,11 @@ class Broker:
             if isinstance(item, p.ProtocolError):
                 refused.setdefault((item.code, item.reason), []).extend(item.ids)
                 continue
-            problem = self._check(item)
+            problem = self._problem(item.id, item.service, item.payload, item.key)
             if problem:
                 refused.setdefault(problem, []).append(item.id)
-            elif self._known_unfinished(item.id, rid):  # a re-sent SUBMIT: the same task
+            elif self._held(item.id):  # a re-sent SUBMIT: the same task
+                self._rebind(item.id, rid)
                 if not self._journal_now(item.id):  # (that queues its ACCEPTED)
                     accepted.append(item.id)
             else:
@@ -294,10 +310,10 @@ class Broker:
         # a task marked fresh is a first send, and skips the lookup.
         probe = [t.id for t in new if not t.fresh]
         stored = self.journal.answers(probe) if probe else {}
-        now = time.monotonic()  # one acceptance time for the message
+        now = self.clock()  # one acceptance time for the message
         for task in new:
-            if task.id in self.tasks or task.id in self.aliases:  # twice in one message
-                self._known_unfinished(task.id, rid)
+            if self._held(task.id):  # twice in one message
+                self._rebind(task.id, rid)
                 if not self._journal_now(task.id):
                     accepted.append(task.id)
             elif task.id in stored:
@@ -317,33 +333,53 @@ class Broker:
         for (code, reason), ids in refused.items():
             self._refuse(rid, ids, code, reason)
 
-    def _known_unfinished(self, task_id: str, rid: bytes) -> bool:
-        """True for an id held in memory; its results now go to ``rid``."""
-        if task_id in self.tasks:
-            self.tasks[task_id].client = rid
-            return True
-        canonical_id = self.aliases.get(task_id)
-        if canonical_id is not None:
-            canonical = self.tasks[canonical_id]
-            canonical.aliases = tuple((a, rid if a == task_id else c) for a, c in canonical.aliases)
-            return True
-        return False
-
-    def _check(self, task: p.Task) -> tuple[str, str] | None:
-        if not p.valid_id(task.id):
+    # The rules of taking a task, each in one place: both SUBMIT paths call them.
+    def _problem(
+        self, task_id: str, service: str, payload: bytes, key: str | None
+    ) -> tuple[str, str] | None:
+        """Why a task cannot be taken, whatever the forwarder holds: a refusal
+        (code, reason), or None. ``task_id`` is a str (the decoders saw to it)."""
+        if p.match_id(task_id) is None:
             return ("malformed", "task id must be 1-64 characters of [A-Za-z0-9._:-]")
-        if task.service not in self.known_services:  # known ones were checked at READY
-            if not p.valid_service(task.service):
+        if service not in self.known_services:  # known ones were checked at READY
+            if not p.valid_service(service):
                 return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
-            return ("unknown_service", f"no worker has ever offered service {task.service!r}")
-        if len(task.payload) > self.limits.max_payload_bytes:
+            return ("unknown_service", f"no worker has ever offered service {service!r}")
+        if len(payload) > self.limits.max_payload_bytes:
             return (
                 "too_large",
-                f"payload of {len(task.payload)} bytes exceeds {self.limits.max_payload_bytes}",
+                f"payload of {len(payload)} bytes exceeds {self.limits.max_payload_bytes}",
             )
-        if task.key is not None and not 0 < len(task.key.encode()) <= 256:
+        if key is not None and not 0 < len(key.encode()) <= 256:
             return ("malformed", "idempotency key must be 1-256 bytes")
         return None
+
+    def _room(self, count: int, size: int) -> tuple[str, str] | None:
+        """A ``queue_full`` refusal when ``count`` more tasks of ``size`` payload
+        bytes in all would pass ``max_queue`` or ``max_queue_bytes``, else None."""
+        limits = self.limits
+        if len(self.tasks) + count > limits.max_queue:
+            return ("queue_full", f"the forwarder holds {len(self.tasks)} tasks, its limit")
+        if self.queued_bytes + size > limits.max_queue_bytes:
+            return (
+                "queue_full",
+                f"the forwarder holds {self.queued_bytes} queued payload bytes, "
+                f"its limit is {limits.max_queue_bytes}",
+            )
+        return None
+
+    def _held(self, task_id: str) -> bool:
+        """An unfinished task (or an id joined to one) is held in memory under this id."""
+        return task_id in self.tasks or task_id in self.aliases
+
+    def _rebind(self, task_id: str, rid: bytes) -> None:
+        """The results of a held id now go to ``rid`` (the last to submit or collect it)."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            task.client = rid
+            return
+        canonical = self.tasks[self.aliases[task_id]]
+        canonical.aliases = tuple((a, rid if a == task_id else c) for a, c in canonical.aliases)
 
     def _accept(self, rid: bytes, task: p.Task, now: float) -> tuple[str, str] | Answers | None:
         """Take a new task, or join it to its key's task.
@@ -363,44 +399,47 @@ class Broker:
             if answer is not None and answer.finished:
                 self.journal.record_alias(task.id, answer.id, task.service, task.key, rid, True)
                 return self._stored_reply(rid, task.id, answer)
-        if (
-            len(self.tasks) >= self.limits.max_queue
-            or self.queued_bytes + len(task.payload) > self.limits.max_queue_bytes
-        ):
-            return ("queue_full", f"the forwarder holds {len(self.tasks)} tasks, its limit")
-        retries = self.limits.max_retries if task.retries is None else task.retries
-        entry = TaskEntry(
-            task.id,
-            task.service,
-            task.key,
-            task.headers,
-            task.payload,
-            retries,
-            0,
-            rid,
-            _next_arrival(),
-            False,  # journaled by journal_due(), or written once finished
-            now,
+        full = self._room(1, len(task.payload))
+        if full is not None:
+            return full
+        self._admit(
+            rid, [[task.id, task.service, task.payload, task.key, task.headers, task.retries]], now
         )
-        # _hold and _enqueue, inlined: this runs for every task
-        self.tasks[task.id] = self.unjournaled[task.id] = entry
-        if task.key:
-            self.keys[task.key] = task.id
-        queue = self.queues.get(task.service)
-        if queue is None:
-            queue = self.queues[task.service] = deque()
-        queue.append(entry)
-        self.queued_bytes += len(task.payload)
-        self.dirty.add(task.service)
-        self.counters["accepted"] += 1
         return None
+
+    def _admit(self, rid: bytes, items: list[Any], now: float) -> None:
+        """The one admission of new tasks, given as SUBMIT item arrays (``id``,
+        ``service``, ``payload``, ``key``, ``headers``, ``retries``) that passed
+        the rules above: held, queued, and journaled by ``journal_due`` (or
+        written once finished). One call per message: calls per task cost."""
+        default, unjournaled, arrival = self.limits.max_retries, self.unjournaled, _next_arrival
+        entries: list[TaskEntry] = []
+        for item in items:
+            retries = item[5]
+            entry = TaskEntry(
+                item[0],
+                item[1],
+                item[3],
+                item[4],
+                item[2],
+                default if retries is None else retries,
+                0,
+                rid,
+                arrival(),
+                False,
+                now,
+            )
+            unjournaled[entry.id] = entry
+            entries.append(entry)
+        self._hold(entries)
+        self.counters["accepted"] += len(entries)
 
     # --------------------------------------------------------- journaling
     def journal_due(self) -> None:
         """Journal the new tasks held ``journal_defer_s`` or longer, and queue the
         ACCEPTED of every task journaled this turn (the device commits next)."""
         if self.unjournaled:
-            deadline = time.monotonic() - self.limits.journal_defer_s
+            deadline = self.clock() - self.limits.journal_defer_s
             for task in list(self.unjournaled.values()):  # oldest first
                 if task.accepted_at > deadline:
                     break
@@ -472,7 +511,12 @@ class Broker:
         return []
 
     def _collect(self, rid: bytes, ids: list[str]) -> None:
-        pending = [i for i in ids if self._known_unfinished(i, rid) and not self._journal_now(i)]
+        pending: list[str] = []
+        for task_id in ids:
+            if self._held(task_id):
+                self._rebind(task_id, rid)
+                if not self._journal_now(task_id):
+                    pending.append(task_id)
         look_up = [i for i in ids if i not in self.tasks and i not in self.aliases]
         stored = self.journal.answers(look_up) if look_up else {}
         cached: Answers = []
@@ -493,12 +537,13 @@ class Broker:
         letters = self.journal.dead_letters(ids or None)
         found = {d.id for d in letters}
         for stored in letters:
-            if self._known_unfinished(stored.id, rid):  # retried already in this loop turn
+            if self._held(stored.id):  # retried already in this loop turn
+                self._rebind(stored.id, rid)
                 continue
             stored.attempts = 0
             stored.client = rid
             self.journal.record_requeued(stored.id, rid)
-            self._hold(TaskEntry.from_stored(stored))
+            self._hold([TaskEntry.from_stored(stored)])
         self.outbox_clients.send(rid, p.encode(p.Accepted([d.id for d in letters])))
         missing = [i for i in ids if i not in found]
         if missing:
@@ -509,10 +554,16 @@ class Broker:
         worker = self.workers.get(rid)
         if worker is not None:
             worker.last_seen = now
-        if len(frames) == 3 and frames[1] == _W_RESULT and frames[0] == p.WORKER_SIGNATURE:
-            answers = p.decode_worker_results(frames)  # the hot path: id, payload pairs
+        if (
+            self.fast_paths
+            and len(frames) == 3
+            and frames[1] == _W_RESULT
+            and frames[0] == p.WORKER_SIGNATURE
+        ):
+            answers = p.decode_worker_results(frames)  # the hot path: id, payload arrays
             if answers is not None:
-                self._results_from_worker(worker, answers)
+                self.paths["results_usual"] += 1
+                self._complete(worker, answers, failed=False)
                 self._answered_by(worker, rid)
                 return
         try:
@@ -524,12 +575,11 @@ class Broker:
             return
         match msg:
             case p.WorkerResults(items):
-                for done in items:
-                    self._finish_from_worker(worker, done.id, done.payload, None)
+                self.paths["results_checked"] += 1
+                self._complete(worker, [[d.id, d.payload] for d in items], failed=False)
                 self._answered_by(worker, rid)
             case p.WorkerFailures(items):
-                for failure in items:
-                    self._finish_from_worker(worker, failure.id, None, failure.error)
+                self._complete(worker, [[e.id, e.error] for e in items], failed=True)
                 self._answered_by(worker, rid)
             case p.WorkerHeartbeat():
                 if worker is None:
@@ -609,57 +659,29 @@ class Broker:
             if worker in peers:
                 peers.remove(worker)
 
-    def _results_from_worker(self, worker: WorkerEntry | None, answers: list[list[Any]]) -> None:
-        """A worker's RESULT items (id, output): ``_finish_from_worker`` and ``_finish``
-        for the usual case, inlined (a task held in memory, without a key or
-        aliases, finished before it was journaled); anything else goes the long way."""
-        tasks, unjournaled, outbox = self.tasks, self.unjournaled, self.outbox_clients
-        record = self.journal.record_finished_new
-        name = worker.id if worker is not None else "unknown"
+    def _complete(self, worker: WorkerEntry | None, answers: list[Any], failed: bool) -> None:
+        """The one completion of a worker's answers, given as item arrays: ``id``
+        and output (RESULT) or error text (``failed``: FAILED), from a worker we
+        know or not (``None``). Both RESULT paths and FAILED call it, once per
+        message. The first answer of an unfinished task wins."""
+        tasks, counters, finish = self.tasks, self.counters, self._finish
         inflight = worker.inflight if worker is not None else set()
-        done = 0
-        for answer in answers:
-            task_id, output = answer[0], answer[1]
-            task = tasks.get(task_id)
-            if task is None or task.journaled or task.key or task.aliases or task.worker is None:
-                self._finish_from_worker(worker, task_id, output, None)  # the long way
-                continue
-            inflight.discard(task_id)
-            del tasks[task_id]
-            del unjournaled[task_id]
-            task.journaled = True
-            task.attempts = max(task.attempts, 1)
-            record(task, "done", output, None, None, name)
-            outbox.result(task.client, p.result_item(task_id, name, task.attempts, False, output))
-            if self.task_events:
-                self.events(
-                    "task.completed", {"id": task_id, "service": task.service, "worker": name}
-                )
-            done += 1
-        self.counters["completed"] += done
-
-    def _finish_from_worker(
-        self,
-        worker: WorkerEntry | None,
-        task_id: str,
-        payload: bytes | None,
-        error: str | None,
-    ) -> None:
-        """One answer from a worker (``None``: a worker we do not know)."""
-        if worker is not None:
-            worker.inflight.discard(task_id)
-        task = self.tasks.get(task_id)
-        if task is None:
-            self.counters["late_results"] += 1  # already answered by another worker
-            return
-        if task.worker is None:  # a late answer for a task queued again: take it off
-            self.queued_bytes -= len(task.payload)
-        task.attempts = max(task.attempts, 1)  # it ran, even if not dispatched by us
         name = worker.id if worker is not None else "unknown"
-        if error is None:
-            self._finish(task, "done", payload or b"", None, None, name)
-        else:
-            self._finish(task, "failed", None, error, "handler_error", name)
+        for answer in answers:
+            task_id = answer[0]
+            inflight.discard(task_id)
+            task = tasks.get(task_id)
+            if task is None:
+                counters["late_results"] += 1  # already answered by another worker
+                continue
+            if task.worker is None:  # a late answer for a task queued again: take it off
+                self.queued_bytes -= len(task.payload)
+            if task.attempts < 1:  # it ran, even if not dispatched by us
+                task.attempts = 1
+            if failed:
+                finish(task, "failed", None, answer[1], "handler_error", name)
+            else:
+                finish(task, "done", answer[1], None, None, name)
 
     def _finish(
         self,
@@ -751,7 +773,7 @@ class Broker:
             log.warning(
                 "worker %s unreachable: dead, %d tasks requeued", worker.id, len(worker.inflight)
             )
-            silent = time.monotonic() - worker.last_seen
+            silent = self.clock() - worker.last_seen
             self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
             self._remove_worker(worker, lost=True)
 
@@ -808,13 +830,13 @@ class Broker:
             self.counters["requeued"] += 1
             if task.journaled:
                 self.journal.record_attempts(task.id, task.attempts)
-            self._enqueue(task, front=True)
+            self._requeue(task)
             self.events("task.requeued", {"id": task.id, "attempts": task.attempts})
         worker.inflight.clear()
 
     # ---------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
         queues: dict[str, int] = {}
         inflight = 0
         for task in self.tasks.values():
