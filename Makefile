@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core clean
+.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core bench-prefect clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ soak: venv ## the chaos suite, longer (SOAK_MINUTES=10 by default)
 
 bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
 	$(BIN)/python scripts/bench_core.py
+
+bench-prefect: venv ## 10,000 items: fabric from one Prefect flow vs 10,000 .map tasks (needs `make up`)
+	$(BIN)/python scripts/bench_prefect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -34,6 +34,7 @@ IMAGES=(
     "forwarder|services/forwarder/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
     "worker-python|services/worker-python/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
     "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
+    "prefect|orchestrators/prefect/Dockerfile|.|prefect|pyproject.toml README.md src orchestrators/prefect|-"
 )
 # Images built only when named (scripts/build-images.sh NAME).
 OPTIONAL_IMAGES=()
@@ -60,6 +61,18 @@ build_zmqflow_wheelhouse() {
     # services/python-constraints.txt pins the transitive dependencies.
     CONSTRAINTS=services/python-constraints.txt bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
     printf '%s\n' "$runtime" >"$out/requirements.txt"
+}
+
+# --- wheelhouse for zmqflow/prefect: Prefect 3.8 + zmqflow's own dependencies ---
+build_prefect_wheelhouse() {
+    local out=.build/wheels/prefect runtime build prefect
+    runtime=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))')
+    build=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["build-system"]["requires"]))')
+    prefect=$(grep -vE '^\s*(#|$)' orchestrators/prefect/requirements.txt)
+    mapfile -t reqs < <(printf '%s\n%s\n%s\n' "$build" "$runtime" "$prefect" | sed '/^$/d')
+    # orchestrators/prefect/constraints.txt pins the transitive dependencies.
+    CONSTRAINTS=orchestrators/prefect/constraints.txt bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
+    printf '%s\n%s\n' "$prefect" "$runtime" >"$out/requirements.txt"
 }
 
 # Hash of everything that goes into an image.

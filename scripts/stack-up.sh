@@ -37,6 +37,9 @@ What runs where
   worker-rust        $(compose ps -q worker-rust | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-rust=N)
   events-log         worker arrivals/departures over ipc (volume zmqflow-ipc -> /run/zmqflow): docker compose logs events-log
   postgres           postgres:5432 inside the network (databases: airflow, prefect)
+  prefect-server     Prefect UI and API  http://$(port prefect-server 4200)   (inside: http://prefect-server:4200/api; PostgreSQL database prefect)
+  prefect-worker     process work pool (PREFECT_WORK_POOL in .env); forwarder over ipc; run: docker compose exec prefect-worker prefect deployment run zmqflow-fanout/fanout --watch
+  prefect-bridge     bus <-> Prefect events: data.*/worker.* -> deployment triggers; flow-run/task-run states -> <env>.prefect.*
 
 INFO
 compose ps --format 'table {{.Service}}\t{{.Name}}\t{{.Status}}'
