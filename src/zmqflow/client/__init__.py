@@ -1,11 +1,14 @@
 """Clients: submit tasks to a forwarder and collect their answers.
 
-``session`` holds the protocol state without sockets; ``blocking.Client``
-and ``aio.AsyncClient`` drive it over a DEALER socket.
+``session`` holds the protocol state without sockets, ``core`` every client
+operation without sockets (pump, reconnect, resync, result bookkeeping);
+``blocking.Client`` and ``aio.AsyncClient`` serve the core's I/O over a
+DEALER socket, one with blocking calls, one with awaits.
 """
 
 from zmqflow.client.aio import AsyncClient
-from zmqflow.client.blocking import Client, ForwarderUnreachable
+from zmqflow.client.blocking import Client
+from zmqflow.client.core import ForwarderUnreachable
 from zmqflow.client.session import Refused, TaskResult
 
 __all__ = ["AsyncClient", "Client", "ForwarderUnreachable", "Refused", "TaskResult"]

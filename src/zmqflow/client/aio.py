@@ -1,25 +1,26 @@
-"""The asyncio client: the blocking client's contract, awaitable.
+"""The asyncio client: ``client.core``'s operations served with awaits.
 
-Contract: as ``zmqflow.client.blocking.Client``; ``as_completed`` is an async
-iterator. Reconnection uses tenacity's AsyncRetrying with the same backoff.
+Contract: every method of ``zmqflow.client.blocking.Client``, with the same
+arguments, results and errors, as a coroutine; ``as_completed`` and
+``stream`` are async iterators. The logic is ``ClientCore``'s, the same the
+blocking client runs (reconnection with tenacity's backoff included); this
+module only does the socket I/O it asks for (see core.py for the requests).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zmqflow import protocol as p
-from zmqflow.client.blocking import ForwarderUnreachable
-from zmqflow.client.session import ClientSession, Refused, TaskResult
+from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, ClientCore, Op, Steps
+from zmqflow.client.session import ClientSession, TaskResult
 
-log = logging.getLogger("zmqflow.client")
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -32,76 +33,97 @@ class AsyncClient:
         heartbeat_liveness: int = 3,
         ctx: zmq.asyncio.Context | None = None,
     ) -> None:
+        self.core = ClientCore(
+            endpoint,
+            timeout=timeout,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_liveness=heartbeat_liveness,
+        )
         self.endpoint = endpoint
         self.timeout = timeout
-        self.interval = heartbeat_interval
-        self.deadline_s = heartbeat_interval * heartbeat_liveness
         self.ctx = ctx or zmq.asyncio.Context.instance()
-        self.session = ClientSession()
-        self.reconnects = 0
         self._sock = self._new_socket()
-        self._last_heard = time.monotonic()
-        self._last_sent = 0.0
 
+    @property
+    def session(self) -> ClientSession:
+        return self.core.session
+
+    @property
+    def reconnects(self) -> int:
+        return self.core.reconnects
+
+    # ---------------------------------------------------------- plumbing
     def _new_socket(self) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
-        sock.routing_id = self.session.routing_id
-        sock.sndhwm = sock.rcvhwm = 0
+        sock.routing_id = self.core.session.routing_id
+        sock.sndhwm = sock.rcvhwm = 0  # a client holds what it submitted anyway
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
         sock.connect(self.endpoint)
         return sock
 
-    async def _send(self, frames: list[bytes]) -> None:
-        await self._sock.send_multipart(frames)
-        self._last_sent = time.monotonic()
-
-    async def _pump(self, until: float) -> None:
-        now = time.monotonic()
-        wait = max(0.0, min(until, self._last_sent + self.interval) - now)
-        if await self._sock.poll(int(wait * 1000)):
+    async def _io(self, op: int, arg: Any) -> Any:
+        if op == RECV:
+            sock = self._sock
+            if not await sock.poll(int(arg * 1000)):
+                return False
+            on_message = self.core.session.on_message
             while True:
                 try:
-                    frames = await self._sock.recv_multipart(zmq.NOBLOCK)
+                    frames = await sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
-                    break
-                self.session.on_message(frames)
-            self._last_heard = time.monotonic()
-        now = time.monotonic()
-        if now - self._last_sent >= self.interval:
-            await self._send(p.encode(p.Heartbeat()))
-        if now - self._last_heard > self.deadline_s:
-            await self._reconnect(until)
-        elif self.session.outstanding and now - self.session.last_progress > 2 * self.deadline_s:
-            for frames in self.session.resync_frames():
-                await self._send(frames)
+                    return True
+                on_message(frames)
+        if op == SEND:
+            for frames in arg:
+                await self._sock.send_multipart(frames)
+        elif op == REOPEN:
+            self._sock.close(linger=0)
+            self._sock = self._new_socket()
+        elif op == SLEEP:
+            await asyncio.sleep(arg)
+        return None
 
-    async def _reconnect(self, until: float) -> None:
-        log.warning("forwarder silent for %.1fs: reconnecting", time.monotonic() - self._last_heard)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(ForwarderUnreachable),
-            wait=wait_exponential(multiplier=0.1, min=0.1, max=5),
-            stop=stop_after_delay(max(0.0, until - time.monotonic())),
-            reraise=True,
-        ):
-            with attempt:
-                self._sock.close(linger=0)
-                self._sock = self._new_socket()
-                await self._send(p.encode(p.Heartbeat()))
-                if not await self._sock.poll(int(self.deadline_s * 1000)):
-                    raise ForwarderUnreachable(f"no answer from {self.endpoint}")
-        self.reconnects += 1
-        self._last_heard = time.monotonic()
-        for frames in self.session.resync_frames():
-            await self._send(frames)
+    async def _run(self, steps: Steps[T]) -> T:
+        io = self._io
+        reply: Any = None
+        try:
+            while True:
+                op: Op = steps.send(reply)
+                reply = await io(*op)
+        except StopIteration as done:
+            return done.value
 
-    async def _wait(self, done: Any, what: str, timeout: float | None = None) -> None:
-        until = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not done():
-            if time.monotonic() >= until:
-                raise ForwarderUnreachable(f"no {what} from {self.endpoint} in time")
-            await self._pump(until)
+    async def _iterate(self, steps: Steps[None]) -> AsyncIterator[TaskResult]:
+        io, ready = self._io, self.core.session.ready
+        reply: Any = None
+        while True:
+            try:
+                op: Op = steps.send(reply)
+            except StopIteration:
+                return
+            if op[0] == DELIVER:
+                while ready:
+                    yield ready.popleft()
+                reply = None
+            else:
+                reply = await io(*op)
 
+    async def _send(self, frames: list[bytes]) -> None:
+        """Send one message (kept for callers that drive the session themselves)."""
+        await self._run(self.core.send([frames]))
+
+    async def _wait(
+        self,
+        done: Callable[[], bool],
+        what: str,
+        timeout: float | None = None,
+        reconnect: bool = True,
+    ) -> None:
+        """Pump until ``done()`` (kept for callers that drive the session themselves)."""
+        await self._run(self.core.wait(done, what, timeout, reconnect))
+
+    # --------------------------------------------------------------- API
     async def submit_many(
         self,
         service: str,
@@ -112,13 +134,16 @@ class AsyncClient:
         retries: int | None = None,
         wait_accepted: bool = True,
     ) -> list[str]:
-        tasks = ClientSession.new_tasks(service, payloads, keys, headers, retries)
-        for frames in self.session.submit_frames(tasks):
-            await self._send(frames)
-        ids = [t.id for t in tasks]
-        if wait_accepted:
-            await self._wait(lambda: all(self.session.is_accepted(i) for i in ids), "acceptance")
-        return ids
+        """Submit tasks in batches; returns their ids once all are ACCEPTED or refused."""
+        return await self._run(
+            self.core.submit_many(service, payloads, keys, headers, retries, wait_accepted)
+        )
+
+    async def submit_tasks(
+        self, tasks: Iterable[p.Task], *, wait_accepted: bool = True
+    ) -> list[str]:
+        """Submit tasks whose ids the caller chose (``ClientSession.new_id()``); as submit_many."""
+        return await self._run(self.core.submit_tasks(list(tasks), wait_accepted))
 
     async def submit(
         self,
@@ -127,54 +152,55 @@ class AsyncClient:
         *,
         key: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        retries: int | None = None,
     ) -> str:
-        task_id = (await self.submit_many(service, [payload], keys=[key], headers=headers))[0]
-        for result in self.session.ready:
-            if result.task_id == task_id and result.refused:
-                self.session.ready.remove(result)
-                raise Refused(result.code or "", result.error or "", [task_id])
-        return task_id
-
-    async def as_completed(self, timeout: float | None = None) -> AsyncIterator[TaskResult]:
-        until = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            while self.session.ready:
-                yield self.session.ready.popleft()
-            if not self.session.outstanding:
-                return
-            if time.monotonic() >= until:
-                raise TimeoutError(f"{self.session.outstanding} tasks still unanswered")
-            await self._pump(until)
-
-    async def result(self, task_id: str, timeout: float | None = None) -> TaskResult:
-        until = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            for result in self.session.ready:
-                if result.task_id == task_id:
-                    self.session.ready.remove(result)
-                    return result
-            if task_id not in self.session.pending:
-                raise KeyError(f"task {task_id!r} is not outstanding in this client")
-            if time.monotonic() >= until:
-                raise TimeoutError(f"no answer for {task_id} yet")
-            await self._pump(until)
-
-    async def map(
-        self, service: str, payloads: Iterable[bytes], timeout: float | None = None
-    ) -> list[TaskResult]:
-        ids = await self.submit_many(service, payloads, wait_accepted=False)
-        by_id = {r.task_id: r async for r in self.as_completed(timeout)}
-        return [by_id[i] for i in ids]
+        """Submit one task; its id once ACCEPTED. Raises Refused."""
+        return await self._run(self.core.submit(service, payload, key, headers, retries))
 
     async def collect(self, ids: Iterable[str]) -> None:
-        await self._send(self.session.collect_frames(ids))
+        """Follow tasks submitted by another client (or an earlier run)."""
+        await self._run(self.core.collect(ids))
+
+    def as_completed(self, timeout: float | None = None) -> AsyncIterator[TaskResult]:
+        """Yield answers as they arrive until none is outstanding (``async for``)."""
+        return self._iterate(self.core.as_completed(timeout))
+
+    def stream(
+        self,
+        service: str,
+        payloads: Iterable[bytes],
+        *,
+        window: int = 1000,
+        timeout: float | None = None,
+        headers: Mapping[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> AsyncIterator[TaskResult]:
+        """Submit lazily, keeping at most ``window`` tasks outstanding (``async for``)."""
+        return self._iterate(self.core.stream(service, payloads, window, timeout, headers, retries))
+
+    async def result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """The answer of one task this client submitted (or collects)."""
+        return await self._run(self.core.result(task_id, timeout))
+
+    async def map(
+        self,
+        service: str,
+        payloads: Iterable[bytes],
+        timeout: float | None = None,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> list[TaskResult]:
+        """Run ``service`` on each payload; the answers in payload order."""
+        return await self._run(self.core.map(service, payloads, timeout, headers, retries))
 
     async def status(self, timeout: float = 3.0) -> dict[str, Any]:
-        self.session.status = None
-        await self._send(p.encode(p.StatusRequest()))
-        await self._wait(lambda: self.session.status is not None, "status", timeout)
-        assert self.session.status is not None
-        return self.session.status
+        """The forwarder's view: workers, queues, in-flight, dead letters."""
+        return await self._run(self.core.status(timeout))
+
+    async def retry_dead_letters(self, ids: Iterable[str] = (), timeout: float = 10.0) -> list[str]:
+        """Queue dead letters again (all when ``ids`` is empty); their results come here."""
+        return await self._run(self.core.retry_dead_letters(ids, timeout))
 
     def close(self) -> None:
         self._sock.close(linger=0)
