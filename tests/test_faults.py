@@ -7,10 +7,14 @@ and checks that every accepted task was answered once.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 import zmq
 from fabric import Fabric
 
@@ -272,3 +276,88 @@ def test_acceptance_3000_tasks_through_worker_and_forwarder_kills(tmp_path) -> N
         assert "unfinished tasks queued again" in fabric.log("forwarder")
     finally:
         fabric.stop()
+
+
+# ------------------------------------------- Python worker: answers and drain
+
+
+def _wait_for(probe: Any, what: str, timeout: float = 20.0) -> None:
+    until = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < until, f"never: {what}"
+        time.sleep(0.05)
+
+
+COUNTING_HANDLER = """
+import time
+
+
+def handler(payload, headers):
+    with open({runs!r}, "a") as runs:  # one line per run of the handler
+        runs.write(payload.decode() + "\\n")
+    time.sleep(1.0)
+    return payload
+"""
+
+
+def test_an_answer_held_across_a_forwarder_restart_is_delivered_not_run_again(
+    fabric: Fabric, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs.txt"
+    (tmp_path / "counting.py").write_text(COUNTING_HANDLER.format(runs=str(runs)))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    fabric.start_forwarder()
+    fabric.start_worker(
+        "count", extra=("--handler", "counting:handler", "--concurrency", "4", "--credit", "4")
+    )
+    fabric.wait_workers(1)
+    with fabric.client(timeout=60) as client:
+        ids = client.submit_many("count", [b"%d" % n for n in range(4)])  # journaled
+        _wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 4, "4 runs")
+        assert fabric.forwarder is not None
+        fabric.kill(fabric.forwarder)  # the answers come while it is down
+        # the worker gives its silent socket up (and what it queued) before the restart
+        _wait_for(lambda: "forwarder silent for" in fabric.log("worker"), "worker reconnecting")
+        fabric.start_forwarder()
+        answers = {r.task_id: r for r in client.as_completed(30)}
+
+    assert sorted(answers) == sorted(ids)
+    assert all(r.ok for r in answers.values())
+    assert sorted(runs.read_text().split()) == ["0", "1", "2", "3"]  # each ran once
+
+
+@pytest.mark.parametrize("holding", [False, True], ids=["idle", "holding-a-task"])
+def test_a_draining_worker_that_cannot_reach_the_forwarder_exits_within_5_s(
+    fabric: Fabric, holding: bool
+) -> None:
+    fabric.start_forwarder()
+    worker = fabric.start_worker("sleep")
+    fabric.wait_workers(1)
+    if holding:
+        with fabric.client() as client:
+            client.submit("sleep", b"60000")
+        fabric.wait_holding(worker)
+    assert fabric.forwarder is not None
+    fabric.kill(fabric.forwarder)
+
+    worker.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    worker.wait(timeout=30)
+
+    assert time.monotonic() - signalled <= 5.5, fabric.log("worker")[-2000:]
+    assert worker.returncode == 0
+
+
+def test_a_worker_that_never_heard_the_forwarder_reports_no_silence_longer_than_its_life(
+    fabric: Fabric,
+) -> None:
+    started = time.monotonic()
+    worker = fabric.start_worker("echo")  # no forwarder at all
+    _wait_for(lambda: "attempt 3" in fabric.log("worker"), "three connection attempts")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=10)
+    lived = time.monotonic() - started
+
+    silences = [float(s) for s in re.findall(r"silent for ([0-9.]+)s", fabric.log("worker"))]
+    assert all(s <= lived for s in silences), silences
+    assert worker.returncode == 0

@@ -8,6 +8,7 @@ by filling the worker's answer queue by hand and calling ``_send_answers``
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -164,3 +165,69 @@ def test_answers_of_a_turn_are_split_at_max_batch(fake, idle):
     sizes = [len(fake.recv()[1].items) for _ in range(3)]
     assert sizes == [p.MAX_BATCH, p.MAX_BATCH, 5]
     assert not fake.sock.poll(200)
+
+
+# ------------------------------------------------------ answers are never dropped
+
+
+def _handshake_with(fake: FakeForwarder, worker: Worker) -> p.Ready:
+    """Run the worker's handshake against the fake: READY in, a HEARTBEAT back."""
+    thread = threading.Thread(target=worker._handshake)
+    thread.start()
+    rid, ready = fake.recv()
+    assert isinstance(ready, p.Ready)
+    fake.sock.send_multipart([rid, *p.encode(p.WorkerHeartbeat())])
+    thread.join(10)
+    assert not thread.is_alive()
+    return ready
+
+
+def test_answers_the_socket_will_not_take_are_kept_and_sent_after_the_next_ready(fake):
+    worker = make_worker(fake.endpoint)
+    worker._sock = zmq.Context.instance().socket(zmq.DEALER)  # no peer: every send is EAGAIN
+    worker._done.put(("d-1", b"out", None))
+    worker._done.put(("e-1", None, "boom"))
+
+    worker._send_answers()  # EAGAIN: held, not dropped
+    ready = _handshake_with(fake, worker)
+
+    assert ready.inflight == ["d-1", "e-1"]  # listed as held, so not dispatched again
+    _, first = fake.recv()
+    _, second = fake.recv()
+    assert first == p.WorkerResults([p.Done("d-1", b"out")])
+    assert second == p.WorkerFailures([p.Error("e-1", "boom")])
+    worker._sock.close(0)
+
+
+def test_answers_sent_since_the_forwarder_was_last_heard_go_again_on_a_new_socket(fake, idle):
+    worker, _ = idle
+    worker._done.put(("d-1", b"out", None))
+    worker._send_answers()
+    _, lost_with_the_socket = fake.recv()  # the old forwarder may never have read it
+
+    ready = _handshake_with(fake, worker)
+
+    assert ready.inflight == ["d-1"]
+    _, again = fake.recv()
+    assert again == lost_with_the_socket == p.WorkerResults([p.Done("d-1", b"out")])
+    worker._sock.close(0)
+
+
+def test_answers_heard_past_are_not_sent_again(fake, idle):
+    worker, _ = idle
+    worker._done.put(("d-1", b"out", None))
+    worker._send_answers()
+    fake.recv()
+    worker._heard()  # the forwarder spoke after our RESULT: it arrived
+
+    ready = _handshake_with(fake, worker)
+
+    assert ready.inflight == []
+    assert not fake.sock.poll(300)
+    worker._sock.close(0)
+
+
+def test_a_worker_that_never_heard_the_forwarder_counts_silence_from_its_start():
+    worker = make_worker("tcp://127.0.0.1:1")
+    assert time.monotonic() - worker._last_heard < 5  # not the machine's uptime
+    assert not worker._ever_heard

@@ -12,7 +12,12 @@ everything held, DISCONNECT, return.
 
 Answers are batched per loop turn: everything that finished since the last
 send goes out as one RESULT and one FAILED message (split at
-``protocol.MAX_BATCH`` items / 64 MiB).
+``protocol.MAX_BATCH`` items / 64 MiB). No answer is dropped: what cannot be
+sent (EAGAIN) stays in the outbox, and what was sent since the forwarder was
+last heard is kept too, since closing a silent socket discards what it still
+queues; both go out again right after the READY on the next socket (the
+forwarder drops late duplicates), as the Rust worker does. A draining worker
+that cannot reach the forwarder leaves within 5 s of ``stop()``.
 
 Handler threads pull tasks from a queue rather than going through
 ``concurrent.futures``: a Future and a wake-up per task cost more than a
@@ -25,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import os
 import queue
+import select
 import socket
 import threading
 import time
@@ -47,9 +54,12 @@ from zmqflow.transport import recv_frames, send_frames
 log = logging.getLogger("zmqflow.worker")
 
 Answer = tuple[str, bytes | None, str | None]  # task id, output, error
+Item = list[Any]  # a RESULT item [id, output] or a FAILED item [id, error]
 Handler = Callable[[bytes, Mapping[str, Any]], bytes]
 
-_DRAIN_GIVE_UP_S = 5.0
+# a draining worker cut off from the forwarder gives up here, to be gone within 5 s
+_DRAIN_GIVE_UP_S = 4.0
+_BACKOFF = wait_exponential(multiplier=0.1, min=0.1, max=5)
 _TASK_COMMAND = bytes([p.Command.W_TASK])
 
 
@@ -120,15 +130,24 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._running: set[str] = set()
+        # answers not sent yet, and answers sent since the forwarder was last
+        # heard: RESULT items and FAILED items, oldest first
+        self._outbox: tuple[list[Item], list[Item]] = ([], [])
+        self._unconfirmed: tuple[list[Item], list[Item]] = ([], [])
         self._draining = False
+        self._drain_deadline = math.inf  # when a drain gives up on an unreachable forwarder
         self._sock: zmq.Socket | None = None
-        self._last_heard = 0.0
+        self._last_heard = time.monotonic()  # reset when a socket opens
+        self._ever_heard = False
+        self._told_held = False  # "answers held" logged once per socket
         self._health_touched = 0.0
         self.completed = 0
 
     # ----------------------------------------------------------- control
     def stop(self) -> None:
         """Drain and leave (safe to call from a signal handler or another thread)."""
+        if not self._draining:
+            self._drain_deadline = time.monotonic() + _DRAIN_GIVE_UP_S
         self._draining = True
         self._wake()
 
@@ -143,19 +162,23 @@ class Worker:
         )
         for thread in self._threads:
             thread.start()
+        linger_ms = 1000  # time for the last DISCONNECT to leave
         try:
             self._connect_with_backoff()
             self._serve()
         except ForwarderSilent:
+            linger_ms = 0  # nobody to send to: what is queued would only hold up the exit
             # only raised while draining: the forwarder requeues what we held
             log.warning(
-                "drain: forwarder unreachable, leaving %d answers behind", len(self._running)
+                "drain: forwarder unreachable, leaving %d tasks and %d answers behind",
+                len(self._running),
+                self._held_answers(),
             )
         finally:
             for _ in self._threads:
                 self._todo.put(None)  # each thread stops after its current task
             if self._sock is not None:
-                self._sock.close(linger=1000)
+                self._sock.close(linger=linger_ms)
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -165,21 +188,30 @@ class Worker:
         return self.settings.heartbeat_interval * self.settings.heartbeat_liveness
 
     def _ready(self) -> p.Ready:
+        # inflight: running tasks and answers not yet delivered (sent after the READY)
+        held = self._running.union(item[0] for items in self._outbox for item in items)
         return p.Ready(
             self.id,
             "python",
             list(self.handlers),
             0 if self._draining else self.credit,
-            sorted(self._running),
+            sorted(held),
             __version__,
             os.getpid(),
             socket.gethostname(),
         )
 
     def _handshake(self) -> None:
-        """New socket, READY, and wait to hear the forwarder; ForwarderSilent if not."""
+        """New socket, READY, and wait to hear the forwarder; ForwarderSilent if not.
+
+        Answers sent on the old socket since the forwarder was last heard may
+        have died with it: they go back to the outbox, listed in the READY.
+        """
         if self._sock is not None:
             self._sock.close(linger=0)
+        for outbox, unconfirmed in zip(self._outbox, self._unconfirmed, strict=True):
+            outbox[:0] = unconfirmed
+            unconfirmed.clear()
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
@@ -188,15 +220,33 @@ class Worker:
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
+        self._last_heard = time.monotonic()  # the silence clock starts with the socket
+        self._told_held = False
         sock.send_multipart(p.encode(self._ready()))
-        if not sock.poll(int(self._deadline * 1000)):
-            raise ForwarderSilent(f"no answer from {self.settings.connect}")
+        until = min(time.monotonic() + self._deadline, self._drain_deadline)
+        while True:
+            ready = dict(self._poller.poll(max(0, int((until - time.monotonic()) * 1000))))
+            if sock in ready:
+                break
+            if self._wake_r in ready:  # answers wait in _done; a stop may have come
+                self._clear_wake()
+                self._wake_pending = False
+            if time.monotonic() >= until or (self._draining and self._nothing_held()):
+                raise ForwarderSilent(f"no answer from {self.settings.connect}")
         self._last_heard = time.monotonic()
+        self._flush()  # answers held while the forwarder was away, right after READY
+
+    def _nothing_held(self) -> bool:
+        return not self._running and self._done.empty() and not self._held_answers()
+
+    def _held_answers(self) -> int:
+        return sum(map(len, self._outbox)) + sum(map(len, self._unconfirmed))
 
     def _connect_with_backoff(self) -> None:
         for attempt in Retrying(
             retry=retry_if_exception_type(ForwarderSilent),
-            wait=wait_exponential(multiplier=0.1, min=0.1, max=5),
+            wait=self._backoff,
+            sleep=self._sleep,
             before_sleep=lambda state: log.warning(
                 "forwarder silent, new socket in %.1fs (attempt %d)",
                 state.next_action.sleep if state.next_action else 0,
@@ -206,14 +256,30 @@ class Worker:
             reraise=True,
         ):
             with attempt:
-                if self._draining and not self._running and self._done.empty():
-                    return  # nothing to hand back: no need to wait for a forwarder
+                if self._draining and self._nothing_held():
+                    # nothing to hand back: no need to wait for a forwarder
+                    raise ForwarderSilent("draining with nothing held")
                 self._handshake()
         log.info("worker %s connected to %s", self.id, self.settings.connect)
 
+    def _backoff(self, state: RetryCallState) -> float:
+        """0.1 s doubling to 5 s; while draining, never past the drain's deadline."""
+        delay = _BACKOFF(state)
+        return min(delay, max(0.0, self._drain_deadline - time.monotonic()))
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once for ``stop()`` (its pipe byte)."""
+        until = time.monotonic() + seconds
+        while not self._draining:
+            left = until - time.monotonic()
+            if left <= 0 or not select.select([self._wake_r], [], [], left)[0]:
+                return
+            self._clear_wake()  # an answer's wake-up: _done keeps the answer
+            self._wake_pending = False
+
     def _give_up(self, state: RetryCallState) -> bool:
         """Reconnect forever, but while draining for 5 s at most (docs/protocol.md)."""
-        return self._draining and state.seconds_since_start > _DRAIN_GIVE_UP_S
+        return self._draining and (time.monotonic() >= self._drain_deadline or self._nothing_held())
 
     # ------------------------------------------------------------- loop
     def _serve(self) -> None:
@@ -223,7 +289,11 @@ class Worker:
         while True:
             assert self._sock is not None
             sock = self._sock
-            timeout = max(0.0, next_beat - time.monotonic())
+            now = time.monotonic()
+            wake = next_beat
+            if now < self._drain_deadline < wake:
+                wake = self._drain_deadline  # a drain must not oversleep its deadline
+            timeout = max(0.0, wake - now)
             ready = dict(self._poller.poll(int(timeout * 1000)))
             if self._wake_r in ready:
                 # Empty the pipe, then clear the flag, then read answers (below): a
@@ -234,26 +304,31 @@ class Worker:
                 self._read(sock)
             self._send_answers()
             if self._draining and not announced_drain:
-                sock.send_multipart(p.encode(self._ready()))  # credit 0: send nothing more
+                with contextlib.suppress(zmq.Again):  # unreachable: the deadline decides
+                    send_frames(sock, p.encode(self._ready()))  # credit 0: send nothing more
                 announced_drain = time.monotonic()
                 log.info("draining: %d tasks to finish", len(self._running))
             # Leave only once the forwarder was heard after that READY: a TASK it
             # sent before reading it arrives first (ZeroMQ keeps order per peer).
-            if (
-                announced_drain
-                and self._last_heard > announced_drain
-                and not self._running
-                and self._done.empty()
-            ):
+            if announced_drain and self._last_heard > announced_drain and self._nothing_held():
                 sock.send_multipart(p.encode(p.Disconnect("drained")))
                 log.info("worker %s drained and left (%d tasks done)", self.id, self.completed)
                 return
             now = time.monotonic()
+            if now >= self._drain_deadline and now - self._last_heard > 2 * interval:
+                # the forwarder requeues what we hold once it finds us silent
+                raise ForwarderSilent("draining, forwarder unreachable")
             if now >= next_beat:
-                sock.send_multipart(p.encode(p.WorkerHeartbeat()), zmq.NOBLOCK)
+                with contextlib.suppress(zmq.Again):  # the silence check below handles it
+                    send_frames(sock, p.encode(p.WorkerHeartbeat()))
                 next_beat = now + interval
                 if now - self._last_heard > self._deadline:
-                    log.warning("forwarder silent for %.1fs: reconnecting", now - self._last_heard)
+                    if self._ever_heard:
+                        log.warning(
+                            "forwarder silent for %.1fs: reconnecting", now - self._last_heard
+                        )
+                    else:
+                        log.warning("forwarder never answered: reconnecting")
                     self._connect_with_backoff()
                     announced_drain = 0.0
 
@@ -299,6 +374,11 @@ class Worker:
     def _heard(self) -> None:
         now = time.monotonic()
         self._last_heard = now
+        self._ever_heard = True
+        done, failed = self._unconfirmed
+        if done or failed:  # the forwarder is alive past them: they arrived
+            done.clear()
+            failed.clear()
         path = self.settings.health_file
         if path and now - self._health_touched > 0.5:
             Path(path).touch()
@@ -355,30 +435,57 @@ class Worker:
 
     def _send_answers(self) -> None:
         """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""
-        done: list[list[Any]] = []  # RESULT items: id, output
-        errors: list[list[Any]] = []  # FAILED items: id, error
+        done, errors = self._outbox  # RESULT items: id, output; FAILED items: id, error
         get, running = self._done.get_nowait, self._running
+        count = 0
         while True:
             try:
                 task_id, out, error = get()
             except queue.Empty:
                 break
             running.discard(task_id)
+            count += 1
             if out is not None:
                 done.append([task_id, out])
             else:
                 errors.append([task_id, error])
-        self.completed += len(done) + len(errors)
+        self.completed += count
+        if done or errors:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the outbox; what the socket will not take (EAGAIN) stays for later."""
         sock = self._sock
         if sock is None:
             return
-        for kind, items in ((p.WorkerResults, done), (p.WorkerFailures, errors)):
+        for kind, items, sent in (
+            (p.WorkerResults, self._outbox[0], self._unconfirmed[0]),
+            (p.WorkerFailures, self._outbox[1], self._unconfirmed[1]),
+        ):
+            if not items:
+                continue
+            taken = 0
             for frames in p.encode_items(kind, items):
                 try:
                     send_frames(sock, frames)
                 except zmq.Again:
-                    # the forwarder will count these tasks lost with us and run them again
-                    log.warning("%s dropped: forwarder not reachable", kind.__name__)
+                    if not self._told_held:
+                        log.warning("answers held: forwarder not reachable, sent when it is")
+                        self._told_held = True
+                    break
+                taken += _item_count(frames[-1])
+            sent.extend(items[:taken])
+            del items[:taken]
+
+
+def _item_count(body: bytes) -> int:
+    """Items in a batch body: the length of its msgpack array header."""
+    head = body[0]
+    if head & 0xF0 == 0x90:  # fixarray
+        return head & 0x0F
+    if head == 0xDC:  # array 16
+        return int.from_bytes(body[1:3], "big")
+    return int.from_bytes(body[1:5], "big")  # array 32
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:
