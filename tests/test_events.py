@@ -1,4 +1,4 @@
-"""Events (src/zmqflow/events.py): env-scoped topics, per-source sequence numbers."""
+"""Events (src/zmqflow/events.py): env-scoped topics, numbered per source and topic."""
 
 from __future__ import annotations
 
@@ -23,12 +23,44 @@ def test_an_event_is_a_topic_frame_and_a_msgpack_body():
     assert abs(decoded["ts"] - time.time()) < 5
 
 
-def test_seq_starts_at_one_and_grows_by_one_per_event_of_a_source():
+def test_seq_starts_at_one_and_grows_by_one_per_event_of_a_source_on_a_topic():
     enc = EventEncoder("prod", "src-a")
 
-    seqs = [events.decode(enc.encode(kind, {})).seq for kind in ("a", "b", "a", "c")]
+    seqs = [events.decode(enc.encode(kind, {})).seq for kind in ("a", "b", "a", "c", "a", "b")]
 
-    assert seqs == [1, 2, 3, 4]
+    assert seqs == [1, 1, 2, 1, 3, 2]
+    assert enc.seq == 2  # the last event's seq
+
+
+def _prefix_subscriber(frames: list[list[bytes]], prefix: str, drop: set[int]) -> GapTracker:
+    """What a SUB of ``prefix`` sees of ``frames``, losing the indexes in ``drop``."""
+    tracker = GapTracker()
+    for i, event in enumerate(frames):
+        if event[0].startswith(prefix.encode()) and i not in drop:
+            tracker.see(events.decode(event))
+    return tracker
+
+
+def test_a_subscriber_of_one_prefix_sees_no_false_gaps_while_other_topics_pass_by():
+    enc = EventEncoder("dev", "forwarder")
+    kinds = ["task.completed", "worker.ready", "task.failed", "worker.lost", "forwarder.started"]
+    frames = [enc.encode(kinds[(i * 7) % len(kinds)], {"n": i}) for i in range(200)]
+
+    for prefix in ("dev.", "dev.task.", "dev.task.completed", "dev.worker.", "dev.forwarder"):
+        assert _prefix_subscriber(frames, prefix, drop=set()).missed == 0, prefix
+
+
+def test_a_real_drop_is_counted_exactly_for_any_prefix():
+    enc = EventEncoder("dev", "forwarder")
+    kinds = ["task.completed", "worker.ready", "task.failed"]
+    frames = [enc.encode(kinds[i % 3], {"n": i}) for i in range(300)]
+    # by kind: 9 and 150 task.completed, 4 and 10 worker.ready, 5 and 11 task.failed
+    drop = {4, 5, 9, 10, 11, 150}
+    expected = {"dev.": 6, "dev.task.": 4, "dev.task.completed": 2, "dev.worker.": 2}
+
+    missed = {prefix: _prefix_subscriber(frames, prefix, drop).missed for prefix in expected}
+
+    assert missed == expected
 
 
 def test_each_source_numbers_its_own_events():
@@ -75,7 +107,7 @@ def _event(source: str, seq: int) -> Event:
     return Event("dev.x", source, seq, 0.0, {})
 
 
-def test_the_gap_tracker_counts_events_missed_per_source():
+def test_the_gap_tracker_counts_events_missed_per_source_and_topic():
     tracker = GapTracker()
 
     gaps = [
@@ -89,6 +121,8 @@ def test_the_gap_tracker_counts_events_missed_per_source():
 
     assert gaps == [0, 0, 0, 2, 0, 1]
     assert tracker.missed == 3
+    # another topic of source a has its own numbers: its first event is no gap
+    assert tracker.see(Event("dev.y", "a", 1, 0.0, {})) == 0
 
 
 def test_a_restarted_source_is_not_counted_as_a_gap():

@@ -1,9 +1,12 @@
-"""Events: topics scoped by environment, each with a per-source sequence number.
+"""Events: topics scoped by environment, numbered per source and topic.
 
 Contract: an event is two frames, the UTF-8 topic ``<env>.<kind>`` and a
 msgpack map ``{source, seq, ts, data}`` (docs/protocol.md#events). ``seq``
-starts at 1 per source and grows by one per event that source publishes, so
-``GapTracker`` shows a subscriber exactly how many events it missed.
+starts at 1 for each (source, topic) pair and grows by one per event that
+source publishes on that topic. A subscription is a topic prefix, so it
+receives every event of a topic or none: a subscriber of any prefix sees
+each (source, topic) sequence whole, and ``GapTracker`` counts exactly the
+events it missed, however many events of other topics passed it by.
 """
 
 from __future__ import annotations
@@ -32,20 +35,22 @@ def new_source(kind: str) -> str:
 
 
 class EventEncoder:
-    """Numbers and encodes the events of one source."""
+    """Numbers (per topic) and encodes the events of one source."""
 
     def __init__(self, env: str, source: str) -> None:
         self.env = env
         self.source = source
-        self.seq = 0
+        self.seq = 0  # the seq of the last event encoded, whatever its topic
+        self._seqs: dict[str, int] = {}  # topic -> its last seq
 
     def topic(self, kind: str) -> str:
         return f"{self.env}.{kind}"
 
     def encode(self, kind: str, data: dict[str, Any]) -> list[bytes]:
-        self.seq += 1
+        topic = self.topic(kind)
+        self.seq = self._seqs[topic] = self._seqs.get(topic, 0) + 1
         body = {"source": self.source, "seq": self.seq, "ts": time.time(), "data": data}
-        return [self.topic(kind).encode(), msgpack.packb(body, use_bin_type=True)]
+        return [topic.encode(), msgpack.packb(body, use_bin_type=True)]
 
 
 def decode(frames: list[bytes]) -> Event:
@@ -64,18 +69,19 @@ def decode(frames: list[bytes]) -> Event:
 
 
 class GapTracker:
-    """Counts events missed per source from their sequence numbers."""
+    """Counts events missed per (source, topic) from their sequence numbers."""
 
     def __init__(self) -> None:
-        self.last: dict[str, int] = {}
+        self.last: dict[tuple[str, str], int] = {}
         self.missed = 0
 
     def see(self, event: Event) -> int:
-        """Events missed just before this one (0 when in order)."""
-        previous = self.last.get(event.source)
-        self.last[event.source] = event.seq
+        """Events missed just before this one on its topic (0 when in order)."""
+        key = (event.source, event.topic)
+        previous = self.last.get(key)
+        self.last[key] = event.seq
         if previous is None or event.seq <= previous:
-            return 0  # first sight of a source, or a restarted source
+            return 0  # first sight of a (source, topic), or a restarted source
         gap = event.seq - previous - 1
         self.missed += gap
         return gap
