@@ -10,8 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+import typer
 from fabric import Fabric, free_port
+from typer.testing import CliRunner
+
+from zmqflow import cli
+from zmqflow.settings import ClientSettings, ForwarderSettings, WorkerSettings
 
 
 def zmqflow(
@@ -241,3 +248,88 @@ def _listening_ports(pid: int) -> set[int]:
             if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# ------------------------------------------- options generated from the settings
+
+# one valid, non-default value per settings field, as typed on a command line
+SAMPLES: dict[str, tuple[str, Any]] = {
+    "heartbeat_interval": ("0.25", 0.25),
+    "heartbeat_liveness": ("7", 7),
+    "log_level": ("DEBUG", "DEBUG"),
+    "frontend": ("tcp://127.0.0.1:1", ["tcp://127.0.0.1:1"]),
+    "backend": ("ipc:///tmp/zf-b.sock", ["ipc:///tmp/zf-b.sock"]),
+    "events_in": ("tcp://127.0.0.1:3", ["tcp://127.0.0.1:3"]),
+    "events_out": ("tcp://127.0.0.1:4", ["tcp://127.0.0.1:4"]),
+    "journal": (":memory:", ":memory:"),
+    "journal_sync": ("normal", "normal"),
+    "journal_defer_ms": ("3.5", 3.5),
+    "env": ("prod", "prod"),
+    "max_retries": ("9", 9),
+    "max_queue": ("11", 11),
+    "max_queue_bytes": ("4096", 4096),
+    "max_payload_bytes": ("2048", 2048),
+    "max_batch": ("13", 13),
+    "result_ttl_s": ("60", 60.0),
+    "metrics_port": ("9999", 9999),
+    "connect": ("tcp://127.0.0.1:9", "tcp://127.0.0.1:9"),
+    "service": ("resize", ["resize"]),
+    "handler": ("pkg.mod:func", ["pkg.mod:func"]),
+    "concurrency": ("3", 3),
+    "credit": ("5", 5),
+    "health_file": ("/tmp/beat", "/tmp/beat"),
+    "worker_id": ("w-1", "w-1"),
+}
+MODELS = {
+    "forwarder": ForwarderSettings,
+    "worker": WorkerSettings,
+    "submit": ClientSettings,
+    "status": ClientSettings,
+    "dead-letters": ClientSettings,
+}
+
+
+@pytest.mark.parametrize("command", sorted(MODELS))
+def test_every_setting_has_its_option_on_the_command(command: str) -> None:
+    click_command = typer.main.get_command(cli.app).commands[command]  # type: ignore[attr-defined]
+    options = {opt for param in click_command.params for opt in param.opts}
+
+    for name in MODELS[command].model_fields:
+        assert "--" + name.replace("_", "-") in options, name
+
+
+@pytest.mark.parametrize("model", [ForwarderSettings, WorkerSettings, ClientSettings])
+def test_every_option_reaches_its_setting(model: type[Any]) -> None:
+    seen: list[Any] = []
+    app = typer.Typer()
+    app.command()(cli.settings_options(model)(lambda settings: seen.append(settings)))
+    args = []
+    for name in model.model_fields:
+        args += ["--" + name.replace("_", "-"), SAMPLES[name][0]]
+
+    run = CliRunner().invoke(app, args, env={})
+
+    assert run.exit_code == 0, run.output
+    assert {n: getattr(seen[0], n) for n in model.model_fields} == {
+        n: SAMPLES[n][1] for n in model.model_fields
+    }
+
+
+@pytest.mark.parametrize("model", [ForwarderSettings, WorkerSettings, ClientSettings])
+def test_every_setting_reads_its_zmqflow_variable(
+    model: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in model.model_fields:
+        monkeypatch.setenv(f"ZMQFLOW_{name.upper()}", SAMPLES[name][0])
+
+    settings = model()
+
+    assert {n: getattr(settings, n) for n in model.model_fields} == {
+        n: SAMPLES[n][1] for n in model.model_fields
+    }
+
+
+def test_a_generated_option_is_validated_by_the_model_and_named() -> None:
+    run = zmqflow("forwarder", "--max-batch", "0")
+    assert run.returncode == 2
+    assert "max_batch" in run.stderr and "ZMQFLOW_MAX_BATCH" in run.stderr

@@ -1,29 +1,39 @@
-"""The ``zmqflow`` command line (typer): the contract in README.md and DESIGN-BRIEF.
+"""The ``zmqflow`` command line (typer): the commands README.md's "Using it" shows.
 
-Every option also reads a ZMQFLOW_* variable through pydantic-settings; a bad
-value is reported plainly with exit code 2.
+Contract: the options of ``forwarder``, ``worker``, ``submit``, ``status`` and
+``dead-letters`` are generated from the settings models (settings.py), one
+``--field-name`` per field, so that each setting is written once; every one
+also reads its ZMQFLOW_* variable through pydantic-settings. A bad value is
+reported plainly with exit code 2.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import signal
 import sys
 import time
+import types
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 import zmq
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from zmqflow import events
 from zmqflow.settings import ClientSettings, ForwarderSettings, WorkerSettings
+
+if TYPE_CHECKING:
+    from zmqflow.client import Client
 
 app = typer.Typer(
     add_completion=False,
@@ -32,7 +42,63 @@ app = typer.Typer(
 )
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 
-Endpoints = Annotated[list[str] | None, typer.Option(help="repeatable; tcp:// or ipc://")]
+
+def _option_type(annotation: Any) -> tuple[Any, str]:
+    """The type typer parses a settings field as, and a note for its help."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is list:
+        return list[str], "repeatable"
+    if get_origin(annotation) is Literal:
+        return str, "one of " + ", ".join(map(str, get_args(annotation)))
+    return annotation, ""
+
+
+def settings_options(
+    model: type[BaseSettings],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per field of ``model``; it gets ``settings``.
+
+    The command's own parameters stay; ``settings`` is replaced by the
+    generated options, and the command receives the model built from them
+    (options given over ZMQFLOW_* variables over defaults; exit 2 if bad).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())
+        fields = model.model_fields
+        generated = []
+        for name, field in fields.items():
+            kind, note = _option_type(field.annotation)
+            env = f"ZMQFLOW_{name.upper()}"
+            help_text = "; ".join(filter(None, [field.description, note, f"env {env}"]))
+            generated.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[
+                        kind | None,
+                        typer.Option(
+                            help=help_text, metavar="TEXT" if note == "repeatable" else None
+                        ),
+                    ],
+                )
+            )
+        params = [p for p in own if p.name != "settings"] + generated
+
+        def run(**options: Any) -> None:
+            given = {k: options.pop(k) for k in list(options) if k in fields}
+            command(settings=_settings(model, **given), **options)
+
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.__name__, run.__doc__ = command.__name__, command.__doc__
+        return run
+
+    return decorate
 
 
 def _settings(cls: type[Any], **options: Any) -> Any:
@@ -44,6 +110,17 @@ def _settings(cls: type[Any], **options: Any) -> Any:
             field = ".".join(str(part) for part in error["loc"])
             err.print(f"[red]bad setting[/] {field} (ZMQFLOW_{field.upper()}): {error['msg']}")
         raise typer.Exit(2) from None
+
+
+def _client(settings: ClientSettings, timeout: float) -> Client:
+    from zmqflow.client import Client
+
+    return Client(
+        settings.connect,
+        timeout=timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_liveness=settings.heartbeat_liveness,
+    )
 
 
 def _logging(level: str) -> None:
@@ -62,49 +139,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 @app.command()
-def forwarder(
-    frontend: Endpoints = None,
-    backend: Endpoints = None,
-    events_in: Endpoints = None,
-    events_out: Endpoints = None,
-    journal: Annotated[str | None, typer.Option(help="SQLite journal path or :memory:")] = None,
-    journal_sync: Annotated[
-        str | None, typer.Option(help="full (fsync per commit) or normal")
-    ] = None,
-    journal_defer_ms: Annotated[
-        float | None,
-        typer.Option(help="journal a task that finishes within this time once, finished"),
-    ] = None,
-    env: Annotated[str | None, typer.Option(help="environment prefix of event topics")] = None,
-    max_retries: int | None = None,
-    max_queue: int | None = None,
-    max_payload_bytes: int | None = None,
-    result_ttl_s: float | None = None,
-    heartbeat_interval: float | None = None,
-    heartbeat_liveness: int | None = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port, 0 = off")] = None,
-    log_level: str | None = None,
-) -> None:
+@settings_options(ForwarderSettings)
+def forwarder(settings: ForwarderSettings) -> None:
     """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
-    settings = _settings(
-        ForwarderSettings,
-        frontend=frontend,
-        backend=backend,
-        events_in=events_in,
-        events_out=events_out,
-        journal=journal,
-        journal_sync=journal_sync,
-        journal_defer_ms=journal_defer_ms,
-        env=env,
-        max_retries=max_retries,
-        max_queue=max_queue,
-        max_payload_bytes=max_payload_bytes,
-        result_ttl_s=result_ttl_s,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_liveness=heartbeat_liveness,
-        metrics_port=metrics_port,
-        log_level=log_level,
-    )
     _logging(settings.log_level)
     from zmqflow.forwarder import Forwarder
     from zmqflow.forwarder.metrics import serve
@@ -122,37 +159,9 @@ def forwarder(
 
 
 @app.command()
-def worker(
-    connect: Annotated[str | None, typer.Option(help="forwarder backend endpoint")] = None,
-    service: Annotated[list[str] | None, typer.Option(help="service to serve; repeatable")] = None,
-    handler: Annotated[
-        list[str] | None,
-        typer.Option(help="MODULE:FUNC; one, or one per --service; built-ins need none"),
-    ] = None,
-    concurrency: int | None = None,
-    credit: Annotated[int | None, typer.Option(help="tasks held at once (2x concurrency)")] = None,
-    health_file: Annotated[
-        str | None, typer.Option(help="touched when the forwarder is heard")
-    ] = None,
-    worker_id: str | None = None,
-    heartbeat_interval: float | None = None,
-    heartbeat_liveness: int | None = None,
-    log_level: str | None = None,
-) -> None:
+@settings_options(WorkerSettings)
+def worker(settings: WorkerSettings) -> None:
     """Serve tasks from a forwarder; SIGTERM drains (finish what is held, then leave)."""
-    settings = _settings(
-        WorkerSettings,
-        connect=connect,
-        service=service,
-        handler=handler,
-        concurrency=concurrency,
-        credit=credit,
-        health_file=health_file,
-        worker_id=worker_id,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_liveness=heartbeat_liveness,
-        log_level=log_level,
-    )
     _logging(settings.log_level)
     from zmqflow.worker import Worker, resolve_handlers
 
@@ -174,10 +183,11 @@ def worker(
 
 
 @app.command()
+@settings_options(ClientSettings)
 def submit(
+    settings: ClientSettings,
     service: Annotated[str, typer.Option(help="service to run")],
     count: Annotated[int, typer.Option(min=1, help="how many tasks")] = 1,
-    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
     payload: Annotated[str | None, typer.Option(help="payload text for every task")] = None,
     payload_bytes: Annotated[int, typer.Option(help="payload of B bytes when no --payload")] = 100,
     key_prefix: Annotated[
@@ -188,10 +198,7 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON summary")] = False,
 ) -> None:
     """Submit COUNT tasks, wait for every answer; the last line is a JSON summary."""
-    from zmqflow.client import Client
-
-    settings = _settings(ClientSettings, connect=connect)
-    _logging("WARNING")
+    _logging(settings.log_level)
     body = payload.encode() if payload is not None else b"x" * payload_bytes
     keys = [f"{key_prefix}-{n}" for n in range(count)] if key_prefix else None
     surfaced: Counter[str] = Counter()
@@ -209,15 +216,7 @@ def submit(
     )
     start = time.monotonic()
     timed_out = False
-    with (
-        Client(
-            settings.connect,
-            timeout=timeout,
-            heartbeat_interval=settings.heartbeat_interval,
-            heartbeat_liveness=settings.heartbeat_liveness,
-        ) as client,
-        progress,
-    ):
+    with _client(settings, timeout) as client, progress:
         bar = progress.add_task(f"{service}", total=count)
         if keys:  # keyed tasks go in one go, so that duplicates of a key meet in flight
             client.submit_many(service, [body] * count, keys=keys, wait_accepted=False)
@@ -305,17 +304,18 @@ def submit(
 
 
 @app.command()
+@settings_options(ClientSettings)
 def status(
-    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
+    settings: ClientSettings,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the forwarder")] = 3.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Workers, queues, in-flight and dead letters; exit 1 if the forwarder does not answer."""
-    from zmqflow.client import Client, ForwarderUnreachable
+    from zmqflow.client import ForwarderUnreachable
 
-    settings = _settings(ClientSettings, connect=connect)
+    _logging(settings.log_level)
     try:
-        with Client(settings.connect, timeout=timeout) as client:
+        with _client(settings, timeout) as client:
             info = client.status(timeout)
     except ForwarderUnreachable:
         err.print(f"[red]no answer from {settings.connect} within {timeout}s[/]")
@@ -351,17 +351,16 @@ def status(
 
 
 @app.command("dead-letters")
+@settings_options(ClientSettings)
 def dead_letters(
-    connect: Annotated[str | None, typer.Option(help="forwarder frontend endpoint")] = None,
+    settings: ClientSettings,
     retry: Annotated[bool, typer.Option(help="queue them again and wait for the answers")] = False,
     task_id: Annotated[list[str] | None, typer.Option("--id", help="only these ids")] = None,
     timeout: float = 60.0,
 ) -> None:
     """List dead letters, or run them again with --retry."""
-    from zmqflow.client import Client
-
-    settings = _settings(ClientSettings, connect=connect)
-    with Client(settings.connect, timeout=timeout) as client:
+    _logging(settings.log_level)
+    with _client(settings, timeout) as client:
         if not retry:
             print(json.dumps(client.status()["dead_letters"]))
             return

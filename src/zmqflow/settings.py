@@ -36,28 +36,34 @@ class _Base(BaseSettings):
 
     heartbeat_interval: float = Field(1.0, gt=0, le=60, description="seconds between heartbeats")
     heartbeat_liveness: int = Field(3, ge=1, le=100, description="silent intervals before dead")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
 
 class ForwarderSettings(_Base):
-    frontend: EndpointList = ["tcp://*:5555"]
-    backend: EndpointList = ["tcp://*:5556"]
+    frontend: EndpointList = Field(["tcp://*:5555"], description="clients' endpoints (ROUTER)")
+    backend: EndpointList = Field(["tcp://*:5556"], description="workers' endpoints (ROUTER)")
     # The event bus binds only where asked: a default port on every interface
     # would clash with a running stack and open ports nobody asked for.
     events_in: EndpointList = Field([], description="event bus XSUB endpoints (none: no bus)")
     events_out: EndpointList = Field([], description="event bus XPUB endpoints (none: no bus)")
     journal: str = Field("zmqflow-journal.db", description="SQLite journal path, or :memory:")
-    journal_sync: Literal["full", "normal"] = "full"
+    journal_sync: Literal["full", "normal"] = Field(
+        "full", description="full: fsync per commit; normal: survives a process crash only"
+    )
     journal_defer_ms: float = Field(
         10.0, ge=0, le=1000, description="how long a new task may wait to be journaled"
     )
     env: str = Field("dev", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="event topic prefix")
-    max_retries: int = Field(5, ge=0, le=1000)
-    max_queue: int = Field(100_000, ge=1)
-    max_queue_bytes: int = Field(512 * 1024 * 1024, ge=1024)
-    max_payload_bytes: int = Field(1024 * 1024, ge=1, le=64 * 1024 * 1024 - 65536)
-    max_batch: int = Field(1000, ge=1, le=10_000)
-    result_ttl_s: float = Field(3600.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=1000, description="requeues before a dead letter")
+    max_queue: int = Field(100_000, ge=1, description="unfinished tasks held in all at most")
+    max_queue_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="queued payload bytes in all at most"
+    )
+    max_payload_bytes: int = Field(
+        1024 * 1024, ge=1, le=64 * 1024 * 1024 - 65536, description="one task's payload at most"
+    )
+    max_batch: int = Field(1000, ge=1, le=10_000, description="tasks per SUBMIT or TASK message")
+    result_ttl_s: float = Field(3600.0, gt=0, description="seconds answers stay collectable")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 turns it off")
 
     _split_lists = field_validator("frontend", "backend", "events_in", "events_out", mode="before")(
@@ -71,13 +77,15 @@ class ForwarderSettings(_Base):
 
 
 class WorkerSettings(_Base):
-    connect: str = "tcp://127.0.0.1:5556"
-    service: EndpointList = []
-    handler: EndpointList = []
-    concurrency: int = Field(1, ge=1, le=1024)
+    connect: str = Field("tcp://127.0.0.1:5556", description="forwarder backend endpoint")
+    service: EndpointList = Field([], description="service to serve")
+    handler: EndpointList = Field(
+        [], description="MODULE:FUNC; one, or one per --service; built-ins need none"
+    )
+    concurrency: int = Field(1, ge=1, le=1024, description="handler threads")
     credit: int | None = Field(None, ge=1, le=100_000, description="tasks held; 2x concurrency")
-    health_file: str | None = None
-    worker_id: str | None = None
+    health_file: str | None = Field(None, description="touched when the forwarder is heard")
+    worker_id: str | None = Field(None, description="id in READY (py-<host>-<pid>-<rand>)")
 
     _split_lists = field_validator("service", "handler", mode="before")(_split)
 
@@ -88,7 +96,10 @@ class WorkerSettings(_Base):
 
 
 class ClientSettings(_Base):
-    connect: str = "tcp://127.0.0.1:5555"
+    connect: str = Field("tcp://127.0.0.1:5555", description="forwarder frontend endpoint")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="log level"
+    )
 
     @field_validator("connect")
     @classmethod
