@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -130,8 +130,12 @@ def _answer_from_log(item: list[Any]) -> Answer:
 
 
 class Journal:
-    def __init__(self, path: str, sync: str = "full") -> None:
+    def __init__(
+        self, path: str, sync: str = "full", clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
+        # wall-clock seconds for accepted_at / finished_at and the purge cutoff
+        self.clock = clock
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._fsync_new_tasks = sync == "full"
@@ -171,7 +175,7 @@ class Journal:
                 client,
                 "pending",
                 None,
-                time.time(),
+                self.clock(),
                 None,
             )
         )
@@ -203,7 +207,7 @@ class Journal:
                 task.attempts,
             ]
             return
-        now = time.time()
+        now = self.clock()
         answer = Answer(
             task.id, task.service, task.key, state, None, result, error, code, worker, task.attempts
         )
@@ -239,7 +243,7 @@ class Journal:
         client: bytes,
         finished: bool,
     ) -> None:
-        now = time.time()
+        now = self.clock()
         self._inserts.append(
             (
                 alias_id,
@@ -274,7 +278,7 @@ class Journal:
             "code": code,
             "worker": worker,
             "attempts": attempts,
-            "at": time.time(),
+            "at": self.clock(),
             "id": task_id,
         }
 
@@ -293,7 +297,7 @@ class Journal:
 
     def record_aliases_finished(self, canonical_id: str) -> None:
         self._updates.append(
-            ("UPDATE tasks SET finished_at=? WHERE alias_of=?", (time.time(), canonical_id))
+            ("UPDATE tasks SET finished_at=? WHERE alias_of=?", (self.clock(), canonical_id))
         )
 
     def add_service(self, name: str) -> None:
@@ -350,7 +354,7 @@ class Journal:
             if self._logged:
                 log_row = db.execute(
                     "INSERT INTO answer_log(finished_at, answers) VALUES (?, ?)",
-                    (time.time(), msgpack.packb(list(self._logged.values()))),
+                    (self.clock(), msgpack.packb(list(self._logged.values()))),
                 ).lastrowid
                 # one statement for every id: SQLite walks the JSON array in C, where
                 # executemany binds each row from Python (half the cost per task)
@@ -511,7 +515,7 @@ class Journal:
         ``older_than_s`` ago; returns how many. A call that returns ``limit``
         or more left more: the forwarder calls again on its next tick, so one purge
         never stalls the loop for long (a few µs an answer)."""
-        cutoff = time.time() - older_than_s
+        cutoff = self.clock() - older_than_s
         purged = self._purge_log(cutoff, limit)
         limit = max(0, limit - purged)
         cur = self._db.execute(
