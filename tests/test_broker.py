@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
+import zmqflow
 from zmqflow import protocol as p
 from zmqflow.forwarder.broker import Broker, Limits
 from zmqflow.journal import Journal
@@ -679,6 +680,30 @@ def test_a_status_request_is_answered_with_the_tables(fwd):
     assert [(w["id"], w["credit"], w["inflight"]) for w in info["workers"]] == [("w1", 1, 1)]
     assert info["dead_letters"] == []
     assert info["counters"]["accepted"] == 2
+
+
+def test_a_status_reply_names_the_forwarder_as_documented():
+    clock = [500.0]
+    broker = Broker(
+        Journal(":memory:"),
+        Limits(),
+        forwarder_id="forwarder-h-1-ab12",
+        clock=lambda: clock[0],
+        env="dev",
+    )
+    clock[0] += 12.5
+
+    broker.on_client(b"c1", p.encode(p.StatusRequest()))
+
+    ((_, frames),) = broker.outbox_clients.take()
+    info = p.decode(frames).info
+    assert info["forwarder"] == {
+        "id": "forwarder-h-1-ab12",
+        "version": zmqflow.__version__,
+        "env": "dev",
+        "uptime_s": 12.5,
+        "journal": ":memory:",
+    }
 
 
 # ------------------------------------------------------ dead workers, retries

@@ -348,6 +348,7 @@ def apply(side: Side, op: tuple[Any, ...]) -> list[tuple[bytes, Frames]]:
 @settings(
     max_examples=300,
     deadline=None,
+    database=None,  # nothing written into the checkout; a failure prints its example
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(operations, min_size=10, max_size=40))
@@ -365,7 +366,7 @@ def test_any_message_sequence_gives_the_same_everything_on_the_hot_and_checked_p
     event(f"hot RESULT taken: {fast.broker.paths['results_usual'] > 0}")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(submit_items, min_size=1, max_size=6))
 def test_a_submit_item_that_the_usual_test_takes_decodes_to_the_same_task(items):
     for item in items:
@@ -375,7 +376,7 @@ def test_a_submit_item_that_the_usual_test_takes_decodes_to_the_same_task(items)
             )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(done_items, min_size=1, max_size=4))
 def test_a_worker_result_the_hot_decoder_takes_decodes_alike_on_the_checked_one(items):
     frames = batch(W, 0x13, items)
@@ -388,7 +389,7 @@ def test_a_worker_result_the_hot_decoder_takes_decodes_alike_on_the_checked_one(
             p.decode(frames)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.lists(
         st.builds(

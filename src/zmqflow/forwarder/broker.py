@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zmqflow import __version__
 from zmqflow import protocol as p
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Answer, Journal, StoredTask
@@ -127,10 +128,13 @@ class Broker:
         events: EventSink | None = None,
         forwarder_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        env: str = "",
     ) -> None:
         self.journal = journal
         # monotonic seconds: acceptance times, journal deadlines, worker silence
         self.clock = clock
+        self._identity = {"id": forwarder_id or "", "version": __version__, "env": env}
+        self._started = clock()
         # The usual SUBMIT and worker RESULT take a path without an object per
         # item (``_submit_usual``, ``decode_worker_results``); False sends every
         # message the checked way, which must behave the same (tests compare).
@@ -845,6 +849,11 @@ class Broker:
             else:
                 inflight += 1
         return {
+            "forwarder": {
+                **self._identity,
+                "uptime_s": round(now - self._started, 3),
+                "journal": self.journal.path,
+            },
             "workers": [
                 {
                     "id": w.id,

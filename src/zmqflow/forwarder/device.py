@@ -60,6 +60,7 @@ class Forwarder:
             ),
             self._publish,
             forwarder_id=self.source,
+            env=settings.env,
         )
         self.broker.task_events = False  # nobody subscribes yet
         self._running = False
