@@ -4,7 +4,7 @@ Each test plays the forwarder loop by hand: messages go in through
 ``on_client`` / ``on_worker``, then ``turn()`` does what the device does once
 per loop turn (dispatch, journal commit, send the outboxes) and hands back
 the decoded replies. Routing ids are arbitrary bytes (``b"c1"``, ``b"w1"``)
-and time is a fake clock.
+and time is a fake clock (``now``) that the broker and its journal read.
 """
 
 from __future__ import annotations
@@ -56,7 +56,14 @@ class Forwarder:
 
     def __post_init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.broker = Broker(self.journal, self.limits, lambda k, d: self.events.append((k, d)))
+        # one fake time for the broker's rules and the journal's timestamps
+        self.journal.clock = lambda: 1_700_000_000.0 + self.now
+        self.broker = Broker(
+            self.journal,
+            self.limits,
+            lambda k, d: self.events.append((k, d)),
+            clock=lambda: self.now,
+        )
 
     # -- inputs
     def client(self, rid: bytes, msg: p.Message | list[bytes]) -> None:
@@ -257,14 +264,14 @@ def test_accepted_tasks_are_journaled_and_the_accepted_reply_waits_in_the_outbox
 
 @pytest.fixture
 def deferred(tmp_path: Path) -> Forwarder:
-    """A broker whose new tasks wait a minute to be journaled (the fake clock
-    does not move them: tests make them due with ``make_due``)."""
+    """A broker whose new tasks wait a minute to be journaled (tests move the
+    fake clock past that with ``make_due``)."""
     return Forwarder(Journal(str(tmp_path / "journal.db")), Limits(journal_defer_s=60))
 
 
 def make_due(fwd: Forwarder) -> None:
-    for entry in fwd.broker.unjournaled.values():
-        entry.accepted_at -= 3600
+    """The clock moves to the deadline of every task waiting to be journaled."""
+    fwd.now += fwd.limits.journal_defer_s
 
 
 def stored_state(fwd: Forwarder, task_id: str) -> str | None:
@@ -313,6 +320,16 @@ def test_a_task_still_running_at_its_deadline_is_journaled_pending_and_acknowled
     deferred.done(b"w1", "t-1")
     deferred.turn()
     assert stored_state(deferred, "t-1") == "done"
+
+
+def test_a_waiting_task_is_journaled_when_the_clock_reaches_its_deadline_not_before(deferred):
+    deferred.ready(b"w1", credit=0)
+    deferred.submit(b"c1", task("t-1"))
+
+    deferred.now += 59.5
+    assert deferred.turn().to(b"c1") == []
+    deferred.now += 0.5
+    assert deferred.turn().to(b"c1") == [p.Accepted(["t-1"])]
 
 
 def test_the_loop_learns_when_the_oldest_waiting_task_falls_due(deferred):
@@ -1175,9 +1192,9 @@ def test_an_id_joined_to_a_key_whose_answer_expired_is_unknown(fwd):
     run_to_dispatch(fwd, b"c1", b"w1", task("a", key="k"))
     fwd.done(b"w1", "a")
     fwd.turn()
+    fwd.now += 7200
     fwd.submit(b"c2", task("b", key="k"))  # answered from a's stored result
     fwd.turn()
-    fwd.journal._db.execute("UPDATE tasks SET finished_at = finished_at - 7200 WHERE id = 'a'")
 
     fwd.journal.purge(older_than_s=3600)  # a expired; b joined it later
     fwd.client(b"c3", p.Collect(["b"]))

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import time
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from zmqflow.journal import Journal
+from zmqflow.journal import SCHEMA_VERSION, Journal, JournalVersionError
+
+
+@dataclass
+class Clock:
+    """Wall-clock seconds the journal reads (accepted_at, finished_at, purge)."""
+
+    now: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -18,8 +28,13 @@ def path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def journal(path: str) -> Journal:
-    return Journal(path)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def journal(path: str, clock: Clock) -> Journal:
+    return Journal(path, clock=clock)
 
 
 def accept(journal: Journal, task_id: str, key: str | None = None, client: bytes = b"c1") -> None:
@@ -207,7 +222,9 @@ def test_a_dead_letter_keeps_its_payload_and_requeue_resets_it(journal):
     assert journal.answers(["d"])["d"].error is None
 
 
-def test_purge_forgets_expired_answers_and_aliases_but_keeps_dead_letters_and_pending(journal):
+def test_purge_forgets_expired_answers_and_aliases_but_keeps_dead_letters_and_pending(
+    journal, clock
+):
     for task_id in ("done", "failed", "dead", "pending"):
         accept(journal, task_id, key=f"k-{task_id}")
     journal.record_alias("alias", "done", "echo", "k-done", b"c2", finished=True)
@@ -217,9 +234,10 @@ def test_purge_forgets_expired_answers_and_aliases_but_keeps_dead_letters_and_pe
     journal.record_finished("dead", "dead", None, "lost", "dead_letter", None, 6)
     journal.commit()
 
-    assert journal.purge(older_than_s=3600) == 0  # not expired yet
-    time.sleep(0.01)
-    purged = journal.purge(older_than_s=0)
+    clock.now += 3600
+    assert journal.purge(older_than_s=3600) == 0  # not expired yet: an hour to the second
+    clock.now += 1
+    purged = journal.purge(older_than_s=3600)
 
     assert purged == 3
     assert set(journal.answers(["done", "failed", "alias", "dead", "pending"])) == {
@@ -230,13 +248,13 @@ def test_purge_forgets_expired_answers_and_aliases_but_keeps_dead_letters_and_pe
     assert [t.id for t in journal.load_unfinished()] == ["pending"]
 
 
-def test_purge_forgets_an_alias_whose_task_was_purged(journal):
+def test_purge_forgets_an_alias_whose_task_was_purged(journal, clock):
     accept(journal, "a", key="k")
     journal.commit()
     journal.record_finished("a", "done", b"r", None, None, "w", 1)
     journal.commit()
-    journal._db.execute("UPDATE tasks SET finished_at = finished_at - 7200 WHERE id = 'a'")
-    journal.record_alias("b", "a", "echo", "k", b"c2", finished=True)  # joined an hour later
+    clock.now += 7200
+    journal.record_alias("b", "a", "echo", "k", b"c2", finished=True)  # joined two hours later
     journal.commit()
 
     journal.purge(older_than_s=3600)
@@ -315,13 +333,14 @@ def test_only_a_commit_holding_pending_tasks_is_fsynced(journal):
     assert journal._synchronous == "FULL"
 
 
-def test_purge_deletes_at_most_its_limit_and_the_rest_on_the_next_call(journal):
+def test_purge_deletes_at_most_its_limit_and_the_rest_on_the_next_call(journal, clock):
     for i in range(25):
         accept(journal, f"t-{i}")
     journal.commit()
     for i in range(25):
         journal.record_finished(f"t-{i}", "done", b"r", None, None, "w", 1)
     journal.commit()
+    clock.now += 1
 
     assert journal.purge(older_than_s=0, limit=10) == 10
     assert journal.purge(older_than_s=0, limit=10) == 10
@@ -360,13 +379,13 @@ def test_reads_see_a_logged_answer_before_the_commit(journal):
     assert journal.answers(["t-1"])["t-1"].result == b"out"
 
 
-def test_purge_drops_expired_answer_log_rows_whole_with_their_ids(journal):
+def test_purge_drops_expired_answer_log_rows_whole_with_their_ids(journal, clock):
     for turn in range(3):
         for i in range(3):
             journal.record_finished_new(Held(f"t-{turn}-{i}"), "done", b"r", None, None, "w")
         journal.commit()  # one log row of three answers per commit
     ids = [f"t-{turn}-{i}" for turn in range(3) for i in range(3)]
-    time.sleep(0.01)
+    clock.now += 1
 
     assert journal.purge(older_than_s=3600) == 0  # not expired yet
     assert journal.purge(older_than_s=0, limit=2) == 3  # a whole row, past the limit
@@ -374,3 +393,40 @@ def test_purge_drops_expired_answer_log_rows_whole_with_their_ids(journal):
     assert journal.purge(older_than_s=0, limit=10) == 6
     assert journal.answers(ids) == {}
     assert journal._db.execute("SELECT count(*) FROM answer_ids").fetchone() == (0,)
+
+
+# ---------------------------------------------------------- schema version
+
+
+def user_version(path: str) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_a_new_journal_records_its_schema_version(journal, path):
+    assert user_version(path) == SCHEMA_VERSION == 1
+
+
+def test_a_journal_of_an_unknown_schema_version_is_refused_untouched(path):
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+
+    with pytest.raises(JournalVersionError, match=r"schema version 99.*reads version 1 only"):
+        Journal(path)
+
+    assert user_version(path) == 99
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def test_a_journal_from_before_schema_versions_opens_with_its_tasks_and_is_marked(journal, path):
+    accept(journal, "t-1")
+    journal.commit()
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=0")  # as every journal was before versions
+
+    again = Journal(path)
+
+    assert [t.id for t in again.load_unfinished()] == ["t-1"]
+    assert user_version(path) == SCHEMA_VERSION

@@ -18,6 +18,12 @@ COLLECT and re-sent SUBMITs. Writing a 15-column ``tasks`` row with its
 indexes cost about three times as much per task as the log (see
 docs/benchmarks.md); purging drops whole log rows.
 
+The file records its schema version (``PRAGMA user_version``,
+``SCHEMA_VERSION``); a journal of another version is refused with
+``JournalVersionError`` rather than read wrongly. A journal written before
+versions were recorded (version 0, with tables) has version 1's layout and
+is marked version 1 when opened.
+
 Task states: ``pending`` (accepted, not finished), ``done`` (result),
 ``failed`` (handler error), ``dead`` (dead letter), ``alias`` (another id
 for the task in ``alias_of``, from an idempotency key).
@@ -33,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
+
+# The layout below. Change it only with a new version and a way to open the old one.
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -74,6 +83,10 @@ _LOGGED_FIELDS = ("id", "service", "state", "result", "error", "code", "worker",
 
 
 _FINISHED_COLUMNS = "id, service, key, state, alias_of, result, error, code, worker, attempts"
+
+
+class JournalVersionError(RuntimeError):
+    """The journal file was written with a schema version this code does not read."""
 
 
 @dataclass(slots=True)
@@ -141,7 +154,9 @@ class Journal:
         self._fsync_new_tasks = sync == "full"
         self._synchronous = ""
         self._set_synchronous("NORMAL")
+        self._check_version()
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._inserts: list[tuple[Any, ...]] = []
         self._finished_inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[str, Sequence[Any]]] = []
@@ -150,6 +165,17 @@ class Journal:
         self._new_answers: dict[str, Answer] = {}  # rows of record_finished_new, by id
         self._new_answers_by_key: dict[str, Answer] = {}
         self._logged: dict[str, list[Any]] = {}  # answers for the log, by id
+
+    def _check_version(self) -> None:
+        """Refuse, before writing anything, a journal of an unknown schema version."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):  # 0: new, or from before versions
+            self._db.close()
+            raise JournalVersionError(
+                f"journal {self.path} has schema version {version}, and this forwarder reads "
+                f"version {SCHEMA_VERSION} only: run the zmqflow release that wrote it to "
+                "finish its tasks, or point --journal at another file to start empty"
+            )
 
     # ------------------------------------------------------------- writes
     def record_accepted(
