@@ -361,3 +361,51 @@ def test_a_worker_that_never_heard_the_forwarder_reports_no_silence_longer_than_
     silences = [float(s) for s in re.findall(r"silent for ([0-9.]+)s", fabric.log("worker"))]
     assert all(s <= lived for s in silences), silences
     assert worker.returncode == 0
+
+
+# ------------------------------------------------------ events: gaps per topic
+
+
+def _subscriber(endpoint: str, prefix: bytes) -> zmq.Socket:
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(prefix)
+    sub.connect(endpoint)
+    return sub
+
+
+def test_a_subscriber_of_one_topic_counts_no_false_gaps_while_other_topics_pass_by(
+    fabric: Fabric,
+) -> None:
+    from zmqflow import events
+
+    fabric.start_forwarder()
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+    everything = _subscriber(fabric.events_out, b"dev.")  # every topic gets published
+    completed = _subscriber(fabric.events_out, b"dev.task.completed")
+    with fabric.client() as client:
+        # subscriptions reach the forwarder asynchronously: wait until both see events
+        _wait_for(lambda: client.map("echo", [b"probe"]) and completed.poll(100), "subscribed")
+        _wait_for(lambda: everything.poll(100), "subscribed to everything")
+        for sub in (everything, completed):
+            while sub.poll(300):
+                sub.recv_multipart()
+        client.map("echo", [b"a"] * 10)
+        fabric.start_worker("echo")  # a worker.ready event between task events
+        fabric.wait_workers(2)
+        client.map("echo", [b"b"] * 10)
+
+    seen, gaps = [], events.GapTracker()
+    while completed.poll(1000) and len(seen) < 20:
+        seen.append(events.decode(completed.recv_multipart()))
+        gaps.see(seen[-1])
+    others = []
+    while everything.poll(300):
+        others.append(events.decode(everything.recv_multipart()).topic)
+    completed.close()
+    everything.close()
+
+    assert len(seen) == 20 and gaps.missed == 0
+    assert [e.seq for e in seen] == list(range(seen[0].seq, seen[0].seq + 20))
+    assert "dev.worker.ready" in others  # other topics did pass by
