@@ -112,6 +112,8 @@ def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     assert outcome and outcome[0].returncode == 0, outcome and outcome[0].output
     check_artifact(prefect_stack, outcome[0].flow_run_id, reference_result)
     after = prefect_stack.counters()
+    print(f"workers killed: {[v.name for v in victims]}; forwarder counters over the run:",
+          {k: after[k] - before[k] for k in after if after[k] != before.get(k)})  # fmt: skip
     assert after["workers_lost"] - before["workers_lost"] >= 2
     assert after["completed"] - before["completed"] == reference_result["items"]
     # back to 2 + 2 for whatever runs next
@@ -158,6 +160,10 @@ def test_rerun_after_prefect_worker_sigkill_skips_finished_batches_with_the_same
         if t["name"].startswith("rollup-batch")
     ]
     cached = [t for t in batches if t["state_name"] == "Cached"]
+    print(f"{done_before_kill} batches finished before the kill; rerun: {len(cached)} of "
+          f"{len(batches)} batches Cached; accepted by the forwarder: "
+          f"{at_kill['accepted'] - before['accepted']} before the kill, "
+          f"{after['accepted'] - at_kill['accepted']} after; items {items}")  # fmt: skip
     assert len(cached) >= done_before_kill, [(t["name"], t["state_name"]) for t in batches]
     # Every item became a forwarder task exactly once over both runs: finished
     # batches were not submitted again, and items submitted before the kill
