@@ -148,8 +148,7 @@ def test_published_events_reach_subscribers_with_sequence_numbers(fabric: Fabric
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # the subscription must reach the forwarder before publishing
-    pub = zmqflow(
+    pub = zmqflow(  # waits until the subscription reached the forwarder (XPUB)
         "publish",
         "--connect",
         fabric.events_in,
@@ -159,8 +158,11 @@ def test_published_events_reach_subscribers_with_sequence_numbers(fabric: Fabric
         '{"n": 1}',
         "--count",
         "3",
+        "--wait-subscriber",
+        "20",
     )
     assert pub.returncode == 0, pub.stderr
+    assert json.loads(pub.stdout)["subscribed"] is True
     out, _ = sub.communicate(timeout=30)
     lines = [json.loads(line) for line in out.strip().splitlines()]
     events, summary = lines[:-1], lines[-1]

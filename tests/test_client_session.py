@@ -7,7 +7,7 @@ import pytest
 
 from zmqflow import protocol as p
 from zmqflow.client import session as session_module
-from zmqflow.client.session import ClientSession, TaskResult
+from zmqflow.client.session import ERRORS_KEPT, ClientSession, TaskResult
 
 
 def task(task_id: str) -> p.Task:
@@ -341,3 +341,10 @@ def test_a_heartbeat_from_another_forwarder_instance_makes_the_session_resync_at
     assert session.forwarder == "forwarder-b"
     (resend,) = session.resync_frames()
     assert [t.id for t in p.decode(resend).tasks] == ["t-1"]
+
+
+def test_refusals_without_ids_are_kept_only_up_to_a_bound(session):
+    for _ in range(ERRORS_KEPT + 50):
+        session.on_message(p.encode(p.Refused([], "malformed", "not msgpack")))
+
+    assert len(session.errors) == ERRORS_KEPT

@@ -380,6 +380,9 @@ def publish(
     ] = "tcp://127.0.0.1:5557",
     env: Annotated[str, typer.Option(envvar="ZMQFLOW_ENV")] = "dev",
     count: int = 1,
+    wait_subscriber: Annotated[
+        float, typer.Option(help="seconds to wait for a subscriber of the topic")
+    ] = 2.0,
 ) -> None:
     """Publish events through the forwarder's event bus."""
     try:
@@ -390,14 +393,30 @@ def publish(
         err.print(f"[red]--data must be a JSON object:[/] {exc}")
         raise typer.Exit(2) from None
     encoder = events.EventEncoder(env, events.new_source("cli"))
-    sock = zmq.Context.instance().socket(zmq.PUB)
+    # XPUB rather than PUB: it hears the subscriptions the forwarder passes up,
+    # so events go out once someone listens instead of after a guessed sleep
+    sock = zmq.Context.instance().socket(zmq.XPUB)
     sock.linger = 2000
     sock.connect(connect)
-    time.sleep(0.5)  # PUB/SUB slow joiner: let the connection settle before the first event
+    subscribed = _await_subscriber(sock, encoder.topic(kind).encode(), wait_subscriber)
+    if not subscribed:
+        err.print(f"no subscriber of {encoder.topic(kind)} within {wait_subscriber}s: sent anyway")
     for _ in range(count):
         sock.send_multipart(encoder.encode(kind, body))
     sock.close()
-    print(json.dumps({"published": count, "topic": encoder.topic(kind), "last_seq": encoder.seq}))
+    summary = {"published": count, "topic": encoder.topic(kind), "last_seq": encoder.seq}
+    print(json.dumps({**summary, "subscribed": subscribed}))
+
+
+def _await_subscriber(sock: zmq.Socket, topic: bytes, timeout: float) -> bool:
+    """True once a subscription covering ``topic`` reaches this XPUB socket."""
+    until = time.monotonic() + timeout
+    while (left := until - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000)):
+            frame = sock.recv()
+            if frame[:1] == b"\x01" and topic.startswith(frame[1:]):
+                return True
+    return False
 
 
 @app.command()

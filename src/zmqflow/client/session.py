@@ -28,6 +28,7 @@ from zmqflow.client.ids import new_id
 Frames = list[bytes]
 _RESULT = bytes([p.Command.RESULT])
 ANSWERED_KEPT = 100_000  # answered ids remembered (about 15 MB), oldest forgotten first
+ERRORS_KEPT = 100
 REFUSAL_CODES = frozenset(
     {
         "malformed",
@@ -89,7 +90,8 @@ class ClientSession:
     ready: deque[TaskResult] = field(default_factory=deque)
     redelivered: int = 0
     status: dict[str, Any] | None = None
-    errors: deque[p.Refused] = field(default_factory=deque)  # refusals not tied to an id
+    # refusals not tied to an id, the latest ERRORS_KEPT (nobody may ever read them)
+    errors: deque[p.Refused] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
     # ACCEPTED replies other than acknowledgements of pending SUBMITs (RETRY), in order
     accepted_ids: deque[list[str]] = field(default_factory=deque)
     last_progress: float = field(default_factory=time.monotonic)  # last ACCEPTED or answer
