@@ -35,6 +35,7 @@ IMAGES=(
     "worker-python|services/worker-python/Dockerfile|.|zmqflow|pyproject.toml README.md src|-"
     "worker-rust|services/worker-rust/Dockerfile|.|-|services/worker-rust/Cargo.toml services/worker-rust/Cargo.lock services/worker-rust/src|bash services/worker-rust/prepare-build.sh"
     "prefect|orchestrators/prefect/Dockerfile|.|prefect|pyproject.toml README.md src orchestrators/prefect|-"
+    "airflow|orchestrators/airflow/Dockerfile|.|airflow|pyproject.toml README.md src orchestrators/airflow/Dockerfile orchestrators/airflow/entrypoint.sh orchestrators/airflow/healthcheck.py orchestrators/airflow/provider orchestrators/airflow/dags|-"
 )
 # Images built only when named (scripts/build-images.sh NAME).
 OPTIONAL_IMAGES=()
@@ -73,6 +74,18 @@ build_prefect_wheelhouse() {
     # orchestrators/prefect/constraints.txt pins the transitive dependencies.
     CONSTRAINTS=orchestrators/prefect/constraints.txt bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
     printf '%s\n%s\n' "$prefect" "$runtime" >"$out/requirements.txt"
+}
+
+# --- wheelhouse for zmqflow/airflow: Airflow 3.3 + providers + zmqflow's own dependencies ---
+build_airflow_wheelhouse() {
+    local out=.build/wheels/airflow runtime build airflow
+    runtime=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))')
+    build=$("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["build-system"]["requires"]))')
+    airflow=$(grep -vE '^\s*(#|$)' orchestrators/airflow/requirements.in)
+    mapfile -t reqs < <(printf '%s\n%s\n%s\n' "$build" "$runtime" "$airflow" | sed '/^$/d')
+    # orchestrators/airflow/constraints.txt pins the transitive dependencies.
+    CONSTRAINTS=orchestrators/airflow/constraints.txt bash scripts/wheelhouse.sh "$out" "${reqs[@]}"
+    printf '%s\n%s\n' "$airflow" "$runtime" >"$out/requirements.txt"
 }
 
 # Hash of everything that goes into an image.

@@ -1,0 +1,1 @@
+"""Integration tests of Airflow 3 on the fabric (orchestrators/airflow)."""
