@@ -14,6 +14,7 @@ missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || missing+=(libzmq3-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v "$PYTHON" >/dev/null 2>&1 || missing+=("$(basename "$PYTHON")")
 "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing+=("$(basename "$PYTHON")-venv")
 
 if ((${#missing[@]})); then
