@@ -842,6 +842,16 @@ def test_the_default_retries_come_from_max_retries():
     assert failed.attempts == 3
 
 
+def test_retry_of_only_unknown_ids_answers_an_empty_accepted_first_then_refuses_them(fwd):
+    fwd.client(b"c1", p.Retry(["zzz", "yyy"]))
+
+    # the ACCEPTED is RETRY's answer, which a client waits for, even when empty
+    assert fwd.turn().to(b"c1") == [
+        p.Accepted([]),
+        p.Refused(["zzz", "yyy"], "unknown_task", "not in the dead-letter list"),
+    ]
+
+
 def test_retry_of_listed_ids_moves_only_those_and_refuses_unknown_ones(fwd):
     fwd.ready(b"w1", credit=2)
     fwd.submit(b"c1", task("a", retries=0), task("b", retries=0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,11 @@ def _batch(sig: bytes, cmd: int, *items: Any) -> list[bytes]:
     return [sig, bytes([cmd]), _pack(list(items))]
 
 
+def _submit_tasks(frames: list[bytes]) -> list[p.Task | p.ProtocolError]:
+    """A SUBMIT decoded task by task, as the forwarder does."""
+    return [p.decode_task(item) for item in p.submit_items(frames)]
+
+
 def _refusal(frames: list[bytes]) -> p.ProtocolError:
     with pytest.raises(p.ProtocolError) as info:
         p.decode(frames)
@@ -109,6 +115,24 @@ def test_every_batched_command_has_a_single_and_a_multi_item_vector(type_name: s
     )
     assert counts[0] == 1
     assert counts[-1] >= 2
+
+
+def _vector_script() -> Any:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_protocol_vectors.py"
+    spec = importlib.util.spec_from_file_location("make_protocol_vectors", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_vectors_are_what_the_script_makes_with_the_products_own_texts():
+    made = _vector_script().vectors()
+
+    on_disk = {path.stem: _load(path)["frames"] for path in VECTORS}
+    assert on_disk == {name: [f.hex() for f in p.encode(msg)] for name, msg in made.items()}
+    assert made["client-refused"].reason == "no worker has ever offered service 'nope'"
+    assert made["client-failed-dead-letter"].items[0].error == "worker lost on each of 6 attempts"
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=lambda path: path.stem)
@@ -464,7 +488,7 @@ def test_one_bad_item_makes_a_batched_answer_malformed():
 # -------------------------------------------------------- submit, task by task
 
 
-def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
+def test_a_submit_decoded_task_by_task_keeps_the_good_tasks_when_one_is_bad():
     frames = _batch(
         C,
         0x01,
@@ -474,7 +498,7 @@ def test_decode_submit_tasks_keeps_the_good_tasks_when_one_is_bad():
         _task_item(id="good-2", payload=b"four"),
     )
 
-    items = p.decode_submit_tasks(frames)
+    items = _submit_tasks(frames)
 
     assert [type(item) for item in items] == [p.Task, p.ProtocolError, p.ProtocolError, p.Task]
     assert (items[0].id, items[0].payload) == ("good-1", b"one")
@@ -507,7 +531,7 @@ def test_a_task_attempt_must_be_a_non_negative_int_as_in_the_rust_worker(attempt
     ids=["headers-list", "negative-retries", "string-retries", "service-int", "key-bin", "str"],
 )
 def test_a_bad_task_field_is_refused_by_the_task_id(overrides: dict[str, Any]):
-    (item,) = p.decode_submit_tasks(_batch(C, 0x01, _task_item(id="t-x", **overrides)))
+    (item,) = _submit_tasks(_batch(C, 0x01, _task_item(id="t-x", **overrides)))
     assert isinstance(item, p.ProtocolError)
     assert (item.code, item.ids) == ("malformed", ["t-x"])
 
@@ -520,7 +544,7 @@ def test_decode_of_submit_raises_for_the_first_bad_task():
 def test_task_headers_over_64_kib_are_refused_without_killing_the_batch():
     huge = _task_item(id="huge", headers={"blob": "x" * p.MAX_MAP_BYTES})
 
-    items = p.decode_submit_tasks(_batch(C, 0x01, huge, _task_item(id="small")))
+    items = _submit_tasks(_batch(C, 0x01, huge, _task_item(id="small")))
 
     assert isinstance(items[0], p.ProtocolError)
     assert (items[0].code, items[0].ids) == ("malformed", ["huge"])
@@ -528,7 +552,7 @@ def test_task_headers_over_64_kib_are_refused_without_killing_the_batch():
 
 
 def test_nil_optional_task_fields_take_their_defaults():
-    (task,) = p.decode_submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None]))
+    (task,) = _submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None]))
     assert task == p.Task("t", "echo", b"x", None, {}, None)
 
 
@@ -537,7 +561,7 @@ def test_nil_optional_task_fields_take_their_defaults():
     [([], False), ([True], True), ([False], False), ([1], False), (["y"], False)],
 )
 def test_only_a_true_seventh_field_marks_a_task_fresh(extra: list[Any], fresh: bool):
-    (task,) = p.decode_submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None, *extra]))
+    (task,) = _submit_tasks(_batch(C, 0x01, ["t", "echo", b"x", None, {}, None, *extra]))
     assert task.fresh is fresh
 
 
@@ -594,7 +618,7 @@ def _ready_body(**overrides: Any) -> bytes:
 
 @NOT_UNSIGNED
 def test_submit_retries_must_be_unsigned(value: Any):
-    (item,) = p.decode_submit_tasks(_batch(C, 0x01, _task_item(id="t-x", retries=value)))
+    (item,) = _submit_tasks(_batch(C, 0x01, _task_item(id="t-x", retries=value)))
     assert isinstance(item, p.ProtocolError)
     assert (item.code, item.ids) == ("malformed", ["t-x"])
 

@@ -70,16 +70,14 @@ CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS answer_log (
     n INTEGER PRIMARY KEY,
     finished_at REAL NOT NULL,
-    answers BLOB NOT NULL  -- msgpack array of _LOGGED_FIELDS arrays
+    answers BLOB NOT NULL  -- msgpack array of answers, each an array: id, service,
+                           -- state, result, error, code, worker, attempts
 );
 CREATE TABLE IF NOT EXISTS answer_ids (
     id TEXT PRIMARY KEY,
     n INTEGER NOT NULL  -- the answer_log row holding its answer
 ) WITHOUT ROWID;
 """
-
-# one answer in the answer log, in this order (Answer's fields without key and alias_of)
-_LOGGED_FIELDS = ("id", "service", "state", "result", "error", "code", "worker", "attempts")
 
 
 _FINISHED_COLUMNS = "id, service, key, state, alias_of, result, error, code, worker, attempts"

@@ -284,7 +284,6 @@ Message = (
     | Disconnect
 )
 Batch = Submit | Tasks | WorkerResults | WorkerFailures | Results | Failures
-Item = Task | Dispatch | Done | Error | Result | Failed
 
 
 def _pack(value: Any) -> bytes:
@@ -734,11 +733,6 @@ def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
     be read (the worker answers it FAILED ``malformed task: ...``).
     """
     return _each(_batch_body(frames, "TASK"), _dispatch_from)
-
-
-def decode_submit_tasks(frames: list[bytes]) -> list[Task | ProtocolError]:
-    """SUBMIT body decoded task by task, so one bad task does not sink the batch."""
-    return _each(_batch_body(frames, "SUBMIT"), _task_from)
 
 
 def submit_items(frames: list[bytes]) -> list[Any]:

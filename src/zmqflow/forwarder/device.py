@@ -89,15 +89,6 @@ class Forwarder:
             sock.bind(endpoint)
         return sock
 
-    @property
-    def bound(self) -> dict[str, list[str]]:
-        """The endpoints actually bound (ports resolved)."""
-
-        def last(sock: zmq.Socket) -> str:
-            return sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-        return {"frontend": [last(self.frontend)], "backend": [last(self.backend)]}
-
     # ----------------------------------------------------------- events
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
         if not self._subscriptions or not hasattr(self, "xpub"):
