@@ -20,6 +20,7 @@ from zmqflow_provider.examples import sales
 
 from integration_tests.airflow.api import wait_for
 from integration_tests.airflow.conftest import ZMQFLOW, AirflowStack
+from integration_tests.airflow.inside import run_inside
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -163,3 +164,85 @@ def test_a_data_ready_event_from_the_host_runs_zmqflow_on_event(airflow: Airflow
     topic, _body = complete.recv_multipart()
     assert topic == b"dev.pipeline.rollup.complete"
     complete.close()
+
+
+# ---- bad input: a clear error, nothing lost, the process stays up ----------
+# The operator runs inside the scheduler container (Airflow is not on the
+# host) against this stack's forwarder, with connections from AIRFLOW_CONN_*.
+NOWHERE = json.dumps({"conn_type": "zmqflow", "extra": {"frontend": "tcp://127.0.0.1:9"}})
+
+
+def _attempt(call: str) -> str:
+    return f"""
+from airflow.exceptions import AirflowException
+from zmqflow_provider.operators.zmqflow import ZmqflowSubmitOperator
+try:
+    value = {call}
+    print(json.dumps({{"ok": True, "value": value}}))
+except AirflowException as exc:
+    print(json.dumps({{"ok": False, "error": str(exc)}}))
+"""
+
+
+def test_an_unknown_service_fails_the_task_naming_the_service(airflow: AirflowStack) -> None:
+    (scheduler,) = airflow.containers("airflow-scheduler")
+    out = run_inside(
+        scheduler,
+        _attempt(
+            'ZmqflowSubmitOperator(task_id="t", service="no-such-service", payloads=[b"x"],'
+            ' deferrable=False).execute(context("t"))'
+        ),
+    )
+    assert out["ok"] is False
+    assert "service 'no-such-service' is unknown to the zmqflow forwarder" in out["error"]
+
+
+def test_a_forwarder_that_never_answers_is_retried_with_backoff_then_named(
+    airflow: AirflowStack,
+) -> None:
+    (scheduler,) = airflow.containers("airflow-scheduler")
+    started = time.monotonic()
+    out = run_inside(
+        scheduler,
+        _attempt(
+            'ZmqflowSubmitOperator(task_id="t", service="rollup", payloads=[b"x"],'
+            ' zmqflow_conn_id="nowhere", connect_attempts=3, accept_timeout_s=2,'
+            ' deferrable=False).execute(context("t"))'
+        ),
+        env={"AIRFLOW_CONN_NOWHERE": NOWHERE},
+    )
+    assert out["ok"] is False
+    assert "tcp://127.0.0.1:9" in out["error"] and "3 attempts" in out["error"]
+    # 3 tries of 2 s with 1 s and 2 s of backoff between them
+    assert time.monotonic() - started >= 9
+
+
+def test_failing_items_fail_the_task_with_their_errors_or_are_returned_on_request(
+    airflow: AirflowStack,
+) -> None:
+    (scheduler,) = airflow.containers("airflow-scheduler")
+    good = sales.item_csv(sales.DataSet(items=2, rows_per_item=3), 0).decode()
+    payloads = [
+        good,
+        "not,a,rollup,header\n",
+        good,
+        "region,product,quantity,unit_price_cents\neu,x,-1,5\n",
+    ]
+    call = (
+        f'ZmqflowSubmitOperator(task_id="{{tid}}", service="rollup", payloads={payloads!r},'
+        ' deferrable=False, fail_on_item_error={fail}).execute(context("{tid}"))'
+    )
+    failed = run_inside(scheduler, _attempt(call.format(tid="fails", fail=True)))
+    assert failed["ok"] is False
+    assert "2 of 4 'rollup' items failed" in failed["error"]
+    assert "item 1: handler_error: rollup: header must be" in failed["error"]
+    assert (
+        "item 3: handler_error: rollup: line 2: quantity is not a non-negative integer"
+        in (failed["error"])
+    )
+    returned = run_inside(scheduler, _attempt(call.format(tid="returns", fail=False)))
+    assert returned["ok"] is True
+    value = returned["value"]
+    assert sorted(value["failed"]) == ["1", "3"]
+    assert value["outputs"][1] is None and value["outputs"][3] is None
+    assert json.loads(value["outputs"][0])["rows"] == 3

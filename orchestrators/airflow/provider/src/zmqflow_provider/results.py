@@ -4,10 +4,12 @@ Contract: ``store(...)`` returns the one JSON-able value the operator puts in
 XCom, a map with ``service``, ``count``, ``failed`` (item index -> error
 text), ``cached`` (answers the forwarder had stored when the trigger
 collected them: finished earlier, by this try or an earlier one),
-``workers`` (worker id -> answers it computed), and either ``outputs``
+``workers`` (worker id -> answers it computed), ``fabric_s`` (seconds
+from the first SUBMIT to the last answer, set by the trigger), and either ``outputs``
 (the answers in item order) or ``path`` (a JSON file on the volume shared
-by the triggerer and the task runners, written atomically). ``load(value)`` gives the answers in item order from either form
-(None for a failed item), so consumers never care which was used. Answers
+by the triggerer and the task runners, written atomically).
+``load(value)`` gives the answers in item order from either form (None for
+a failed item), so consumers never care which was used. Answers
 are kept as text (UTF-8) or, for binary output, base64 with ``encoding``
 saying so.
 """

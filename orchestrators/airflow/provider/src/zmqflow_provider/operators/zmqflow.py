@@ -95,7 +95,7 @@ class ZmqflowSubmitOperator(BaseOperator):
         payloads = self._payload_bytes(context)
         prefix = id_prefix(scope, ti.try_number)
         hook = ZmqflowHook(self.zmqflow_conn_id)
-        started = time.monotonic()
+        started, submitted_at = time.monotonic(), time.time()
         self._submit(hook, scope, prefix, payloads)
         self.log.info(
             "%d items for %r accepted in %.2f s (ids %s.N, keys %sN)",
@@ -115,6 +115,7 @@ class ZmqflowSubmitOperator(BaseOperator):
                 self.results_dir, ti.dag_id, ti.run_id, ti.task_id, ti.map_index
             ),
             inline_max_bytes=self.inline_max_bytes,
+            submitted_at=submitted_at,
         )
         if self.deferrable:
             self.defer(

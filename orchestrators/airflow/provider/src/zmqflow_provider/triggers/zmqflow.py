@@ -50,8 +50,10 @@ class ZmqflowResultsTrigger(BaseTrigger):
         timeout: float = 3600.0,
         results_path: str | None = None,
         inline_max_bytes: int = results.INLINE_MAX_BYTES,
+        submitted_at: float | None = None,
     ) -> None:
         super().__init__()
+        self.submitted_at = submitted_at
         self.service = service
         self.id_prefix = id_prefix
         self.count = count
@@ -71,6 +73,7 @@ class ZmqflowResultsTrigger(BaseTrigger):
                 "timeout": self.timeout,
                 "results_path": self.results_path,
                 "inline_max_bytes": self.inline_max_bytes,
+                "submitted_at": self.submitted_at,
             },
         )
 
@@ -120,6 +123,8 @@ class ZmqflowResultsTrigger(BaseTrigger):
                 }
         finally:
             client.close()
+        # wall time from the first SUBMIT to the last answer: the fabric's share
+        fabric_s = None if self.submitted_at is None else round(time.time() - self.submitted_at, 3)
         self.log.info(
             "%d answers (%d failed, %d finished before collected) in %.2f s",
             answered,
@@ -145,6 +150,7 @@ class ZmqflowResultsTrigger(BaseTrigger):
             path=self.results_path,
             inline_max_bytes=self.inline_max_bytes,
         )
+        value["fabric_s"] = fabric_s
         return {"status": "done", "results": value}
 
 
