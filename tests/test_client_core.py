@@ -201,3 +201,21 @@ def test_retry_dead_letters_reopens_the_moved_ids_for_a_new_answer():
 
     assert isinstance(script.sent[0], p.Retry) and script.sent[0].ids == [task_id]
     assert task_id in c.session.pending and task_id not in c.session.answered
+
+
+def test_a_client_idle_past_the_deadline_does_not_take_the_quiet_for_a_dead_forwarder():
+    c = core()
+    c.session.submit_frames(c.session.new_tasks("echo", [b"a"]))
+    c.session.pending[next(iter(c.session.pending))].accepted = True
+    c.last_heard = c.last_sent = c.last_heard - 10 * c.deadline_s  # idle for a while
+
+    def answers_when_asked(s: Script) -> bool:
+        if not s.sent:
+            return False  # nothing asked yet: nothing to hear
+        return accept_and_answer(s)
+
+    script = Script(c, answers_when_asked)
+    script.run(c.as_completed(5))
+
+    assert not script.ops(REOPEN)
+    assert len(script.delivered) == 1

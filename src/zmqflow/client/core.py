@@ -97,7 +97,12 @@ class ClientCore:
         reconnected; outstanding work without progress for two deadlines is
         resynced (a forwarder that restarted within the deadline looks alive).
         """
-        wait = max(0.0, min(until, self.last_sent + self.interval) - time.monotonic())
+        now = time.monotonic()
+        if now - self.last_sent > self.deadline_s:
+            # we said nothing for a while (an idle client): the forwarder had no
+            # reason to speak, so its silence counts from now, not from then
+            self.last_heard = now
+        wait = max(0.0, min(until, self.last_sent + self.interval) - now)
         yield from self.recv(wait)
         now = time.monotonic()
         if now - self.last_sent >= self.interval:
