@@ -94,6 +94,8 @@ class Side:
     def state(self) -> dict[str, Any]:
         """Everything observable but the sockets: tables, queues, journal."""
         b = self.broker
+        # an invariant five routines keep: queued bytes are the queued tasks' payloads
+        assert b.queued_bytes == sum(len(t.payload) for t in b.tasks.values() if t.worker is None)
         db = self.journal._db  # the test reads the rows the journal wrote
         return {
             "counters": dict(b.counters),

@@ -19,6 +19,15 @@ that dies before then never acknowledged it, and the client submits it
 again. Anything that depends on a task (a key joining it, a
 COLLECT, a re-sent SUBMIT) has it journaled at once.
 
+Each rule lives once: whether a task may be taken (``_problem``), whether
+there is room (``_room``), whether an id is held (``_held``), taking tasks
+(``_admit``, into the queues by ``_hold``) and finishing a worker's answers
+(``_complete``, ``_finish``). The hot paths (a SUBMIT of usual tasks, a
+worker RESULT of well-typed items: ``fast_paths``) differ from the checked
+ones only in how they decode, and call the same rules; ``paths`` counts the
+messages each path took (tests/test_broker_paths.py proves them equal).
+Time comes from ``clock`` (monotonic seconds), so tests drive it.
+
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
 exception.
 """
@@ -647,9 +656,7 @@ class Broker:
             worker.inflight.add(task_id)
             task = self.tasks.get(task_id)
             if task is not None and task.worker is None:  # queued: don't run it twice
-                task.worker = rid
-                task.attempts += 1
-                self.queued_bytes -= len(task.payload)
+                self._run_on(task, rid)
         for service in msg.services:
             self.by_service.setdefault(service, []).append(worker)
             if service not in self.known_services:
@@ -742,12 +749,20 @@ class Broker:
             if not queue or not peers:
                 continue
             ready = deque(w for w in peers if w.free > 0)
+            run_on, send = self._run_on, self.outbox_workers.task
             while ready:
                 task = self._next(queue)
                 if task is None:
                     break
                 worker = ready.popleft()
-                self._send_task(worker, task)
+                run_on(task, worker.rid)
+                worker.inflight.add(task.id)
+                send(
+                    worker.rid,
+                    p.dispatch_item(
+                        task.id, task.service, task.headers, task.attempts, task.payload
+                    ),
+                )
                 if worker.free > 0:
                     ready.append(worker)
             if len(peers) > 1:  # the next round starts with another worker
@@ -760,15 +775,11 @@ class Broker:
                 return task
         return None
 
-    def _send_task(self, worker: WorkerEntry, task: TaskEntry) -> None:
-        task.worker = worker.rid
+    def _run_on(self, task: TaskEntry, rid: bytes) -> None:
+        """A queued task is in flight on worker ``rid`` from now: one more attempt."""
+        task.worker = rid
         task.attempts += 1
         self.queued_bytes -= len(task.payload)
-        worker.inflight.add(task.id)
-        self.outbox_workers.task(
-            worker.rid,
-            p.dispatch_item(task.id, task.service, task.headers, task.attempts, task.payload),
-        )
 
     def worker_unreachable(self, rid: bytes) -> None:
         """The device could not send to this routing id: the peer is gone."""
