@@ -18,6 +18,14 @@ RESULT / FAILED), ``Results`` / ``Failures`` (client RESULT / FAILED).
 ``encode`` writes a batch as one message whatever its size; ``encode_split``
 cuts it into messages of at most ``max_items`` items and
 ``MAX_MESSAGE_BYTES`` bytes, which is what senders use.
+
+Each field rule is written once: ``uint`` for every counting field,
+``valid_id`` / ``valid_service`` for names, and one usual-item test per
+batched kind (``usual_task``, ``usual_dispatch``, ``usual_done``,
+``usual_result``) that both the hot-path decoders (``decode_worker_results``,
+``decode_client_results``, the forwarder's SUBMIT) and the checked item
+decoders use: an item that passes is decoded as is, any other is checked
+field by field, which says what is wrong.
 """
 
 from __future__ import annotations
