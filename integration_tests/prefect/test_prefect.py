@@ -9,6 +9,7 @@ their own ``namespace`` so that no run is served by another's cache.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from typing import Any
@@ -193,3 +194,79 @@ def test_data_ready_published_on_the_bus_starts_an_on_event_run_that_completes(
     run = wait_for(our_run, 180, "a finished zmqflow-on-event run for our event", every=2)
     assert run["state_type"] == "COMPLETED", run["state"]
     assert run["parameters"]["data"] == {"rows": 2_000, "seed": 7, "marker": marker}
+
+
+# Bad input: each case runs a small flow inside the prefect-worker container,
+# against the real server and fabric, and prints what the task raised.
+BAD_INPUT_FLOW = """
+import json, sys
+from prefect import flow
+from prefect_zmqflow import ZmqflowCredentials, submit_batch
+
+CASE = sys.argv[1]
+GOOD_CSV = b"region,product,quantity,unit_price_cents\\neu,widget,2,100\\n"
+BAD_CSV = b"region,product,quantity,unit_price_cents\\neu,widget,lots,100\\n"
+
+@flow(name="zmqflow-bad-input")
+def bad_input() -> dict:
+    fabric = ZmqflowCredentials.load("fabric")
+    keys = [f"bad-input-{CASE}-{sys.argv[2]}-{i}" for i in range(3)]
+    if CASE == "nowhere":
+        fabric = ZmqflowCredentials(frontend="tcp://no-such-host.invalid:5555",
+                                    connect_attempts=3, probe_timeout_s=0.5)
+        payloads, service, ret = [GOOD_CSV] * 3, "rollup", False
+    elif CASE == "unknown-service":
+        payloads, service, ret = [GOOD_CSV] * 3, "no-such-service", False
+    else:
+        payloads, service, ret = [GOOD_CSV, BAD_CSV, GOOD_CSV], "rollup", CASE == "return-failures"
+    answers = submit_batch(fabric, service, payloads, keys, return_failures=ret)
+    return {"answers": [[a.ok, a.error] for a in answers]}
+
+try:
+    print(json.dumps({"ok": True, **bad_input()}))
+except Exception as exc:
+    print(json.dumps({"ok": False, "type": type(exc).__name__, "error": str(exc)}))
+"""
+
+
+def run_bad_input(stack: PrefectStack, case: str) -> dict[str, Any]:
+    worker = stack.container("prefect-worker")
+    code, out = worker.exec_run(["python", "-c", BAD_INPUT_FLOW, case, uuid.uuid4().hex[:8]])
+    assert code == 0, out.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def test_a_block_pointing_nowhere_is_retried_then_fails_saying_what_it_tried(
+    prefect_stack: PrefectStack,
+) -> None:
+    outcome = run_bad_input(prefect_stack, "nowhere")
+    assert outcome["ok"] is False and outcome["type"] == "ForwarderUnreachableError", outcome
+    assert "tcp://no-such-host.invalid:5555" in outcome["error"]
+    assert "3 STATUS probes" in outcome["error"], outcome["error"]
+
+
+def test_an_unknown_service_fails_the_task_with_the_forwarders_refusal(
+    prefect_stack: PrefectStack,
+) -> None:
+    outcome = run_bad_input(prefect_stack, "unknown-service")
+    assert outcome["ok"] is False and outcome["type"] == "UnknownServiceError", outcome
+    assert "'no-such-service'" in outcome["error"]
+
+
+def test_failing_items_fail_the_task_with_their_errors(prefect_stack: PrefectStack) -> None:
+    outcome = run_bad_input(prefect_stack, "fail")
+    assert outcome["ok"] is False and outcome["type"] == "BatchFailedError", outcome
+    assert "1 of 3 items failed in service 'rollup'" in outcome["error"]
+    assert "rollup: line 2: quantity is not a non-negative integer" in outcome["error"]
+
+
+def test_failing_items_come_back_with_their_errors_when_asked(prefect_stack: PrefectStack) -> None:
+    outcome = run_bad_input(prefect_stack, "return-failures")
+    assert outcome == {
+        "ok": True,
+        "answers": [
+            [True, None],
+            [False, "rollup: line 2: quantity is not a non-negative integer"],
+            [True, None],
+        ],
+    }

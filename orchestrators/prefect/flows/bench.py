@@ -1,13 +1,15 @@
 """The Prefect benchmark's two flows: the same items through the fabric or as Prefect tasks.
 
-Contract: ``python flows/bench.py fabric|map [--items N]`` runs one flow on
-the first N items (default 10,000) of the fan-out data set and prints one
-JSON line: the way, items, wall time in seconds (flow call to return, in
-this process), the flow run id, and the result's checksum (the same for both
-ways). ``fabric``: one flow, batches of 500 items, ONE Prefect task per
-batch, the `rollup` service on the workers. ``map``: one Prefect task per
-item with ``.map``, each running the same `rollup` handler in the flow's
-process (results not persisted: the cheapest a per-item task gets).
+Contract: ``python flows/bench.py fabric|map [--items N] [--rows-per-item R]
+[--batch-size B]`` builds N items of R sales rows each (the fan-out data set's
+generator, N x R rows; default 10,000 items of 10 rows), runs one flow on
+them and prints one JSON line: the way, items, wall time in seconds (flow
+call to return, in this process), the flow run id, and a checksum of the
+answers (the same for both ways). ``fabric``: one flow, batches of B items
+(default 2,500), ONE Prefect task per batch, all at once, the `rollup`
+service on the workers. ``map``: one Prefect task per item with ``.map``,
+each running the same `rollup` handler in the flow's process (results not
+persisted: the cheapest a per-item task gets).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import uuid
 
 from prefect import flow, task
 from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_zmqflow import ZmqflowCredentials, sales, submit_batch
 from prefect_zmqflow.setup import DEFAULT_BLOCK
 
@@ -31,8 +34,9 @@ from zmqflow.handlers import rollup
 ITEMS: list[sales.Item] = []
 
 
-def bench_items(count: int) -> list[sales.Item]:
-    spec = sales.SalesSpec()
+def bench_items(count: int, rows_per_item: int) -> list[sales.Item]:
+    # rows_per_item * count rows: just enough for ``count`` items
+    spec = sales.SalesSpec(rows=count * rows_per_item, rows_per_item=rows_per_item)
     items = sales.make_items(spec, sales.generate(spec), f"bench-{uuid.uuid4().hex[:8]}")
     if len(items) < count:
         raise ValueError(f"the data set has {len(items)} items, fewer than {count}")
@@ -46,8 +50,8 @@ def checksum(outputs: list[bytes]) -> str:
     return digest.hexdigest()
 
 
-@flow(name="zmqflow-bench-fabric")
-def bench_fabric(batch_size: int = 500) -> tuple[str, str]:
+@flow(name="zmqflow-bench-fabric", task_runner=ThreadPoolTaskRunner(max_workers=32))
+def bench_fabric(batch_size: int) -> tuple[str, str]:
     items = ITEMS
     credentials = ZmqflowCredentials.load(DEFAULT_BLOCK)
     futures = [
@@ -75,10 +79,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("way", choices=["fabric", "map"])
     parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--rows-per-item", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=2_500)
     args = parser.parse_args()
-    ITEMS[:] = bench_items(args.items)
+    ITEMS[:] = bench_items(args.items, args.rows_per_item)
     started = time.perf_counter()
-    run_id, digest = (bench_fabric if args.way == "fabric" else bench_map)()
+    if args.way == "fabric":
+        run_id, digest = bench_fabric(args.batch_size)
+    else:
+        run_id, digest = bench_map()
     wall = time.perf_counter() - started
     print(json.dumps({"way": args.way, "items": len(ITEMS), "wall_s": round(wall, 3),
                       "flow_run_id": run_id, "checksum": digest}))  # fmt: skip
