@@ -1,0 +1,197 @@
+"""The ZeroMQ systems of the benchmarks: the raw pyzmq floor and zmqflow.
+
+Contract: ``echo_servers(n, logs)`` starts n raw ROUTER echo processes and
+yields their endpoints once each has bound; ``raw_echo`` is the floor's Run
+(one DEALER connected to every server, which round-robins over them).
+``fabric(...)`` starts a forwarder (tcp or ipc, journal file or
+``:memory:``) and n Python or Rust workers of the ``echo`` service, and
+yields the clients' endpoint once every worker has registered;
+``zmqflow_echo`` is its Run through ``zmqflow.Client.stream``.
+``rust_worker_binary()`` finds the Rust worker or builds it with
+``cargo build --release --locked``; None when cargo is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import zmq
+from bench_measure import free_port, processes, wait_until
+
+from zmqflow import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+RUST_DIR = ROOT / "services" / "worker-rust"
+RUST_BIN = RUST_DIR / "target" / "release" / "zmqflow-worker"
+CREDIT = 100  # tasks a worker holds; the best of 25..200 in bench-core (docs/benchmarks.md)
+
+ECHO_SERVER = """
+import pathlib, sys, zmq
+sock = zmq.Context().socket(zmq.ROUTER)
+sock.bind(sys.argv[1])
+pathlib.Path(sys.argv[2]).touch()
+while True:
+    sock.send_multipart(sock.recv_multipart())
+"""
+
+
+# ------------------------------------------------------------------ the floor
+@contextmanager
+def echo_servers(count: int, logs: Path) -> Iterator[list[str]]:
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(count)]
+    ready = [logs / f"echo-ready-{free_port()}" for _ in range(count)]
+    commands = [
+        [sys.executable, "-c", ECHO_SERVER, ep, str(flag)]
+        for ep, flag in zip(endpoints, ready, strict=True)
+    ]
+    with processes(*commands, logs=logs, name="echo"):
+        wait_until(lambda: all(f.exists() for f in ready), 30, "raw echo servers")
+        yield endpoints
+
+
+def raw_echo(
+    count: int, window: int, endpoints: list[str], payload_bytes: int = 100
+) -> tuple[float, list[float]]:
+    """Pipelined echo; returns (throughput, per-message round trips in seconds)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    for endpoint in endpoints:
+        sock.connect(endpoint)
+    payload = b"x" * max(0, payload_bytes - 8)  # the 8-byte sequence number is part of it
+    sent: dict[int, float] = {}
+    rtts: list[float] = []
+    next_seq = 0
+    start = time.perf_counter()
+    while len(rtts) < count:
+        while next_seq < count and len(sent) < window:
+            sent[next_seq] = time.perf_counter()
+            sock.send(next_seq.to_bytes(8, "big") + payload, copy=payload_bytes < 8192)
+            next_seq += 1
+        reply = sock.recv(copy=True)
+        rtts.append(time.perf_counter() - sent.pop(int.from_bytes(reply[:8], "big")))
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return count / elapsed, rtts
+
+
+# -------------------------------------------------------------------- zmqflow
+def zmqflow_echo(
+    count: int, window: int, endpoint: str, payload_bytes: int = 100
+) -> tuple[float, list[float]]:
+    payload = b"x" * payload_bytes
+    with Client(endpoint, timeout=600) as client:
+        start = time.perf_counter()
+        results = list(client.stream("echo", (payload for _ in range(count)), window=window))
+        elapsed = time.perf_counter() - start
+    failed = [r for r in results if not r.ok]
+    if len(results) != count or failed:
+        raise RuntimeError(f"zmqflow: {len(results)} answers of {count}, {len(failed)} failed")
+    return count / elapsed, [r.latency_s for r in results]
+
+
+def rust_worker_binary(build: bool = True) -> Path | None:
+    """The release Rust worker, built when missing and cargo is at hand."""
+    if RUST_BIN.exists():
+        return RUST_BIN
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    if not build or not Path(cargo).exists():
+        return None
+    subprocess.run([cargo, "build", "--release", "--locked", "--quiet"], cwd=RUST_DIR, check=True)
+    return RUST_BIN if RUST_BIN.exists() else None
+
+
+def forwarder_cmd(journal: str, frontend: str, backend: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "zmqflow",
+        "forwarder",
+        "--frontend",
+        frontend,
+        "--backend",
+        backend,
+        "--events-in",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--events-out",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--journal",
+        journal,
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def python_worker(backend: str, credit: int = CREDIT) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "zmqflow",
+        "worker",
+        "--connect",
+        backend,
+        "--service",
+        "echo",
+        "--credit",
+        str(credit),
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def rust_worker(backend: str, credit: int = CREDIT) -> list[str]:
+    binary = rust_worker_binary(build=False)
+    if binary is None:
+        raise FileNotFoundError(f"no Rust worker at {RUST_BIN}")
+    return [
+        str(binary),
+        "--connect",
+        backend,
+        "--service",
+        "echo",
+        "--credit",
+        str(credit),
+        "--log-level",
+        "warn",
+    ]
+
+
+def wait_workers(endpoint: str, count: int) -> None:
+    with Client(endpoint) as client:
+        wait_until(lambda: len(client.status(5)["workers"]) >= count, 60, "zmqflow workers", 0.1)
+
+
+@contextmanager
+def fabric(
+    workers: int,
+    language: str,
+    transport: str,
+    journal: bool,
+    logs: Path,
+    credit: int = CREDIT,
+) -> Iterator[str]:
+    """A forwarder and ``workers`` echo workers; yields the clients' endpoint."""
+    # ipc paths must stay under 107 bytes: a short folder of its own under /tmp
+    where = Path(tempfile.mkdtemp(prefix="zfb-", dir="/tmp"))
+    try:
+        if transport == "ipc":
+            front, back = f"ipc://{where}/front", f"ipc://{where}/back"
+        else:
+            front = f"tcp://127.0.0.1:{free_port()}"
+            back = f"tcp://127.0.0.1:{free_port()}"
+        path = str(where / "journal.db") if journal else ":memory:"
+        make = python_worker if language == "python" else rust_worker
+        commands = [forwarder_cmd(path, front, back)] + [make(back, credit) for _ in range(workers)]
+        with processes(*commands, logs=logs, name=f"zmqflow-{language}"):
+            wait_workers(front, workers)
+            yield front
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
