@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench-core bench-prefect clean
+.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ chaos: venv ## kill, freeze, cut off and scale peers under load; a table per sce
 
 soak: venv ## the chaos suite, longer (SOAK_MINUTES=10 by default)
 	bash scripts/chaos.sh --soak
+
+bench: venv ## zmqflow vs raw ZeroMQ, Celery, NATS, JetStream: one run, table, plot (ARGS=--quick)
+	$(BIN)/python scripts/bench.py $(ARGS)
 
 bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
 	$(BIN)/python scripts/bench_core.py
