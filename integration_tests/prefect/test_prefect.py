@@ -79,7 +79,8 @@ def test_a_bus_subscriber_sees_the_fanout_flow_run_states(
     outcome, recorder = first_fanout
     assert outcome.returncode == 0, outcome.output
     states = recorder.states_of(outcome.flow_run_id)
-    assert "Running" in states and states[-1] == "Completed", states
+    # the bridge relays Prefect's event stream, whose order is not guaranteed
+    assert {"Running", "Completed"} <= set(states), states
     events = [e for e in recorder.received if e.data.get("id") == outcome.flow_run_id]
     assert {e.topic for e in events} >= {
         "dev.prefect.flow-run.running",
