@@ -44,7 +44,14 @@ from bench_report import (
     plot,
     write_section,
 )
-from bench_zmq import echo_servers, fabric, raw_echo, rust_worker_binary, zmqflow_echo
+from bench_zmq import (
+    echo_servers,
+    fabric,
+    proxied_echo_servers,
+    raw_echo,
+    rust_worker_binary,
+    zmqflow_echo,
+)
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -85,6 +92,8 @@ def plan(payloads: list[int], workers: list[int], sizes: Sizes, rust: bool) -> l
         for n in workers:
             add = partial(Cell, workers=n, payload=payload, tasks=fast, pings=sizes.pings)
             cells.append(add("floor", "raw pyzmq DEALER-ROUTER echo (floor)", "floor"))
+            if payload == SMALL:  # what any broker in its own process costs, at the least
+                cells.append(add("proxy", "raw pyzmq through libzmq's C proxy", "floor"))
             cells.append(
                 add(
                     "zmqflow/python/tcp/journal",
@@ -145,8 +154,9 @@ class Servers:
 def started(cell: Cell, servers: Servers, logs: Path) -> Iterator[Run]:
     family, _, variant = cell.key.partition("/")
     n, size = cell.workers, cell.payload
-    if family == "floor":
-        with echo_servers(n, logs) as endpoints:
+    if family in ("floor", "proxy"):
+        servers_ = echo_servers if family == "floor" else proxied_echo_servers
+        with servers_(n, logs) as endpoints:
             yield partial(raw_echo, endpoints=endpoints, payload_bytes=size)
     elif family == "zmqflow":
         language, transport, journal = variant.split("/")
@@ -241,7 +251,7 @@ def main(
         for c in plan(payload, workers, sizes, rust)
         if not only or any(c.key.startswith(o) for o in only)
     ]
-    if any(not c.key.startswith(("floor", "zmqflow")) for c in cells):
+    if any(c.key.startswith(("nats", "celery")) for c in cells):
         bench_servers.ensure_packages(lambda text: console.print(f"[yellow]{text}[/]"))
     console.print(
         f"[bold]make bench[/]: {len(cells)} configurations x {rounds} rounds, window {window}, "

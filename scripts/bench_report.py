@@ -26,30 +26,43 @@ from rich.table import Table
 BEGIN = "<!-- make bench: begin (written by scripts/bench.py) -->"
 END = "<!-- make bench: end -->"
 
-# What each system promises, as run here: (broker killed, dead worker's task).
-PROMISES: dict[str, tuple[str, str]] = {
-    "floor": ("lost: no broker, nothing kept", "lost"),
+# What each system promises, as run here: the table's two short columns (broker
+# killed, dead worker's task redelivered), then why, for the notes below it.
+PROMISES: dict[str, tuple[str, str, str]] = {
+    "floor": ("lost", "no", "no broker: nothing is kept, nothing is redelivered"),
     "zmqflow-journal": (
-        "kept: ACCEPTED only after the journal's fsynced commit",
-        "redelivered once 3 heartbeats (3 s) are missed",
+        "kept",
+        "yes, in 3 s",
+        "ACCEPTED only after the journal's fsynced commit; a worker's in-flight tasks "
+        "are requeued once it misses 3 heartbeats (1 s each)",
     ),
     "zmqflow-memory": (
-        "lost once ACCEPTED (journal in memory); unacknowledged ones the client re-sends",
-        "redelivered once 3 heartbeats (3 s) are missed",
+        "lost",
+        "yes, in 3 s",
+        "journal in memory: accepted tasks die with the forwarder (tasks not yet "
+        "acknowledged are sent again by the client); dead workers as with the journal",
     ),
     "celery-redis": (
-        "lost: Redis run without snapshots or AOF (appendfsync always would keep them)",
-        "redelivered after visibility_timeout (1 h by default; acks_late)",
+        "lost",
+        "yes, in 1 h",
+        "Redis run without snapshots or AOF (with appendfsync always it would keep "
+        "them); acks_late: an unacknowledged task is redelivered after the Redis "
+        "transport's visibility_timeout, 1 h by default",
     ),
     "celery-rabbitmq": (
-        "kept: durable queue, persistent messages (no publisher confirms: a message "
-        "being sent can be lost)",
-        "redelivered when its channel closes (acks_late)",
+        "kept",
+        "yes, at once",
+        "durable queue and persistent messages (without publisher confirms a message "
+        "being sent can still be lost); acks_late: a dead worker's unacknowledged "
+        "task is requeued when its channel closes",
     ),
-    "nats": ("lost: core NATS keeps nothing", "lost: the requester times out"),
+    "nats": ("lost", "no", "core NATS keeps nothing; a requester whose worker died times out"),
     "jetstream": (
-        "kept: file-store stream; PubAck after the write, not after an fsync",
-        "redelivered after ack_wait (30 s)",
+        "kept",
+        "yes, in 30 s",
+        "file-store stream, PubAck after the write (fsynced within sync_interval, 2 min "
+        "by default: a machine crash can lose acknowledged messages); a message not "
+        "acknowledged within ack_wait (30 s here) is redelivered",
     ),
 }
 
@@ -79,6 +92,10 @@ class Row:
     def dead_worker(self) -> str:
         return PROMISES[self.promise][1]
 
+    @property
+    def promise_why(self) -> str:
+        return PROMISES[self.promise][2]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -95,6 +112,7 @@ class Row:
             "p99_vs_floor": self.p99_vs_floor,
             "broker_killed": self.broker_killed,
             "dead_worker_task": self.dead_worker,
+            "promise": self.promise_why,
             "rounds": [vars(r) for r in self.rounds],
         }
 
@@ -137,7 +155,7 @@ def console_table(rows: list[Row], title: str) -> Table:
 def markdown_table(rows: list[Row]) -> str:
     lines = [
         "| system | workers | payload | tasks | tasks/s | x floor | p50, lone task | x floor "
-        "| p99 | x floor | broker killed | dead worker's task |",
+        "| p99 | x floor | broker killed | dead worker's task redelivered |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
@@ -238,6 +256,15 @@ def _versus(rows: list[Row], a: str, b: str, payload: int, workers: int, what: s
     )
 
 
+def promise_notes(rows: list[Row]) -> list[str]:
+    systems: dict[str, list[str]] = {}
+    for r in rows:
+        names = systems.setdefault(r.promise, [])
+        if r.system not in names:
+            names.append(r.system)
+    return [f"- {'; '.join(names)}: {PROMISES[key][2]}." for key, names in systems.items()]
+
+
 def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
     head: dict[str, float | None] = result["headline"]
     met: dict[str, bool | None] = result["goals_met"]
@@ -249,21 +276,24 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         "## Against other systems: `make bench`",
         "",
         "`scripts/bench.py` runs, in one run and side by side, the same trivial echo "
-        "task through raw pyzmq (the floor: one DEALER, ROUTER echo processes, no broker), "
+        "task through raw pyzmq (the floor: one DEALER, ROUTER echo processes, no broker; "
+        "and, at 100 B, the same through libzmq's C proxy: a broker that does nothing), "
         "zmqflow (forwarder with Python or Rust workers, tcp or ipc, journal on as shipped "
         "or in memory), Celery 5 on Redis and on RabbitMQ, NATS core request-reply and a "
         "NATS JetStream work-queue stream with explicit acks, at 100 B and 64 KiB, with 1 "
         "and 4 worker processes. Each configuration gets a warm-up of a tenth of its tasks "
         f"(not counted), then its tasks with the same client window ({result['window']}), "
         "then lone tasks one at a time for p50 and p99. The whole table is measured "
-        f"{result['rounds']} times, one configuration after the other, and every figure is "
+        f"{result['rounds']} time{'s' * (result['rounds'] > 1)}, one configuration after "
+        "the other, and every figure is "
         "the median of its rounds; each ratio is to the floor of the same payload and "
         "worker count in the same run. The benchmark starts every server itself on "
         "loopback (free ports, temp folders) and kills it at the end.",
         "",
         f"Run of {result['date']}: {result['elapsed_s'] / 60:.1f} minutes, "
-        f"{result['cores']} cores, load average (1, 5, 15 min) {before} before and "
-        f"{after} after. Servers: {servers}; Python {result['python']}."
+        f"{result['cores']} cores, load average (1, 5, 15 min) {', '.join(map(str, before))} "
+        f"before and {', '.join(map(str, after))} after. Servers: {servers}; "
+        f"Python {result['python']}."
         + (
             f" **The machine was loaded** (1-minute load above {LOADED} on 2 cores: other "
             "work was running), so every figure is lower and noisier than on a quiet "
@@ -310,16 +340,21 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         "stream on file storage, explicit acks after the work, pull consumers fetching up "
         "to 100; zmqflow workers with a credit of 100. Same window (200) everywhere.",
         "",
+        "What the last two columns rest on, as run here:",
+        "",
+        *promise_notes(rows),
+        "",
         "### How to reproduce",
         "",
-        "`make bench` (about 12 minutes here; apt-get installs redis-server, "
+        f"`make bench` ({result['elapsed_s'] / 60:.0f} minutes in the run above; apt-get "
+        "installs redis-server, "
         "rabbitmq-server and nats-server when missing; the Rust worker is built with "
         "`cargo build --release --locked` when missing). `make bench ARGS=--quick` is a "
         "smoke run of one round with tiny counts. Options: `--rounds` (3), `--tasks` "
         "(20,000), `--tasks-large` (4,000), `--celery-tasks` (500), `--pings` (500), "
         "`--celery-pings` (100), `--window` (200), `--payload` and `--workers` (repeatable), "
         "`--only KEY` (repeatable; keys: `floor`, `zmqflow/python/tcp/journal`, "
-        "`zmqflow/rust/...`, `nats/core`, `nats/jetstream`, `celery/redis`, "
+        "`zmqflow/rust/...`, `proxy`, `nats/core`, `nats/jetstream`, `celery/redis`, "
         "`celery/rabbitmq`; a prefix selects all below it), `--no-docs`. Output: this "
         "section and docs/benchmarks.png, bench-results/bench.json (every round of every "
         "row), and a last line of JSON with the ratios above.",
@@ -344,6 +379,17 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         _versus(rows, "zmqflow/rust/tcp/journal", "zmqflow/python/tcp/journal", 100, 1,
                 "Rust against Python worker (1 worker, 100 B)"),
     ]  # fmt: skip
+    proxy, floor = _pick(rows, "proxy", 100, 1), _pick(rows, "floor", 100, 1)
+    lone = _pick(rows, "zmqflow/python/tcp/journal", 100, 1)
+    if proxy and floor and lone:
+        facts.append(
+            f"A lone task through libzmq's C proxy, three processes and four hops with no "
+            f"work on the way (what any broker in its own process costs): p50 "
+            f"{micros(proxy.p50_us)}, {proxy.p50_us / floor.p50_us:.1f}x the floor's "
+            f"{micros(floor.p50_us)}; zmqflow's {micros(lone.p50_us)} is "
+            f"{lone.p50_us / proxy.p50_us:.1f}x that: the rest is the forwarder's, the "
+            "client's and the worker's Python work on one task"
+        )
     four = _pick(rows, "zmqflow/python/tcp/journal", 100, 4)
     one = _pick(rows, "zmqflow/python/tcp/journal", 100, 1)
     if four and one:

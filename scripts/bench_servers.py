@@ -13,6 +13,7 @@ Server versions are read from the binaries so the report can name them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -95,10 +96,11 @@ def versions() -> dict[str, str]:
         text=True,
         check=False,
     ).stdout
+    redis = re.search(r"v=(\S+)", first_line([PACKAGES["redis-server"], "--version"]))
     return {
-        "redis": first_line([PACKAGES["redis-server"], "--version"]),
+        "redis": f"redis-server {redis.group(1) if redis else 'unknown'}",
         "rabbitmq": f"rabbitmq-server {rabbit}".strip(),
-        "nats": first_line([PACKAGES["nats-server"], "--version"]),
+        "nats": first_line([PACKAGES["nats-server"], "--version"]).replace(":", ""),
     }
 
 

@@ -3,6 +3,8 @@
 Contract: ``echo_servers(n, logs)`` starts n raw ROUTER echo processes and
 yields their endpoints once each has bound; ``raw_echo`` is the floor's Run
 (one DEALER connected to every server, which round-robins over them).
+``proxied_echo_servers(n, logs)`` puts libzmq's C proxy between the client
+and n DEALER echo workers: the same Run through a broker that does nothing.
 ``fabric(...)`` starts a forwarder (tcp or ipc, journal file or
 ``:memory:``) and n Python or Rust workers of the ``echo`` service, and
 yields the clients' endpoint once every worker has registered;
@@ -42,6 +44,26 @@ while True:
 """
 
 
+PROXY = """
+import pathlib, sys, zmq
+ctx = zmq.Context()
+front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+front.bind(sys.argv[1])
+back.bind(sys.argv[2])
+pathlib.Path(sys.argv[3]).touch()
+zmq.proxy(front, back)
+"""
+
+PROXIED_ECHO = """
+import pathlib, sys, zmq
+sock = zmq.Context().socket(zmq.DEALER)
+sock.connect(sys.argv[1])
+pathlib.Path(sys.argv[2]).touch()
+while True:
+    sock.send_multipart(sock.recv_multipart())
+"""
+
+
 # ------------------------------------------------------------------ the floor
 @contextmanager
 def echo_servers(count: int, logs: Path) -> Iterator[list[str]]:
@@ -54,6 +76,22 @@ def echo_servers(count: int, logs: Path) -> Iterator[list[str]]:
     with processes(*commands, logs=logs, name="echo"):
         wait_until(lambda: all(f.exists() for f in ready), 30, "raw echo servers")
         yield endpoints
+
+
+@contextmanager
+def proxied_echo_servers(count: int, logs: Path) -> Iterator[list[str]]:
+    """Echo behind libzmq's own proxy (C, no Python in the middle): a broker's bare cost.
+
+    Three processes and four hops, as in zmqflow, with nothing done on the way.
+    """
+    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    ready = [logs / f"proxy-ready-{free_port()}" for _ in range(count + 1)]
+    commands = [[sys.executable, "-c", PROXY, front, back, str(ready[0])]] + [
+        [sys.executable, "-c", PROXIED_ECHO, back, str(flag)] for flag in ready[1:]
+    ]
+    with processes(*commands, logs=logs, name="proxy"):
+        wait_until(lambda: all(f.exists() for f in ready), 30, "libzmq proxy and echo workers")
+        yield [front]
 
 
 def raw_echo(
