@@ -351,7 +351,7 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         "rabbitmq-server and nats-server when missing; the Rust worker is built with "
         "`cargo build --release --locked` when missing). `make bench ARGS=--quick` is a "
         "smoke run of one round with tiny counts. Options: `--rounds` (3), `--tasks` "
-        "(20,000), `--tasks-large` (4,000), `--celery-tasks` (500), `--pings` (500), "
+        "(20,000), `--tasks-large` (2,000), `--celery-tasks` (500), `--pings` (500), "
         "`--celery-pings` (100), `--window` (200), `--payload` and `--workers` (repeatable), "
         "`--only KEY` (repeatable; keys: `floor`, `zmqflow/python/tcp/journal`, "
         "`zmqflow/rust/...`, `proxy`, `nats/core`, `nats/jetstream`, `celery/redis`, "
@@ -361,6 +361,10 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         "",
         "### Not measured yet",
         "",
+        *(
+            f"- **{what}** failed in this run: {why}"
+            for what, why in result.get("failed", {}).items()
+        ),
         "- **zmqflow with CURVE on**: not yet, the security issue (CurveZMQ with an "
         "allow-list on every socket) has not landed; there is no CURVE row until it has.",
         "- **Airflow and Prefect fan-outs** (10,000 items through the fabric against the "
