@@ -109,7 +109,7 @@ def plan(payloads: list[int], workers: list[int], sizes: Sizes, rust: bool) -> l
                         "zmqflow-journal",
                     )
                 )
-            if payload == SMALL:  # the transport's and the journal's share, at the headline size
+            if payload == SMALL:  # the transport's share, at the headline size
                 cells.append(
                     add(
                         "zmqflow/python/ipc/journal",
@@ -117,13 +117,13 @@ def plan(payloads: list[int], workers: list[int], sizes: Sizes, rust: bool) -> l
                         "zmqflow-journal",
                     )
                 )
-                cells.append(
-                    add(
-                        "zmqflow/python/tcp/memory",
-                        "zmqflow, Python workers, tcp, no journal",
-                        "zmqflow-memory",
-                    )
+            cells.append(  # the journal's share: it grows with the payload (answers are kept)
+                add(
+                    "zmqflow/python/tcp/memory",
+                    "zmqflow, Python workers, tcp, no journal",
+                    "zmqflow-memory",
                 )
+            )
             cells.append(add("nats/core", "NATS core request-reply", "nats"))
             cells.append(
                 add("nats/jetstream", "NATS JetStream work queue, explicit acks", "jetstream")
@@ -330,7 +330,10 @@ def main(
         "sizes": vars(sizes),
         "servers": bench_servers.versions() if any(r.key[:1] in "nc" for r in rows) else {},
     }
-    title = f"make bench: echo round trips, median of {rounds} round{'s' * (rounds > 1)}"
+    title = (
+        f"make bench: echo round trips, median of {rounds} round{'s' * (rounds > 1)}, "
+        f"{meta['date']}, load average {load_before[0]} to {meta['load_average_after'][0]}"
+    )
     console.print(console_table(rows, title))
     out.mkdir(parents=True, exist_ok=True)
     result = {
