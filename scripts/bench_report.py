@@ -431,7 +431,7 @@ clients publish and acknowledge message by message, which is where zmqflow
 gains on them, while their servers are compiled Go, which is where they
 gain on zmqflow. On 2 cores, four worker processes compete with the
 forwarder and the client for the CPU while the echo handler gives them
-nothing to do in parallel, so every brokered system here is slower with 4
-workers than with 1. Celery pays a broker round trip to send each task and
+nothing to do in parallel (compare each system's 1- and 4-worker rows).
+Celery pays a broker round trip to send each task and
 a result-backend round trip to answer it, one task at a time, which is why
 it is two orders of magnitude behind the others."""
