@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect clean
+.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
 
 bench-prefect: venv ## 10,000 items: fabric from one Prefect flow vs 10,000 .map tasks (needs `make up`)
 	$(BIN)/python scripts/bench_prefect.py
+
+bench-airflow: venv ## 10,000 items: deferrable operator vs dynamic task mapping (needs `make up`; ARGS=--mapped 1024)
+	$(BIN)/python scripts/bench_airflow.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -37,6 +37,10 @@ What runs where
   worker-rust        $(compose ps -q worker-rust | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-rust=N)
   events-log         worker arrivals/departures over ipc (volume zmqflow-ipc -> /run/zmqflow): docker compose logs events-log
   postgres           postgres:5432 inside the network (databases: airflow, prefect)
+  airflow-apiserver  Airflow UI and REST API  http://$(port airflow-apiserver 8080)   login ${AIRFLOW_ADMIN_USER:-$(sed -n 's/^AIRFLOW_ADMIN_USER=//p' .env | tail -n1)} / ${AIRFLOW_ADMIN_PASSWORD:-$(sed -n 's/^AIRFLOW_ADMIN_PASSWORD=//p' .env | tail -n1)} (AIRFLOW_ADMIN_* in .env)
+  airflow-scheduler  LocalExecutor: runs tasks; forwarder over ipc:///run/zmqflow/frontend.sock
+  airflow-triggerer  deferred zmqflow tasks and the data.ready AssetWatcher wait here, over ipc
+  airflow-dag-processor  parses orchestrators/airflow/dags (zmqflow_fanout, zmqflow_on_event)
   prefect-server     Prefect UI and API  http://$(port prefect-server 4200)   (inside: http://prefect-server:4200/api; PostgreSQL database prefect)
   prefect-worker     process work pool (PREFECT_WORK_POOL in .env); forwarder over ipc; run: docker compose exec prefect-worker prefect deployment run zmqflow-fanout/fanout --watch
   prefect-bridge     bus <-> Prefect events: data.*/worker.* -> deployment triggers; flow-run/task-run states -> <env>.prefect.*

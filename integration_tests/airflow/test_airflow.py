@@ -55,7 +55,7 @@ def test_fanout_of_a_million_rows_equals_the_single_process_rollup(
     assert rollup["count"] == FULL.items and rollup["failed"] == {}
     # Both languages did the work: worker ids are py-... and the Rust worker's own.
     workers = rollup["workers"]
-    assert sum(workers.values()) + rollup["cached"] == FULL.items
+    assert sum(workers.values()) == FULL.items
     assert any(w.startswith("py-") for w in workers), workers
     assert any(not w.startswith("py-") for w in workers), workers
 
@@ -73,10 +73,11 @@ def test_clearing_a_finished_fanout_collects_stored_answers_without_running_item
         "the cleared rollup to start again",
     )
     airflow.api.wait_run(FANOUT, run_id, timeout=600)
-    rollup = airflow.api.xcom(FANOUT, run_id, "rollup")
-    assert rollup["cached"] == FULL.items, rollup["workers"]
-    assert rollup["workers"] == {}
+    # the forwarder's count of tasks finished by workers did not move: the
+    # cleared task's 10,000 items were answered from stored results
     assert airflow.completed() == before, "items ran again"
+    rollup = airflow.api.xcom(FANOUT, run_id, "rollup")
+    assert rollup["count"] == FULL.items and rollup["cached"] == FULL.items
     assert _answer(airflow, run_id) == expected
 
 

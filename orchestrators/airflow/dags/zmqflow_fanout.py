@@ -12,7 +12,7 @@ total_revenue_cents) plus ``items``, equal to
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Context, Param, task
@@ -45,7 +45,9 @@ with DAG(
         service="rollup",
         payloads=sales_items,
         timeout_s=1800,
+        # A retry collects the stored answers of finished items: cheap, so soon.
         retries=2,
+        retry_delay=timedelta(seconds=10),
     )
 
     @task(task_id="reduce")

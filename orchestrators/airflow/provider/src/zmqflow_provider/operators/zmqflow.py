@@ -198,18 +198,29 @@ def _not_fresh(task: p.Task) -> p.Task:
     return p.Task(task.id, task.service, task.payload, task.key, task.headers, task.retries, False)
 
 
+# Ids acknowledged per window: the forwarder lists every id it acknowledges in
+# one turn in ONE ACCEPTED message, and a body frame over 64 KiB is dropped by
+# the client's decoder. Waiting for each window keeps each ACCEPTED under it.
+WINDOW_BODY_BYTES = 60_000
+
+
 def _submit_and_wait(client: Client, tasks: list[p.Task]) -> list[Any]:
     """SUBMIT tasks with ids we chose; wait until each is ACCEPTED or refused.
 
     Client.submit_many makes its own ids; the trigger must be able to name
     ours from a prefix, so the tasks go through the client's session the way
-    Client.stream sends its own. Returns the refusals.
+    Client.stream sends its own, a window at a time. Returns the refusals.
     """
-    for frames in client.session.submit_frames(tasks):
-        client._send(frames)
-    ids = [t.id for t in tasks]
-    client._wait(lambda: all(client.session.is_accepted(i) for i in ids), "acceptance")
-    return [r for r in client.session.ready if r.refused]
+    longest = max((len(t.id) for t in tasks), default=1)
+    window = max(1, min(p.MAX_BATCH, WINDOW_BODY_BYTES // (longest + 3)))
+    session = client.session
+    for start in range(0, len(tasks), window):
+        chunk = tasks[start : start + window]
+        for frames in session.submit_frames(chunk):
+            client._send(frames)
+        ids = [t.id for t in chunk]
+        client._wait(lambda ids=ids: all(session.is_accepted(i) for i in ids), "acceptance")
+    return [r for r in session.ready if r.refused]
 
 
 def _raise_refused(service: str, endpoint: str, refused: list[Any]) -> None:

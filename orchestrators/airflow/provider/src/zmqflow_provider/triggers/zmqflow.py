@@ -51,9 +51,11 @@ class ZmqflowResultsTrigger(BaseTrigger):
         results_path: str | None = None,
         inline_max_bytes: int = results.INLINE_MAX_BYTES,
         submitted_at: float | None = None,
+        min_event_delay_s: float = 5.0,
     ) -> None:
         super().__init__()
         self.submitted_at = submitted_at
+        self.min_event_delay_s = min_event_delay_s
         self.service = service
         self.id_prefix = id_prefix
         self.count = count
@@ -74,15 +76,23 @@ class ZmqflowResultsTrigger(BaseTrigger):
                 "results_path": self.results_path,
                 "inline_max_bytes": self.inline_max_bytes,
                 "submitted_at": self.submitted_at,
+                "min_event_delay_s": self.min_event_delay_s,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         try:
             payload = await self.collect()
         except Exception as exc:  # one event either way: the task decides what it means
             self.log.exception("collecting %s answers failed", self.count)
             payload = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
+        # Airflow 3.3 race (apache/airflow#67287, #72716): an event that comes
+        # before the scheduler drained the deferring process's exit makes it
+        # fail the resumed task ("state mismatch"). Fast work waits a little.
+        settle = self.min_event_delay_s - (time.monotonic() - started)
+        if settle > 0:
+            await asyncio.sleep(settle)
         yield TriggerEvent(payload)
 
     async def collect(self) -> dict[str, Any]:
