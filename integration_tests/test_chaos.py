@@ -17,26 +17,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from .chaos import ChaosStack, EventWatcher, ScenarioResult, Targets, run_named
+from .chaos import EventWatcher, ScenarioResult, Targets, run_named
 from .chaos.report import scenario_table
 from .chaos.scenarios import BOUNDED
+from .harness import FABRIC_SERVICES, ComposeProject
 
 PROJECT = "zmqflow-chaos-it"
+Chaos = tuple[ComposeProject, EventWatcher, Targets]
 
 
 @pytest.fixture(scope="module")
-def chaos() -> Iterator[tuple[ChaosStack, EventWatcher, Targets]]:
-    stack = ChaosStack(PROJECT)
-    stack.start()
-    try:
-        events_in = f"tcp://127.0.0.1:{stack.ports['events_in']}"
-        with EventWatcher(stack.events_endpoint, events_in, stack.env) as watcher:
+def chaos() -> Iterator[Chaos]:
+    with ComposeProject(PROJECT, FABRIC_SERVICES) as stack:
+        stack.wait_workers()
+        with EventWatcher(stack.events_out, stack.events_in, stack.env_name) as watcher:
             yield stack, watcher, Targets(heartbeat_interval=stack.heartbeat_interval)
-    finally:
-        stack.down()
 
 
-def _run(name: str, chaos: tuple[ChaosStack, EventWatcher, Targets]) -> ScenarioResult:
+def _run(name: str, chaos: Chaos) -> ScenarioResult:
     stack, watcher, targets = chaos
     result = run_named(name, stack, watcher, targets, **BOUNDED[name])
     from rich.console import Console
@@ -55,7 +53,7 @@ def _assert_promises_kept(result: ScenarioResult) -> None:
 
 
 def test_sigkilled_python_and_rust_workers_lose_no_task_and_are_detected_within_3_heartbeats(
-    chaos: tuple[ChaosStack, EventWatcher, Targets],
+    chaos: Chaos,
 ) -> None:
     result = _run("worker-kill", chaos)
     assert len(result.measures) == 2 * BOUNDED["worker-kill"]["rounds"]
@@ -63,7 +61,7 @@ def test_sigkilled_python_and_rust_workers_lose_no_task_and_are_detected_within_
 
 
 def test_forwarder_sigkill_and_restart_requeues_its_journal_and_workers_reregister_within_2s(
-    chaos: tuple[ChaosStack, EventWatcher, Targets],
+    chaos: Chaos,
 ) -> None:
     result = _run("forwarder-restart", chaos)
     assert len(result.measures) == len(BOUNDED["forwarder-restart"]["outages"])
@@ -71,21 +69,21 @@ def test_forwarder_sigkill_and_restart_requeues_its_journal_and_workers_reregist
 
 
 def test_paused_workers_are_declared_dead_within_3_heartbeats_and_their_late_answers_surface_once(
-    chaos: tuple[ChaosStack, EventWatcher, Targets],
+    chaos: Chaos,
 ) -> None:
     result = _run("worker-freeze", chaos)
     _assert_promises_kept(result)
 
 
 def test_workers_cut_off_the_network_are_detected_and_register_again_when_reconnected(
-    chaos: tuple[ChaosStack, EventWatcher, Targets],
+    chaos: Chaos,
 ) -> None:
     result = _run("network-cut", chaos)
     _assert_promises_kept(result)
 
 
 def test_scaling_python_and_rust_replicas_up_and_down_under_load_loses_and_requeues_nothing(
-    chaos: tuple[ChaosStack, EventWatcher, Targets],
+    chaos: Chaos,
 ) -> None:
     result = _run("scale", chaos)
     _assert_promises_kept(result)

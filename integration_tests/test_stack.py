@@ -8,27 +8,21 @@ test comes last because it leaves three worker-python replicas behind.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 from zmqflow import Client
 
-from .conftest import PROJECT, Stack
+from .conftest import PROJECT
+from .harness import WORKER_SERVICES, ComposeProject, wait_for
 
 N_TASKS = 1000
-
-
-def _hostnames(stack: Stack, service: str) -> set[str]:
-    # A replica's hostname is its short container id; the Python worker's id
-    # defaults to py-<hostname>-<pid>-<random>.
-    return {c.attrs["Config"]["Hostname"] for c in stack.containers(service)}
 
 
 def _answered_by(results: list, host: str) -> int:
     return sum(1 for r in results if r.worker and host in r.worker)
 
 
-def test_every_service_is_healthy(stack: Stack) -> None:
+def test_every_service_is_healthy(stack: ComposeProject) -> None:
     containers = stack.docker.containers.list(
         filters={"label": f"com.docker.compose.project={PROJECT}"}
     )
@@ -40,12 +34,8 @@ def test_every_service_is_healthy(stack: Stack) -> None:
         assert c.attrs["State"]["Health"]["Status"] == "healthy", c.name
 
 
-def _all_workers(stack: Stack) -> set[str]:
-    return _hostnames(stack, "worker-python") | _hostnames(stack, "worker-rust")
-
-
-def test_workers_of_both_languages_register_on_their_own(stack: Stack) -> None:
-    status = stack.wait_for_workers(_all_workers(stack))
+def test_workers_of_both_languages_register_on_their_own(stack: ComposeProject) -> None:
+    status = stack.wait_workers()
     by_language = {w["language"]: w for w in status["workers"]}
     assert set(by_language) == {"python", "rust"}
     for worker in by_language.values():
@@ -53,7 +43,7 @@ def test_workers_of_both_languages_register_on_their_own(stack: Stack) -> None:
 
 
 def test_python_and_rust_replicas_serve_one_service_with_identical_answers(
-    stack: Stack,
+    stack: ComposeProject,
 ) -> None:
     import hashlib
 
@@ -67,18 +57,17 @@ def test_python_and_rust_replicas_serve_one_service_with_identical_answers(
     assert languages["py"] > 0 and languages["rust"] > 0, languages
 
 
-def test_a_service_reaches_the_forwarder_over_ipc(stack: Stack) -> None:
+def test_a_service_reaches_the_forwarder_over_ipc(stack: ComposeProject) -> None:
     # events-log shares the socket volume; ask the forwarder over ipc from there.
-    (container,) = stack.containers("events-log")
-    code, out = container.exec_run(
-        ["zmqflow", "status", "--connect", "ipc:///run/zmqflow/frontend.sock", "--json"]
+    out = stack.exec(
+        "events-log", "zmqflow", "status", "--connect", "ipc:///run/zmqflow/frontend.sock", "--json"
     )
-    assert code == 0, out
-    status = json.loads(out.decode().strip().splitlines()[-1])
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(status["workers"]) == 2  # the python and the rust replica
 
 
-def test_client_map_1000_tasks_none_lost_no_duplicates(stack: Stack) -> None:
+def test_client_map_1000_tasks_none_lost_no_duplicates(stack: ComposeProject) -> None:
     payloads = [f"task-{i:04d}".encode() for i in range(N_TASKS)]
     with Client(stack.client_endpoint) as client:
         results = client.map("echo", payloads, timeout=120)
@@ -89,7 +78,7 @@ def test_client_map_1000_tasks_none_lost_no_duplicates(stack: Stack) -> None:
     assert len({r.task_id for r in results}) == N_TASKS  # no task answered twice
 
 
-def test_cli_submit_1000_tasks_from_the_host(stack: Stack) -> None:
+def test_cli_submit_1000_tasks_from_the_host(stack: ComposeProject) -> None:
     out = stack.cli(
         "submit", "--connect", stack.client_endpoint, "--service", "echo",
         "--count", str(N_TASKS), "--payload-bytes", "100", "--timeout", "120", "--json",
@@ -103,13 +92,13 @@ def test_cli_submit_1000_tasks_from_the_host(stack: Stack) -> None:
     assert report["duplicates"] == 0
 
 
-def test_worker_over_ipc(stack: Stack) -> None:
+def test_worker_over_ipc(stack: ComposeProject) -> None:
     """The optional worker-python-ipc (profile ipc-worker) serves over the socket volume."""
     stack.compose_cmd("--profile", "ipc-worker", "up", "--detach", "--wait",
                       "--wait-timeout", "120", "worker-python-ipc")  # fmt: skip
     try:
-        ipc_hosts = _hostnames(stack, "worker-python-ipc")
-        stack.wait_for_workers(_all_workers(stack) | ipc_hosts)
+        ipc_hosts = stack.hosts("worker-python-ipc")
+        stack.wait_workers(stack.hosts(*WORKER_SERVICES) | ipc_hosts)
         with Client(stack.client_endpoint) as client:
             results = client.map("sleep", [b"20"] * 200, timeout=120)
         assert all(r.ok for r in results)
@@ -119,19 +108,19 @@ def test_worker_over_ipc(stack: Stack) -> None:
         stack.compose_cmd("--profile", "ipc-worker", "rm", "--stop", "--force",
                           "worker-python-ipc")  # fmt: skip
     # SIGTERM drains the worker and it says goodbye: only the tcp workers are left.
-    stack.wait_for_workers(_all_workers(stack))
+    stack.wait_workers()
 
 
-def test_scale_worker_python_from_1_to_3_spreads_tasks(stack: Stack) -> None:
-    first = _hostnames(stack, "worker-python")
+def test_scale_worker_python_from_1_to_3_spreads_tasks(stack: ComposeProject) -> None:
+    first = stack.hosts("worker-python")
     assert len(first) == 1
-    stack.scale("worker-python", 3)
-    hosts = _hostnames(stack, "worker-python")
+    stack.scale({"worker-python": 3})
+    hosts = stack.hosts("worker-python")
     assert len(hosts) == 3 and first < hosts
 
     # Each replica registers on its own: the forwarder lists exactly these three
     # (and the rust replica).
-    stack.wait_for_workers(hosts | _hostnames(stack, "worker-rust"))
+    stack.wait_workers(hosts | stack.hosts("worker-rust"))
 
     # Tasks that take a while, so that no single replica can take them all.
     with Client(stack.client_endpoint) as client:
@@ -146,12 +135,8 @@ def test_scale_worker_python_from_1_to_3_spreads_tasks(stack: Stack) -> None:
     # before a subscriber joins is gone (PUB/SUB).
     (events_log,) = stack.containers("events-log")
     added = hosts - first
-    deadline = time.monotonic() + 10
-    logs = ""
-    while time.monotonic() < deadline:
-        logs = events_log.logs().decode()
-        if all(host in logs for host in added):
-            break
-        time.sleep(0.5)
-    missing = [host for host in added if host not in logs]
-    assert not missing, f"no worker event for {missing} in events-log:\n{logs}"
+    wait_for(
+        lambda: all(host in events_log.logs().decode() for host in added),
+        10,
+        f"events-log to show a worker event for each of {sorted(added)}",
+    )

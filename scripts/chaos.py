@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from integration_tests.chaos import (
     SCENARIOS,
-    ChaosStack,
     EventWatcher,
     ScenarioResult,
     Targets,
@@ -36,6 +35,7 @@ from integration_tests.chaos import (
 )
 from integration_tests.chaos.report import scenario_table
 from integration_tests.chaos.scenarios import BOUNDED, SOAK
+from integration_tests.harness import FABRIC_SERVICES, ComposeProject
 
 app = typer.Typer(add_completion=False)
 
@@ -59,12 +59,13 @@ def main(
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
     console = Console(width=None if sys.stdout.isatty() else 150)
     started = time.monotonic()
-    stack = ChaosStack(project)
+    stack = ComposeProject(project, FABRIC_SERVICES)
     targets = Targets(heartbeat_interval=stack.heartbeat_interval)
     results: list[ScenarioResult] = []
     console.print(f"[bold]chaos[/]: starting a fresh stack (project {project})")
     try:
-        stack.start()
+        stack.up()
+        stack.wait_workers()
     except Exception as exc:  # still end with the JSON line
         traceback.print_exc()
         line = summary([], time.monotonic() - started, mode="soak" if soak else "bounded")
@@ -74,9 +75,7 @@ def main(
     console.print(f"stack up in {time.monotonic() - started:.0f}s; scenarios: {', '.join(names)}")
     rounds = 0
     try:
-        with EventWatcher(
-            stack.events_endpoint, f"tcp://127.0.0.1:{stack.ports['events_in']}", stack.env
-        ) as watcher:
+        with EventWatcher(stack.events_out, stack.events_in, stack.env_name) as watcher:
             options = SOAK if soak else BOUNDED
             until = started + minutes * 60
             while True:
@@ -102,7 +101,7 @@ def main(
 
 
 def _run(
-    name: str, stack: ChaosStack, watcher: EventWatcher, targets: Targets, options: dict
+    name: str, stack: ComposeProject, watcher: EventWatcher, targets: Targets, options: dict
 ) -> ScenarioResult:
     try:
         return run_named(name, stack, watcher, targets, **options)

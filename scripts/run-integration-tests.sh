@@ -3,7 +3,8 @@
 # Builds what is out of date first; the tests bring up their own compose
 # project (zmqflow-it, free host ports) and take it down again, so a stack
 # started with `make up` is left alone.
-#   scripts/run-integration-tests.sh [pytest args]
+#   scripts/run-integration-tests.sh [pytest args]   (paths under integration_tests/
+#   given: only those; none: all of integration_tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${VENV:-.venv}/bin
@@ -14,4 +15,6 @@ bash scripts/build-images.sh
 # Ryuk (testcontainers' reaper) is an image from a registry: not here.
 export TESTCONTAINERS_RYUK_DISABLED=true
 export ZMQFLOW_IT_SKIP_BUILD=1     # just built
-exec "$PY/pytest" -q -p no:cacheprovider integration_tests "$@"
+paths=(integration_tests)
+for arg in "$@"; do [[ $arg == integration_tests/* ]] && paths=(); done
+exec "$PY/pytest" -q -p no:cacheprovider "${paths[@]}" "$@"

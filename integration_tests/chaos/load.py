@@ -1,6 +1,6 @@
 """Continuous load from a client on the host that counts every task.
 
-``Load`` runs a ``zmqflow.Client`` in a thread: it keeps ``window`` tasks
+Contract: ``Load`` runs a ``zmqflow.Client`` in a thread: it keeps ``window`` tasks
 outstanding (submitted in batches) until ``stop()``, then waits for every
 outstanding answer up to ``drain_timeout``. Every task it created is counted:
 
@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from zmqflow.client import Client, TaskResult
 
@@ -36,7 +35,6 @@ class LoadCounts:
     duplicates: int = 0
     redelivered: int = 0
     mismatched: int = 0
-    reconnects: int = 0
     by_language: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -75,14 +73,12 @@ class Load:
         self,
         endpoint: str,
         *,
-        service: str = "sleep",
         task_ms: int = 40,
         window: int = 64,
         batch: int = 16,
         drain_timeout: float = 90.0,
     ) -> None:
         self.endpoint = endpoint
-        self.service = service
         self.payload = str(task_ms).encode()
         self.window = window
         self.batch = batch
@@ -97,14 +93,6 @@ class Load:
         self._started = 0.0
 
     # ------------------------------------------------------------ control
-    def __enter__(self) -> Load:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            self.stop()
-
     def start(self) -> None:
         self._started = time.monotonic()
         self._thread.start()
@@ -116,10 +104,6 @@ class Load:
         if self._error is not None:
             raise RuntimeError("the load generator failed") from self._error
         return self.counts
-
-    @property
-    def completed(self) -> int:
-        return self.counts.completed
 
     def wait_completed(self, more: int, timeout: float = 30.0) -> None:
         """Until ``more`` further tasks completed (the load is flowing)."""
@@ -147,9 +131,7 @@ class Load:
                 if stopping and not session.outstanding:
                     break
                 if not stopping and self.window - session.outstanding >= self.batch:
-                    client.submit_many(
-                        self.service, [self.payload] * self.batch, wait_accepted=False
-                    )
+                    client.submit_many("sleep", [self.payload] * self.batch, wait_accepted=False)
                     self.counts.submitted += self.batch
                     continue
                 try:
@@ -188,10 +170,6 @@ class Load:
         c.accepted = c.completed + c.failed + c.lost
         c.duplicates = sum(n - 1 for n in self._surfaced.values() if n > 1)
         c.redelivered = session.redelivered
-        c.reconnects = client.reconnects
         c.by_language = dict(self._languages)
         c.errors = dict(self._errors.most_common(5))
         c.elapsed_s = round(time.monotonic() - self._started, 2)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"submitted": self.counts.submitted, "completed": self.counts.completed}

@@ -1,9 +1,11 @@
-"""What the suite observes: the forwarder's worker events, and its status.
+"""What the suite observes on the event bus (the forwarder's STATUS probes are in
+integration_tests/harness.py).
 
-``EventWatcher`` subscribes to ``<env>.worker.`` on the forwarder's
-events-out port (the forwarder publishes only while someone subscribes) and
-keeps every event with its ``ts`` (the forwarder's clock, Unix seconds: the
-same kernel clock as the host's ``time.time()``). A fault's detection time
+Contract: ``EventWatcher`` subscribes to ``<env>.worker.`` (and
+``forwarder.``) on the forwarder's events-out port (the forwarder publishes
+only while someone subscribes) and keeps every event with its ``ts`` (the
+forwarder's clock, Unix seconds: the same kernel clock as the host's
+``time.time()``). A fault's detection time
 is the ``worker.lost`` ts minus the moment the fault took effect.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 
@@ -98,9 +99,8 @@ class EventWatcher:
     def ready(self, host: str, since: float, timeout: float) -> Event | None:
         return self.wait_for(_worker_event("worker.ready", host), since, timeout)
 
-    def kinds(self, since: float) -> list[tuple[str, dict[str, Any]]]:
-        with self._cond:
-            return [(e.topic, e.data) for e in self.events if e.ts >= since]
+    def left(self, host: str, since: float, timeout: float) -> Event | None:
+        return self.wait_for(_worker_event("worker.left", host), since, timeout)
 
 
 def _worker_event(kind: str, host: str) -> Callable[[Event], bool]:

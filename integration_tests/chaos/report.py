@@ -1,4 +1,8 @@
-"""The report: a rich table per scenario, a summary table, and one JSON line."""
+"""The chaos report.
+
+Contract: a rich table per scenario, a summary table, the problems, and as the
+last line one plain JSON object (``summary``) for scripts to read.
+"""
 
 from __future__ import annotations
 

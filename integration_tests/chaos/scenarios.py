@@ -1,8 +1,9 @@
 """The chaos scenarios, shared by integration_tests/test_chaos.py and scripts/chaos.py.
 
-Each scenario runs under continuous load (``Load``), causes its faults with
-the docker SDK, measures, and returns a ``ScenarioResult`` whose
-``problems()`` lists every broken promise:
+Contract: each scenario restores the stack (one registered replica per
+worker service, nothing paused or cut off), runs under continuous load
+(``Load``), causes its faults with the docker SDK, measures, and returns a
+``ScenarioResult`` whose ``problems()`` lists every broken promise:
 
 - every accepted task completed, none lost, none surfaced twice;
 - a dead worker detected (``worker.lost``) within ``liveness`` heartbeat
@@ -21,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..harness import WORKER_SERVICES, ComposeProject, registered
 from .load import Load, LoadCounts
 from .probes import EventWatcher
-from .stack import WORKER_SERVICES, ChaosStack, registered
 
 LANG = {"worker-python": "python", "worker-rust": "rust"}
 
@@ -138,7 +139,7 @@ class Run:
     """One scenario's context: the stack, the event watcher, the load, the targets."""
 
     def __init__(
-        self, stack: ChaosStack, watcher: EventWatcher, load: Load, targets: Targets
+        self, stack: ComposeProject, watcher: EventWatcher, load: Load, targets: Targets
     ) -> None:
         self.stack = stack
         self.watcher = watcher
@@ -180,20 +181,35 @@ class Run:
         self.load.wait_completed(20)
 
 
+def restore(stack: ComposeProject) -> None:
+    """Back to one running replica of each worker, all registered (between scenarios):
+    unpaused, on the network, started."""
+    for service in ("forwarder", *WORKER_SERVICES):
+        for c in stack.containers(service, running=False):
+            c.reload()
+            if c.status == "paused":
+                c.unpause()
+            if stack.network.name not in c.attrs["NetworkSettings"]["Networks"]:
+                stack.network.connect(c, aliases=[service])
+            if c.status != "running":
+                c.start()
+    stack.scale(dict.fromkeys(WORKER_SERVICES, 1))
+    stack.wait_workers()
+
+
 def run_scenario(
     name: str,
     title: str,
-    stack: ChaosStack,
+    stack: ComposeProject,
     watcher: EventWatcher,
     targets: Targets,
     body: Callable[[Run, ScenarioResult], None],
-    load_options: dict[str, Any] | None = None,
 ) -> ScenarioResult:
     """Restore the stack, start the load, run ``body``, drain and count."""
-    stack.restore()
+    restore(stack)
     result = ScenarioResult(name, title)
     started = time.monotonic()
-    load = Load(stack.client_endpoint, **(load_options or {}))
+    load = Load(stack.client_endpoint)
     load.start()
     try:
         run = Run(stack, watcher, load, targets)
@@ -238,7 +254,7 @@ def restart_forwarder(
     """SIGKILL the forwarder, start it again after each outage; measure re-registration."""
     stack = run.stack
     for outage in outages:
-        hosts = stack.worker_hosts()
+        hosts = stack.hosts(*WORKER_SERVICES)
         forwarder = stack.container("forwarder")
         run.wait_holding(next(iter(hosts)))
         forwarder.kill()
@@ -333,10 +349,10 @@ def scale_workers(run: Run, result: ScenarioResult, up_to: int = 3, rounds: int 
     removed ones drain (SIGTERM) and requeue nothing."""
     stack = run.stack
     for _ in range(rounds):
-        before = stack.worker_hosts()
+        before = stack.hosts(*WORKER_SERVICES)
         started_at = time.time()
         stack.scale(dict.fromkeys(WORKER_SERVICES, up_to))
-        hosts = stack.worker_hosts()
+        hosts = stack.hosts(*WORKER_SERVICES)
         stack.wait_workers(hosts)
         added = hosts - before
         result.measures.append(
@@ -353,13 +369,11 @@ def scale_workers(run: Run, result: ScenarioResult, up_to: int = 3, rounds: int 
         lost_before = time.time()
         started_at = time.time()
         stack.scale(dict.fromkeys(WORKER_SERVICES, 1))
-        remaining = stack.worker_hosts()
+        remaining = stack.hosts(*WORKER_SERVICES)
         stack.wait_workers(remaining)
         removed = hosts - remaining
         after = (stack.status() or {}).get("counters", {}).get("requeued", 0)
-        left = [
-            h for h in removed if run.watcher.wait_for(_left(h), lost_before, timeout=5) is not None
-        ]
+        left = [h for h in removed if run.watcher.left(h, lost_before, timeout=5) is not None]
         lost = [h for h in removed if run.watcher.lost(h, lost_before, timeout=0) is not None]
         result.measures.append(
             Measure(
@@ -379,10 +393,6 @@ def scale_workers(run: Run, result: ScenarioResult, up_to: int = 3, rounds: int 
             )
 
 
-def _left(host: str) -> Callable[[Any], bool]:
-    return lambda e: e.topic.endswith("worker.left") and host in str(e.data.get("worker", ""))
-
-
 SCENARIOS: dict[str, tuple[str, Callable[..., None]]] = {
     "worker-kill": ("SIGKILL worker containers mid-task and start them again", kill_workers),
     "forwarder-restart": ("SIGKILL the forwarder and start it on its journal", restart_forwarder),
@@ -394,7 +404,7 @@ SCENARIOS: dict[str, tuple[str, Callable[..., None]]] = {
 
 def run_named(
     name: str,
-    stack: ChaosStack,
+    stack: ComposeProject,
     watcher: EventWatcher,
     targets: Targets,
     **options: Any,
