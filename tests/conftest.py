@@ -1,4 +1,8 @@
-"""Shared fixtures: ``fabric`` is a real forwarder-and-workers set on loopback."""
+"""Shared fixtures.
+
+Contract: ``fabric`` is a real forwarder-and-workers set on loopback (every
+process killed at teardown); ``fake`` is the scripted forwarder of the worker
+tests (tests/fabric.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fabric import Fabric
+from fabric import Fabric, FakeForwarder
 
 
 @pytest.fixture
@@ -20,3 +24,12 @@ def fabric(tmp_path: Path) -> Iterator[Fabric]:
         yield fab
     finally:
         fab.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeForwarder]:
+    fwd = FakeForwarder()
+    try:
+        yield fwd
+    finally:
+        fwd.close()

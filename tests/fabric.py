@@ -1,8 +1,13 @@
-"""A real fabric of processes on loopback, for tests: forwarder, workers, CLI.
+"""Test fabrics on loopback: real processes (``Fabric``) and a scripted forwarder.
 
-Every process is ``python -m zmqflow ...`` (or the Rust binary) started with
-subprocess, logging to files under the test's tmp_path; ``stop()`` kills what
-is left. Nothing is mocked: these are the programs users run.
+Contract: ``Fabric`` starts the programs users run (``python -m zmqflow
+forwarder|worker|submit``, the Rust worker binary) with subprocess, with no
+ZMQFLOW_* setting leaking in from the caller's environment, logging to files
+under the test's tmp_path, and waits on probes (the forwarder's STATUS);
+``stop()`` kills what is left. ``FakeForwarder`` is the one scripted
+forwarder of the worker tests (Python and Rust): a ROUTER speaking the
+protocol through the reference codec (zmqflow.protocol). ``wait_for`` is the
+polling probe with a deadline that tests use instead of sleeps.
 """
 
 from __future__ import annotations
@@ -14,16 +19,38 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import zmq
+
+from zmqflow import protocol as p
 from zmqflow.client import Client
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without ZMQFLOW_* settings that could leak in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ZMQFLOW_")}
+
+
+def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
+    """Call ``probe`` until it returns something truthy (returned); fail naming ``what``."""
+    until = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < until, f"timed out after {timeout:g}s waiting for {what}"
+        time.sleep(0.02)
 
 
 class Fabric:
@@ -48,7 +75,7 @@ class Fabric:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = clean_env()
         env["ZMQFLOW_HEARTBEAT_INTERVAL"] = str(self.heartbeat_interval)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -107,12 +134,12 @@ class Fabric:
         return proc
 
     def start_rust_worker(
-        self, binary: Path, *services: str, connect: str | None = None
+        self, binary: Path, *services: str, connect: str | None = None, **opts: Any
     ) -> subprocess.Popen[bytes]:
-        args = [str(binary), "--connect", connect or self.backend]
-        for service in services:
-            args += ["--service", service]
-        proc = self._spawn("worker-rust", args)
+        """The Rust worker; ``opts`` become options (``credit=3`` is ``--credit 3``)."""
+        proc = self._spawn(
+            "worker-rust", rust_args(binary, connect or self.backend, *services, **opts)
+        )
         self.workers.append(proc)
         return proc
 
@@ -198,3 +225,75 @@ class Fabric:
         for sock in self.ipc_dir.glob("*"):
             sock.unlink()
         self.ipc_dir.rmdir()
+
+
+def rust_args(binary: Path, endpoint: str, *services: str, **opts: Any) -> list[str]:
+    """The Rust worker's command line; ``opts`` become options (``credit=3``: ``--credit 3``)."""
+    args = [str(binary), "--connect", endpoint]
+    for service in services:
+        args += ["--service", service]
+    for key, value in opts.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+class FakeForwarder:
+    """A ROUTER on loopback that plays the forwarder for workers, through the reference codec.
+
+    ``recv`` returns whole messages, heartbeats skipped unless asked for;
+    ``recv_item`` hands batched answers out item by item (a RESULT of three
+    outputs is three ``p.Done``), heartbeats included; ``expect`` waits for
+    the next item of a kind. Do not mix ``recv`` with the item readers
+    while a batch is half read.
+    """
+
+    def __init__(self) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.linger = 0
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self._items: list[tuple[bytes, Any]] = []
+
+    def recv(self, timeout: float = 5.0, heartbeats: bool = False) -> tuple[bytes, p.Message]:
+        until = time.monotonic() + timeout
+        while True:
+            if not self.sock.poll(int(max(0.0, until - time.monotonic()) * 1000)):
+                raise AssertionError(f"nothing from the worker in {timeout}s")
+            rid, *frames = self.sock.recv_multipart()
+            msg = p.decode(frames)
+            if heartbeats or not isinstance(msg, p.WorkerHeartbeat):
+                return rid, msg
+
+    def recv_item(self, timeout: float = 5.0) -> tuple[bytes, Any]:
+        if not self._items:
+            rid, msg = self.recv(timeout, heartbeats=True)
+            if not isinstance(msg, p.WorkerResults | p.WorkerFailures):
+                return rid, msg
+            self._items = [(rid, item) for item in msg.items]
+        return self._items.pop(0)
+
+    def expect(
+        self, kind: Any, timeout: float = 5.0, skip_heartbeats: bool = True
+    ) -> tuple[bytes, Any]:
+        """The next item (or message) of ``kind`` (a type or a union); anything else fails."""
+        until = time.monotonic() + timeout
+        while True:
+            rid, msg = self.recv_item(max(0.01, until - time.monotonic()))
+            if (
+                skip_heartbeats
+                and isinstance(msg, p.WorkerHeartbeat)
+                and kind is not p.WorkerHeartbeat
+            ):
+                continue
+            assert isinstance(msg, kind), f"expected {kind}, got {msg!r}"
+            return rid, msg
+
+    def send(self, rid: bytes, msg: p.Message) -> None:
+        self.sock.send_multipart([rid, *p.encode(msg)])
+
+    def task(self, rid: bytes, task_id: str, service: str, payload: bytes, **headers: Any) -> None:
+        """One TASK of one task, attempt 1."""
+        self.send(rid, p.Tasks([p.Dispatch(task_id, service, headers, 1, payload)]))
+
+    def close(self) -> None:
+        self.sock.close(0)

@@ -1,7 +1,7 @@
 """The Rust worker (services/worker-rust) with real processes on loopback.
 
-Two groups:
-- against a scripted forwarder (a pyzmq ROUTER speaking zmqflow.protocol):
+Two groups, both on tests/fabric.py (the ``fake`` and ``fabric`` fixtures):
+- against the scripted forwarder (FakeForwarder, speaking zmqflow.protocol):
   READY contents, RESULT/FAILED, heartbeats while handlers run, a new
   socket with ``inflight`` after a silent forwarder, drain on SIGTERM;
 - against the real forwarder (``zmqflow forwarder``): cross-language
@@ -20,17 +20,14 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
+from fabric import Fabric, FakeForwarder, clean_env, wait_for
 
 from zmqflow import Client
 from zmqflow import protocol as p
@@ -39,7 +36,6 @@ from zmqflow.handlers import BUILTIN
 ROOT = Path(__file__).resolve().parents[1]
 CRATE = ROOT / "services" / "worker-rust"
 BIN = CRATE / "target" / "release" / "zmqflow-worker"
-ZMQFLOW = Path(sys.executable).with_name("zmqflow")
 
 
 # ------------------------------------------------------------------ helpers
@@ -63,162 +59,22 @@ def rust_bin() -> Path:
     return BIN
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without ZMQFLOW_* settings that could leak in."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ZMQFLOW_")}
-
-
-class Proc:
-    """A child process with its output in a log file; stopped by its own pid."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args = args
-        self.log = log
-        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            args, stdout=self._out, stderr=subprocess.STDOUT, env=clean_env()
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(10)
-        self._out.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes; every one of them is killed at teardown."""
-    started: list[Proc] = []
-
-    def start(name: str, args: list[str]) -> Proc:
-        proc = Proc(args, tmp_path / f"{name}-{len(started)}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
-def rust_args(binary: Path, endpoint: str, *services: str, **opts: Any) -> list[str]:
-    args = [str(binary), "--connect", endpoint]
-    for service in services:
-        args += ["--service", service]
-    for key, value in opts.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return args
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    until = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
 # ------------------------------------------------ against a scripted forwarder
 
 
-class FakeForwarder:
-    """A ROUTER that speaks ZFP/2 through the reference codec.
-
-    ``recv`` hands out batched answers item by item (a RESULT of three
-    outputs is three ``p.Done``); ``recv_message`` returns messages whole.
-    """
-
-    def __init__(self) -> None:
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
-        self._items: list[tuple[bytes, p.Done | p.Error]] = []
-
-    def recv_message(self, timeout: float = 5.0) -> tuple[bytes, p.Message]:
-        if not self.sock.poll(int(timeout * 1000)):
-            raise AssertionError(f"nothing from the worker in {timeout}s")
-        rid, *frames = self.sock.recv_multipart()
-        return rid, p.decode(frames)
-
-    def recv(self, timeout: float = 5.0) -> tuple[bytes, Any]:
-        if not self._items:
-            rid, msg = self.recv_message(timeout)
-            if not isinstance(msg, p.WorkerResults | p.WorkerFailures):
-                return rid, msg
-            self._items = [(rid, item) for item in msg.items]
-        return self._items.pop(0)
-
-    def expect(
-        self, kind: type, timeout: float = 5.0, skip_heartbeats: bool = True
-    ) -> tuple[bytes, Any]:
-        until = time.monotonic() + timeout
-        while True:
-            rid, msg = self.recv(max(0.01, until - time.monotonic()))
-            if (
-                skip_heartbeats
-                and isinstance(msg, p.WorkerHeartbeat)
-                and kind is not p.WorkerHeartbeat
-            ):
-                continue
-            assert isinstance(msg, kind), f"expected {kind.__name__}, got {msg!r}"
-            return rid, msg
-
-    def send(self, rid: bytes, msg: p.Message) -> None:
-        self.sock.send_multipart([rid, *p.encode(msg)])
-
-    def task(self, rid: bytes, task_id: str, service: str, payload: bytes, **headers: Any) -> None:
-        self.send(rid, p.Tasks([p.Dispatch(task_id, service, headers, 1, payload)]))
-
-    def close(self) -> None:
-        self.sock.close(0)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeForwarder]:
-    fwd = FakeForwarder()
-    yield fwd
-    fwd.close()
-
-
-def test_ready_results_failures_and_disconnect(rust_bin, fake, procs):
-    worker = procs(
-        "rust",
-        rust_args(
-            rust_bin,
-            fake.endpoint,
-            "echo",
-            "sha256",
-            "rollup",
-            "sleep",
-            credit=3,
-            worker_id="rust-test-1",
-            heartbeat_interval=0.2,
-        ),
+def test_ready_results_failures_and_disconnect(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    worker = fabric.start_rust_worker(
+        rust_bin,
+        "echo",
+        "sha256",
+        "rollup",
+        "sleep",
+        connect=fake.endpoint,
+        credit=3,
+        worker_id="rust-test-1",
+        heartbeat_interval=0.2,
     )
     rid, ready = fake.expect(p.Ready)
     assert (ready.worker, ready.language, ready.credit, ready.inflight) == (
@@ -255,17 +111,19 @@ def test_ready_results_failures_and_disconnect(rust_bin, fake, procs):
     fake.send(rid, p.Disconnect("unknown worker"))
     rid2, again = fake.expect(p.Ready)
     assert rid2 == rid and again.credit == 3 and again.inflight == []
-    assert worker.popen.poll() is None
+    assert worker.poll() is None
 
 
-def test_heartbeats_flow_while_a_handler_runs(rust_bin, fake, procs):
-    procs("rust", rust_args(rust_bin, fake.endpoint, "sleep", heartbeat_interval=0.2))
+def test_heartbeats_flow_while_a_handler_runs(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    fabric.start_rust_worker(rust_bin, "sleep", heartbeat_interval=0.2, connect=fake.endpoint)
     rid, _ = fake.expect(p.Ready)
     fake.task(rid, "t-1", "sleep", b"1500")
     started = time.monotonic()
     beats = 0
     while True:
-        _, msg = fake.recv(timeout=3.0)
+        _, msg = fake.recv_item(timeout=3.0)
         fake.send(rid, p.WorkerHeartbeat())  # keep the worker's liveness up
         if isinstance(msg, p.WorkerHeartbeat):
             beats += 1
@@ -276,8 +134,10 @@ def test_heartbeats_flow_while_a_handler_runs(rust_bin, fake, procs):
     assert beats >= 5, f"only {beats} heartbeats during a 1.5 s handler"
 
 
-def test_concurrency_runs_handlers_in_parallel(rust_bin, fake, procs):
-    procs("rust", rust_args(rust_bin, fake.endpoint, "sleep", concurrency=4))
+def test_concurrency_runs_handlers_in_parallel(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    fabric.start_rust_worker(rust_bin, "sleep", concurrency=4, connect=fake.endpoint)
     rid, ready = fake.expect(p.Ready)
     assert ready.credit == 8  # 2 x concurrency
     started = time.monotonic()
@@ -287,8 +147,10 @@ def test_concurrency_runs_handlers_in_parallel(rust_bin, fake, procs):
     assert time.monotonic() - started < 3.0  # one after the other would take 4 s
 
 
-def test_silent_forwarder_means_new_socket_listing_inflight(rust_bin, fake, procs):
-    procs("rust", rust_args(rust_bin, fake.endpoint, "sleep", heartbeat_interval=0.2))
+def test_silent_forwarder_means_new_socket_listing_inflight(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    fabric.start_rust_worker(rust_bin, "sleep", heartbeat_interval=0.2, connect=fake.endpoint)
     rid, _ = fake.expect(p.Ready)
     fake.task(rid, "t-1", "sleep", b"6000")  # still running after four sockets
     # Say nothing more: after 3 silent intervals (0.6 s) + 0.1 s backoff the
@@ -316,7 +178,7 @@ def test_silent_forwarder_means_new_socket_listing_inflight(rust_bin, fake, proc
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         fake.send(last, p.WorkerHeartbeat())
-        r, msg = fake.recv(timeout=5)
+        r, msg = fake.recv_item(timeout=5)
         if isinstance(msg, p.Done):
             assert msg.id == "t-1"
             break
@@ -326,13 +188,15 @@ def test_silent_forwarder_means_new_socket_listing_inflight(rust_bin, fake, proc
         raise AssertionError("no RESULT for t-1")
 
 
-def test_sigterm_drains_then_exits_zero(rust_bin, fake, procs):
-    worker = procs("rust", rust_args(rust_bin, fake.endpoint, "sleep", concurrency=2))
+def test_sigterm_drains_then_exits_zero(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    worker = fabric.start_rust_worker(rust_bin, "sleep", concurrency=2, connect=fake.endpoint)
     rid, _ = fake.expect(p.Ready)
     fake.task(rid, "t-1", "sleep", b"600")
     fake.task(rid, "t-2", "sleep", b"700")
     time.sleep(0.2)
-    worker.signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     _, ready = fake.expect(p.Ready)
     assert ready.credit == 0 and sorted(ready.inflight) == ["t-1", "t-2"]
     answered = {fake.expect(p.Done)[1].id for _ in range(2)}
@@ -345,8 +209,10 @@ def test_sigterm_drains_then_exits_zero(rust_bin, fake, procs):
     assert worker.wait(5) == 0
 
 
-def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(rust_bin, fake, procs):
-    procs("rust", rust_args(rust_bin, fake.endpoint, "echo", "sha256", credit=8))
+def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    fabric.start_rust_worker(rust_bin, "echo", "sha256", credit=8, connect=fake.endpoint)
     rid, _ = fake.expect(p.Ready)
     items = [
         ["t-1", "echo", {}, 1, b"one"],
@@ -368,10 +234,11 @@ def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(rust_bin, fak
     assert answers["t-4"].error.startswith("malformed task: malformed")
 
 
-def test_answers_resent_after_a_silent_forwarder_go_in_one_message(rust_bin, fake, procs):
-    procs(
-        "rust",
-        rust_args(rust_bin, fake.endpoint, "sleep", concurrency=4, heartbeat_interval=0.2),
+def test_answers_resent_after_a_silent_forwarder_go_in_one_message(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric
+) -> None:
+    fabric.start_rust_worker(
+        rust_bin, "sleep", connect=fake.endpoint, concurrency=4, heartbeat_interval=0.2
     )
     rid, _ = fake.expect(p.Ready)
     ids = [f"t-{i}" for i in range(4)]
@@ -381,7 +248,7 @@ def test_answers_resent_after_a_silent_forwarder_go_in_one_message(rust_bin, fak
     # sends them again, all in one RESULT.
     first = set()
     while True:
-        r, msg = fake.recv_message(timeout=3.0)
+        r, msg = fake.recv(timeout=3.0, heartbeats=True)
         if isinstance(msg, p.WorkerResults):
             assert r == rid
             first.update(d.id for d in msg.items)
@@ -392,7 +259,7 @@ def test_answers_resent_after_a_silent_forwarder_go_in_one_message(rust_bin, fak
     assert rid2 != rid
     assert sorted(ready.inflight) == ids
     while True:
-        r, msg = fake.recv_message(timeout=3.0)
+        r, msg = fake.recv(timeout=3.0, heartbeats=True)
         if not isinstance(msg, p.WorkerHeartbeat):
             break
     assert r == rid2
@@ -431,83 +298,20 @@ def test_health_subcommand(rust_bin, tmp_path):
     assert probe("5") == 1
 
 
-def test_health_file_is_touched_when_the_forwarder_speaks(rust_bin, fake, procs, tmp_path):
+def test_health_file_is_touched_when_the_forwarder_speaks(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric, tmp_path: Path
+) -> None:
     health = tmp_path / "health"
-    procs(
-        "rust",
-        rust_args(rust_bin, fake.endpoint, "echo", heartbeat_interval=0.2, health_file=health),
+    fabric.start_rust_worker(
+        rust_bin, "echo", connect=fake.endpoint, heartbeat_interval=0.2, health_file=health
     )
     rid, _ = fake.expect(p.Ready)
     assert not health.exists()
     fake.send(rid, p.WorkerHeartbeat())
-    wait_for(health.exists, 2, "the health file")
+    wait_for(health.exists, "the health file", timeout=2)
 
 
 # ------------------------------------------------ against the real forwarder
-
-
-class Forwarder:
-    def __init__(self, procs: Callable[..., Proc], journal: Path) -> None:
-        self.procs = procs
-        self.journal = journal
-        self.frontend = f"tcp://127.0.0.1:{free_port()}"
-        self.backend = f"tcp://127.0.0.1:{free_port()}"
-        self.events = (f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
-        self.proc: Proc | None = None
-
-    def start(self) -> Forwarder:
-        self.proc = self.procs(
-            "forwarder",
-            [
-                str(ZMQFLOW),
-                "forwarder",
-                "--frontend",
-                self.frontend,
-                "--backend",
-                self.backend,
-                "--events-in",
-                self.events[0],
-                "--events-out",
-                self.events[1],
-                "--journal",
-                str(self.journal),
-            ],
-        )
-        with Client(self.frontend, timeout=30) as c:
-            wait_for(lambda: _status(c) is not None, 30, "the forwarder")
-        return self
-
-    def workers(self) -> list[dict[str, Any]]:
-        with Client(self.frontend, timeout=5) as c:
-            status = _status(c)
-        return status["workers"] if status else []
-
-    def wait_workers(self, languages: list[str], timeout: float = 20) -> None:
-        wait_for(
-            lambda: sorted(w["language"] for w in self.workers()) == sorted(languages),
-            timeout,
-            f"workers {languages}",
-            step=0.1,
-        )
-
-
-def _status(client: Client) -> dict[str, Any] | None:
-    try:
-        return client.status(timeout=1.0)
-    except TimeoutError:
-        return None
-
-
-@pytest.fixture
-def forwarder(procs, tmp_path) -> Forwarder:
-    return Forwarder(procs, tmp_path / "journal.db").start()
-
-
-def python_worker_args(endpoint: str, *services: str, concurrency: int = 2) -> list[str]:
-    args = [str(ZMQFLOW), "worker", "--connect", endpoint, "--concurrency", str(concurrency)]
-    for service in services:
-        args += ["--service", service]
-    return args
 
 
 def conformance_payloads(count: int) -> list[tuple[str, bytes]]:
@@ -558,20 +362,25 @@ def run_all(
     return answers
 
 
-def test_cross_language_conformance_10k(rust_bin, forwarder, procs):
+def _languages(status: dict[str, Any]) -> list[str]:
+    return sorted(w["language"] for w in status["workers"])
+
+
+def test_cross_language_conformance_10k(rust_bin: Path, fabric: Fabric) -> None:
     tasks = conformance_payloads(10_000)
     assert len(tasks) == 10_000
+    fabric.start_forwarder()
 
-    rust = procs("rust", rust_args(rust_bin, forwarder.backend, "sha256", "rollup", concurrency=2))
-    forwarder.wait_workers(["rust"])
-    by_rust = run_all(forwarder.frontend, tasks)
-    rust.signal(signal.SIGTERM)
+    rust = fabric.start_rust_worker(rust_bin, "sha256", "rollup", concurrency=2)
+    assert _languages(fabric.wait_workers(1)) == ["rust"]
+    by_rust = run_all(fabric.frontend, tasks)
+    rust.send_signal(signal.SIGTERM)
     assert rust.wait(15) == 0
-    forwarder.wait_workers([])
+    fabric.wait_workers(0)
 
-    procs("python", python_worker_args(forwarder.backend, "sha256", "rollup"))
-    forwarder.wait_workers(["python"])
-    by_python = run_all(forwarder.frontend, tasks)
+    fabric.start_worker("sha256", "rollup", extra=("--concurrency", "2"))
+    assert _languages(fabric.wait_workers(1)) == ["python"]
+    by_python = run_all(fabric.frontend, tasks)
 
     assert all(w.startswith("rust-") for *_, w in by_rust)
     assert not any(w.startswith("rust-") for *_, w in by_python)
@@ -592,21 +401,21 @@ def test_cross_language_conformance_10k(rust_bin, forwarder, procs):
     assert 0 < failures < 2_000  # the broken CSVs, and only those
 
 
-def test_sigkill_of_a_rust_worker_loses_nothing(rust_bin, forwarder, procs):
-    first = procs("rust-a", rust_args(rust_bin, forwarder.backend, "sleep", concurrency=4))
-    forwarder.wait_workers(["rust"])
+def test_sigkill_of_a_rust_worker_loses_nothing(rust_bin: Path, fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    first = fabric.start_rust_worker(rust_bin, "sleep", concurrency=4)
+    fabric.wait_workers(1)
     results: list[Any] = []
 
     def client() -> None:
-        with Client(forwarder.frontend, timeout=90) as c:
+        with Client(fabric.frontend, timeout=90) as c:
             results.extend(c.map("sleep", [b"200"] * 80, timeout=90))
 
     runner = threading.Thread(target=client)
     runner.start()
     time.sleep(1.5)  # the first worker is in the middle of its sleeps
-    first.signal(signal.SIGKILL)
-    first.wait(5)
-    second = procs("rust-b", rust_args(rust_bin, forwarder.backend, "sleep", concurrency=4))
+    fabric.kill(first)
+    second = fabric.start_rust_worker(rust_bin, "sleep", concurrency=4)
     runner.join(120)
     assert not runner.is_alive()
 
@@ -616,18 +425,19 @@ def test_sigkill_of_a_rust_worker_loses_nothing(rust_bin, forwarder, procs):
     workers = {r.worker for r in results}
     assert len(workers) == 2, workers  # both replicas answered
     assert any(r.attempts >= 2 for r in results)  # some were requeued from the dead one
-    assert second.popen.poll() is None
+    assert second.poll() is None
 
 
-def test_rust_worker_survives_a_forwarder_restart(rust_bin, forwarder, procs):
-    worker = procs("rust", rust_args(rust_bin, forwarder.backend, "sleep", concurrency=4))
-    forwarder.wait_workers(["rust"])
+def test_rust_worker_survives_a_forwarder_restart(rust_bin: Path, fabric: Fabric) -> None:
+    forwarder = fabric.start_forwarder()
+    worker = fabric.start_rust_worker(rust_bin, "sleep", concurrency=4)
+    fabric.wait_workers(1)
     results: list[Any] = []
     errors: list[BaseException] = []
 
     def client() -> None:
         try:
-            with Client(forwarder.frontend, timeout=90) as c:
+            with Client(fabric.frontend, timeout=90) as c:
                 results.extend(c.map("sleep", [b"300"] * 60, timeout=90))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -635,13 +445,11 @@ def test_rust_worker_survives_a_forwarder_restart(rust_bin, forwarder, procs):
     runner = threading.Thread(target=client)
     runner.start()
     time.sleep(1.2)
-    assert forwarder.proc is not None
-    forwarder.proc.signal(signal.SIGKILL)
-    forwarder.proc.wait(5)
+    fabric.kill(forwarder)
     time.sleep(0.5)
-    forwarder.start()  # same ports, same journal; returns once it answers STATUS
+    fabric.start_forwarder()  # same ports, same journal; returns once it answers STATUS
     restarted = time.monotonic()
-    forwarder.wait_workers(["rust"], timeout=10)
+    fabric.wait_workers(1, timeout=10)
     announced_after = time.monotonic() - restarted
     runner.join(120)
     assert not runner.is_alive() and not errors, errors
@@ -649,5 +457,5 @@ def test_rust_worker_survives_a_forwarder_restart(rust_bin, forwarder, procs):
     assert announced_after < 2.5, announced_after
     assert len(results) == 60 and len({r.task_id for r in results}) == 60
     assert all(r.ok and r.payload == b"300" for r in results)
-    assert worker.popen.poll() is None
-    assert "CURVE" in worker.output()
+    assert worker.poll() is None
+    assert "CURVE" in fabric.log("worker-rust")

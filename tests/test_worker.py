@@ -1,7 +1,8 @@
 """The Python worker (src/zmqflow/worker.py) against a scripted forwarder.
 
 The worker runs in a thread on a real DEALER; the test plays the forwarder
-with a ROUTER and the reference codec. Batching is checked deterministically
+with the ``fake`` fixture (tests/fabric.py's FakeForwarder: a ROUTER and the
+reference codec). Batching is checked deterministically
 by filling the worker's answer queue by hand and calling ``_send_answers``
 (what the loop does once per turn).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+from fabric import FakeForwarder
 
 from zmqflow import protocol as p
 from zmqflow.settings import WorkerSettings
@@ -28,34 +30,6 @@ def upper(payload: bytes, headers: Mapping[str, Any]) -> bytes:
 
 def boom(payload: bytes, headers: Mapping[str, Any]) -> bytes:
     raise ValueError(f"bad {payload.decode()}")
-
-
-class FakeForwarder:
-    def __init__(self) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
-        self.sock.linger = 0
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-
-    def recv(self, timeout: float = 5.0) -> tuple[bytes, p.Message]:
-        until = time.monotonic() + timeout
-        while True:
-            if not self.sock.poll(int(max(0.0, until - time.monotonic()) * 1000)):
-                raise AssertionError(f"nothing from the worker in {timeout}s")
-            rid, *frames = self.sock.recv_multipart()
-            msg = p.decode(frames)
-            if not isinstance(msg, p.WorkerHeartbeat):
-                return rid, msg
-
-    def close(self) -> None:
-        self.sock.close(0)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeForwarder]:
-    fwd = FakeForwarder()
-    yield fwd
-    fwd.close()
 
 
 def make_worker(endpoint: str, concurrency: int = 2) -> Worker:
