@@ -224,9 +224,10 @@ def bad_input() -> dict:
     return {"answers": [[a.ok, a.error] for a in answers]}
 
 try:
-    print(json.dumps({"ok": True, **bad_input()}))
+    outcome = {"ok": True, **bad_input()}
 except Exception as exc:
-    print(json.dumps({"ok": False, "type": type(exc).__name__, "error": str(exc)}))
+    outcome = {"ok": False, "type": type(exc).__name__, "error": str(exc)}
+print("OUTCOME " + json.dumps(outcome), flush=True)
 """
 
 
@@ -234,7 +235,10 @@ def run_bad_input(stack: PrefectStack, case: str) -> dict[str, Any]:
     worker = stack.container("prefect-worker")
     code, out = worker.exec_run(["python", "-c", BAD_INPUT_FLOW, case, uuid.uuid4().hex[:8]])
     assert code == 0, out.decode()
-    return json.loads(out.decode().strip().splitlines()[-1])
+    # stdout and stderr come mixed: Prefect's log lines may follow the outcome
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("OUTCOME ")]
+    assert len(lines) == 1, out.decode()
+    return json.loads(lines[0].removeprefix("OUTCOME "))
 
 
 def test_a_block_pointing_nowhere_is_retried_then_fails_saying_what_it_tried(
