@@ -12,11 +12,10 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
-from fabric import Fabric
+from fabric import Fabric, wait_for
 
 from zmqflow import protocol as p
 
@@ -75,15 +74,34 @@ def test_frozen_worker_is_declared_dead_and_its_late_answers_are_not_surfaced_tw
     fabric.start_worker("sleep", extra=("--credit", "4", "--concurrency", "4"))
     # declared dead after three silent heartbeat intervals (plus the tick that notices)
     deadline = 3 * fabric.heartbeat_interval + fabric.heartbeat_interval + 0.5
-    while frozen_id in {w["id"] for w in fabric.status()["workers"]}:
-        assert time.monotonic() - stopped_at < deadline, "frozen worker not declared dead"
-        time.sleep(0.05)
-    time.sleep(0.5)
+    wait_for(
+        lambda: frozen_id not in {w["id"] for w in fabric.status()["workers"]},
+        "the frozen worker declared dead",
+        timeout=deadline,
+    )
+    assert time.monotonic() - stopped_at < deadline
+    # Its tasks were requeued at the front of the queue: once the other worker
+    # (credit 4) has answered 4 more tasks than that, it answered them all, and
+    # the frozen worker's answers for them can only arrive late.
+    at_death = fabric.status()["counters"]
+    requeued = at_death["requeued"]
+    assert requeued > 0
+    answered = min(40, at_death["completed"] + 4 + requeued)
+    wait_for(
+        lambda: fabric.status()["counters"]["completed"] >= answered,
+        "the other worker answering the requeued tasks",
+    )
     frozen.send_signal(signal.SIGCONT)  # its answers for requeued tasks now arrive late
     summary = fabric.summary(submit)
     assert_all_answered(summary, 40)
     assert summary["redelivered"] == 0
     assert fabric.status()["counters"]["workers_lost"] == 1
+    # and each of its late answers reached the forwarder and was dropped (an
+    # answer the worker sends again after reconnecting counts twice)
+    wait_for(
+        lambda: fabric.status()["counters"]["late_results"] >= requeued,
+        f"{requeued} late answers from the thawed worker",
+    )
 
 
 def _raw_request(endpoint: str, frames: list[bytes], timeout_ms: int = 2000) -> list[bytes]:
@@ -202,7 +220,7 @@ def test_events_carry_topics_and_sequence_numbers(fabric: Fabric) -> None:
     sub.connect(fabric.events_out)
     with fabric.client() as client:
         # the subscription reaches the forwarder asynchronously: probe until it has
-        _wait_for(lambda: client.map("echo", [b"probe"]) and sub.poll(100), "subscribed")
+        wait_for(lambda: client.map("echo", [b"probe"]) and sub.poll(100), "subscribed")
         while sub.poll(300):
             sub.recv_multipart()
         assert all(r.ok for r in client.map("echo", [b"a"] * 20))
@@ -253,8 +271,7 @@ def _killer(fabric: Fabric, stop: threading.Event) -> None:
         fabric.workers.insert(index, fabric.start_worker(*services, connect=connect))
         fabric.workers.pop()  # start_worker appended it; keep the order
         if n == 3 and fabric.forwarder is not None:
-            fabric.kill(fabric.forwarder)
-            time.sleep(0.3)
+            fabric.kill(fabric.forwarder)  # returns once it is dead
             fabric.start_forwarder()
 
 
@@ -283,13 +300,6 @@ def test_acceptance_3000_tasks_through_worker_and_forwarder_kills(tmp_path) -> N
 # ------------------------------------------- Python worker: answers and drain
 
 
-def _wait_for(probe: Any, what: str, timeout: float = 20.0) -> None:
-    until = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < until, f"never: {what}"
-        time.sleep(0.05)
-
-
 COUNTING_HANDLER = """
 import time
 
@@ -315,11 +325,11 @@ def test_an_answer_held_across_a_forwarder_restart_is_delivered_not_run_again(
     fabric.wait_workers(1)
     with fabric.client(timeout=60) as client:
         ids = client.submit_many("count", [b"%d" % n for n in range(4)])  # journaled
-        _wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 4, "4 runs")
+        wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 4, "4 runs")
         assert fabric.forwarder is not None
         fabric.kill(fabric.forwarder)  # the answers come while it is down
         # the worker gives its silent socket up (and what it queued) before the restart
-        _wait_for(lambda: "forwarder silent for" in fabric.log("worker"), "worker reconnecting")
+        wait_for(lambda: "forwarder silent for" in fabric.log("worker"), "worker reconnecting")
         fabric.start_forwarder()
         answers = {r.task_id: r for r in client.as_completed(30)}
 
@@ -355,7 +365,7 @@ def test_a_worker_that_never_heard_the_forwarder_reports_no_silence_longer_than_
 ) -> None:
     started = time.monotonic()
     worker = fabric.start_worker("echo")  # no forwarder at all
-    _wait_for(lambda: "attempt 3" in fabric.log("worker"), "three connection attempts")
+    wait_for(lambda: "attempt 3" in fabric.log("worker"), "three connection attempts")
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=10)
     lived = time.monotonic() - started
@@ -388,8 +398,8 @@ def test_a_subscriber_of_one_topic_counts_no_false_gaps_while_other_topics_pass_
     completed = _subscriber(fabric.events_out, b"dev.task.completed")
     with fabric.client() as client:
         # subscriptions reach the forwarder asynchronously: wait until both see events
-        _wait_for(lambda: client.map("echo", [b"probe"]) and completed.poll(100), "subscribed")
-        _wait_for(lambda: everything.poll(100), "subscribed to everything")
+        wait_for(lambda: client.map("echo", [b"probe"]) and completed.poll(100), "subscribed")
+        wait_for(lambda: everything.poll(100), "subscribed to everything")
         for sub in (everything, completed):
             while sub.poll(300):
                 sub.recv_multipart()

@@ -191,11 +191,14 @@ def test_silent_forwarder_means_new_socket_listing_inflight(
 def test_sigterm_drains_then_exits_zero(
     rust_bin: Path, fake: FakeForwarder, fabric: Fabric
 ) -> None:
-    worker = fabric.start_rust_worker(rust_bin, "sleep", concurrency=2, connect=fake.endpoint)
+    worker = fabric.start_rust_worker(
+        rust_bin, "sleep", concurrency=2, connect=fake.endpoint, log_level="debug"
+    )
     rid, _ = fake.expect(p.Ready)
     fake.task(rid, "t-1", "sleep", b"600")
     fake.task(rid, "t-2", "sleep", b"700")
-    time.sleep(0.2)
+    # the drain must find both held: the worker logs each task it takes (debug)
+    wait_for(lambda: "task t-2 (" in fabric.log("worker-rust"), "the worker taking t-2")
     worker.send_signal(signal.SIGTERM)
     _, ready = fake.expect(p.Ready)
     assert ready.credit == 0 and sorted(ready.inflight) == ["t-1", "t-2"]
@@ -413,7 +416,9 @@ def test_sigkill_of_a_rust_worker_loses_nothing(rust_bin: Path, fabric: Fabric) 
 
     runner = threading.Thread(target=client)
     runner.start()
-    time.sleep(1.5)  # the first worker is in the middle of its sleeps
+    # the first worker has answered some tasks, and holds others when killed
+    wait_for(lambda: fabric.status()["counters"]["completed"] >= 8, "8 answers")
+    fabric.wait_holding(first)
     fabric.kill(first)
     second = fabric.start_rust_worker(rust_bin, "sleep", concurrency=4)
     runner.join(120)
@@ -444,9 +449,9 @@ def test_rust_worker_survives_a_forwarder_restart(rust_bin: Path, fabric: Fabric
 
     runner = threading.Thread(target=client)
     runner.start()
-    time.sleep(1.2)
-    fabric.kill(forwarder)
-    time.sleep(0.5)
+    fabric.wait_holding(worker)  # the kill must catch tasks in flight ...
+    fabric.wait_holding_tasks(20)  # ... and journaled ones still to run
+    fabric.kill(forwarder)  # returns once it is dead
     fabric.start_forwarder()  # same ports, same journal; returns once it answers STATUS
     restarted = time.monotonic()
     fabric.wait_workers(1, timeout=10)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..harness import WORKER_SERVICES, ComposeProject, registered
+from ..harness import WORKER_SERVICES, ComposeProject, registered, wait_for
 from .load import Load, LoadCounts
 from .probes import EventWatcher
 
@@ -152,13 +152,12 @@ class Run:
 
     def wait_holding(self, host: str, timeout: float = 15.0) -> None:
         """Until the worker on ``host`` holds tasks: the fault must hit tasks in flight."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def holding() -> bool:
             status = self.stack.status() or {}
-            if any(host in w["id"] and w["inflight"] > 0 for w in status.get("workers", [])):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"worker on {host} never held a task")
+            return any(host in w["id"] and w["inflight"] > 0 for w in status.get("workers", []))
+
+        wait_for(holding, timeout, f"the worker on {host} to hold a task", every=0.05)
 
     def detection(self, host: str, fault_at: float) -> float | None:
         """Seconds from the fault to the forwarder's ``worker.lost`` for ``host``.
@@ -255,15 +254,17 @@ def restart_forwarder(
     stack = run.stack
     for outage in outages:
         hosts = stack.hosts(*WORKER_SERVICES)
-        forwarder = stack.container("forwarder")
         run.wait_holding(next(iter(hosts)))
-        forwarder.kill()
-        time.sleep(outage)
+        forwarder = stack.kill("forwarder")
+        time.sleep(outage)  # the fault: how long the forwarder stays down
         forwarder.start()
-        answered_at = None
-        while answered_at is None:
-            if stack.status(timeout=0.2) is not None:
-                answered_at = time.time()
+        wait_for(
+            lambda: stack.status(timeout=0.2) is not None,
+            run.targets.comeback_s,
+            "the restarted forwarder to answer",
+            every=0.0,
+        )
+        answered_at = time.time()
         registered_at = None
         deadline = answered_at + run.targets.comeback_s
         while registered_at is None and time.time() < deadline:
