@@ -242,16 +242,27 @@ def main(
     quick: bool = typer.Option(False, help="a smoke run: 1 round, tiny counts (about 2 min)"),
     docs: bool = typer.Option(True, help="write docs/benchmarks.md's section and the PNG"),
     out: Annotated[Path | None, typer.Option(help="folder for bench.json")] = None,
+    report_from: Annotated[
+        Path | None, typer.Option(help="measure nothing: render this bench.json again")
+    ] = None,
 ) -> None:
     payload, workers = payload or [SMALL, LARGE], workers or [1, 4]
     out = out or ROOT / "bench-results"
+    if report_from:
+        republish(report_from, out, docs)
+        return
     if quick:
         rounds, tasks, tasks_large, celery_tasks = 1, 2_000, 200, 40
         pings, celery_pings = 100, 20
     sizes = Sizes(tasks, tasks_large, celery_tasks, pings, celery_pings, window)
     began, load_before = time.monotonic(), load()
-    rust = rust_worker_binary() is not None
-    if not rust:
+    wants_rust = not only or any(
+        o.startswith("zmqflow/rust") or "zmqflow/rust".startswith(o) for o in only
+    )
+    rust = (
+        wants_rust and rust_worker_binary() is not None
+    )  # cargo only when Rust rows are asked for
+    if wants_rust and not rust:
         console.print("[yellow]no Rust worker and no cargo to build it: Rust rows left out[/]")
     cells = [
         c
@@ -330,31 +341,45 @@ def main(
         "sizes": vars(sizes),
         "servers": bench_servers.versions() if any(r.key[:1] in "nc" for r in rows) else {},
     }
-    title = (
-        f"make bench: echo round trips, median of {rounds} round{'s' * (rounds > 1)}, "
-        f"{meta['date']}, load average {load_before[0]} to {meta['load_average_after'][0]}"
-    )
-    console.print(console_table(rows, title))
-    out.mkdir(parents=True, exist_ok=True)
     result = {
         **meta,
+        "title": (
+            f"make bench: echo round trips, median of {rounds} round{'s' * (rounds > 1)}, "
+            f"{meta['date']}, load average {load_before[0]} to {meta['load_average_after'][0]}"
+        ),
         "headline": head,
         "goals_met": goals_met(head),
         "failed": {f"{c.key}, {c.workers} workers, {c.payload} B": e for c, e in failed.items()},
     }
+    publish(rows, result, out, docs)
+    if failed:
+        raise typer.Exit(1)
+
+
+def publish(rows: list[Row], result: dict[str, Any], out: Path, docs: bool) -> None:
+    """The table, bench.json, and (with docs) the PNG and docs/benchmarks.md; JSON last."""
+    console.print(console_table(rows, result["title"]))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(
         json.dumps({**result, "rows": [r.as_json() for r in rows]}, indent=2) + "\n"
     )
     console.print(f"wrote {out / 'bench.json'}")
     if docs:
         png = ROOT / "docs" / "benchmarks.png"
-        plot(rows, png, title)
+        plot(rows, png, result["title"])
         write_section(ROOT / "docs" / "benchmarks.md", markdown_section(rows, result))
         console.print(f"wrote {png} and docs/benchmarks.md")
-    summary = {**head, "goals_met": result["goals_met"], "failed": len(failed)}
-    print(json.dumps({**summary, "elapsed_s": meta["elapsed_s"]}))
-    if failed:
-        raise typer.Exit(1)
+    summary = {**result["headline"], "goals_met": result["goals_met"]}
+    print(
+        json.dumps({**summary, "failed": len(result["failed"]), "elapsed_s": result["elapsed_s"]})
+    )
+
+
+def republish(source: Path, out: Path, docs: bool) -> None:
+    """Render an earlier run's bench.json again (after a change to the report's text)."""
+    saved = json.loads(source.read_text())
+    rows = [Row.from_json(r) for r in saved.pop("rows")]
+    publish(rows, saved, out, docs)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,20 @@ class Row:
             "p99_vs_floor": self.p99_vs_floor,
             "broker_killed": self.broker_killed,
             "dead_worker_task": self.dead_worker,
+            "promise_key": self.promise,
             "promise": self.promise_why,
             "rounds": [vars(r) for r in self.rounds],
         }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> Row:
+        return cls(
+            saved["key"], saved["system"], saved["promise_key"], saved["workers"],
+            saved["payload_bytes"],
+            saved["tasks"], saved["window"], saved["throughput_per_s"], saved["p50_us"],
+            saved["p99_us"], saved["throughput_vs_floor"], saved["p50_vs_floor"],
+            saved["p99_vs_floor"], [Figures(**r) for r in saved["rounds"]],
+        )  # fmt: skip
 
 
 def size(payload: int) -> str:
