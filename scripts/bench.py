@@ -259,9 +259,8 @@ def main(
     wants_rust = not only or any(
         o.startswith("zmqflow/rust") or "zmqflow/rust".startswith(o) for o in only
     )
-    rust = (
-        wants_rust and rust_worker_binary() is not None
-    )  # cargo only when Rust rows are asked for
+    # cargo only when Rust rows are asked for
+    rust = wants_rust and rust_worker_binary() is not None
     if wants_rust and not rust:
         console.print("[yellow]no Rust worker and no cargo to build it: Rust rows left out[/]")
     cells = [
