@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +44,19 @@ def test_bad_endpoint_option_is_refused_with_exit_2() -> None:
     run = zmqflow("forwarder", "--frontend", "udp://*:1")
     assert run.returncode == 2
     assert "must start with tcp://" in run.stderr
+
+
+def test_a_journal_of_an_unknown_schema_version_is_named_and_exits_2(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.db"
+    with sqlite3.connect(journal) as db:
+        db.execute("PRAGMA user_version = 999")
+    frontend = f"ipc://{tmp_path}/front.sock"
+    backend = f"ipc://{tmp_path}/back.sock"
+    run = zmqflow(
+        "forwarder", "--frontend", frontend, "--backend", backend, "--journal", str(journal)
+    )
+    assert run.returncode == 2
+    assert "cannot open the journal" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_worker_for_a_service_without_handler_exits_2() -> None:

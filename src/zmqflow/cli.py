@@ -145,12 +145,16 @@ def forwarder(settings: ForwarderSettings) -> None:
     _logging(settings.log_level)
     from zmqflow.forwarder import Forwarder
     from zmqflow.forwarder.metrics import serve
+    from zmqflow.journal import JournalVersionError
 
     try:
         device = Forwarder(settings)
     except zmq.ZMQError as exc:
         err.print(f"[red]cannot bind:[/] {exc}")
         raise typer.Exit(1) from None
+    except JournalVersionError as exc:
+        err.print(f"[red]cannot open the journal:[/] {exc}")
+        raise typer.Exit(2) from None
     if settings.metrics_port:
         serve(device.broker, settings.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
