@@ -170,7 +170,13 @@ def test_a_data_ready_event_from_the_host_runs_zmqflow_on_event(airflow: Airflow
 # ---- bad input: a clear error, nothing lost, the process stays up ----------
 # The operator runs inside the scheduler container (Airflow is not on the
 # host) against this stack's forwarder, with connections from AIRFLOW_CONN_*.
+# (outside a task, Airflow's SDK reads connections from the environment only)
 NOWHERE = json.dumps({"conn_type": "zmqflow", "extra": {"frontend": "tcp://127.0.0.1:9"}})
+STACK = {
+    "AIRFLOW_CONN_ZMQFLOW_DEFAULT": json.dumps(
+        {"conn_type": "zmqflow", "extra": {"frontend": "ipc:///run/zmqflow/frontend.sock"}}
+    )
+}
 
 
 def _attempt(call: str) -> str:
@@ -193,6 +199,7 @@ def test_an_unknown_service_fails_the_task_naming_the_service(airflow: AirflowSt
             'ZmqflowSubmitOperator(task_id="t", service="no-such-service", payloads=[b"x"],'
             ' deferrable=False).execute(context("t"))'
         ),
+        env=STACK,
     )
     assert out["ok"] is False
     assert "service 'no-such-service' is unknown to the zmqflow forwarder" in out["error"]
@@ -233,7 +240,7 @@ def test_failing_items_fail_the_task_with_their_errors_or_are_returned_on_reques
         f'ZmqflowSubmitOperator(task_id="{{tid}}", service="rollup", payloads={payloads!r},'
         ' deferrable=False, fail_on_item_error={fail}).execute(context("{tid}"))'
     )
-    failed = run_inside(scheduler, _attempt(call.format(tid="fails", fail=True)))
+    failed = run_inside(scheduler, _attempt(call.format(tid="fails", fail=True)), env=STACK)
     assert failed["ok"] is False
     assert "2 of 4 'rollup' items failed" in failed["error"]
     assert "item 1: handler_error: rollup: header must be" in failed["error"]
@@ -241,7 +248,7 @@ def test_failing_items_fail_the_task_with_their_errors_or_are_returned_on_reques
         "item 3: handler_error: rollup: line 2: quantity is not a non-negative integer"
         in (failed["error"])
     )
-    returned = run_inside(scheduler, _attempt(call.format(tid="returns", fail=False)))
+    returned = run_inside(scheduler, _attempt(call.format(tid="returns", fail=False)), env=STACK)
     assert returned["ok"] is True
     value = returned["value"]
     assert sorted(value["failed"]) == ["1", "3"]
