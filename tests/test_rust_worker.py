@@ -212,6 +212,32 @@ def test_sigterm_drains_then_exits_zero(
     assert worker.wait(5) == 0
 
 
+@pytest.mark.parametrize("holding", [False, True], ids=["idle", "holding-a-task"])
+def test_a_draining_worker_that_cannot_reach_the_forwarder_exits_within_5_s(
+    rust_bin: Path, fake: FakeForwarder, fabric: Fabric, holding: bool
+) -> None:
+    # the heartbeat interval users run with: silence is noticed after 3 s
+    worker = fabric.start_rust_worker(
+        rust_bin, "sleep", connect=fake.endpoint, heartbeat_interval=1.0, log_level="debug"
+    )
+    rid, _ = fake.expect(p.Ready)
+    fake.send(rid, p.WorkerHeartbeat())  # heard once: the worker knows a forwarder
+    if holding:
+        fake.task(rid, "t-1", "sleep", b"60000")
+        wait_for(lambda: "task t-1 (" in fabric.log("worker-rust"), "the worker taking t-1")
+    fake.close()  # the forwarder is gone for good
+
+    worker.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    worker.wait(timeout=30)
+    took = time.monotonic() - signalled
+
+    assert took < 5.0, (took, fabric.log("worker-rust")[-2000:])
+    assert worker.returncode == 0
+    if holding:  # it gave up on the task: the forwarder requeues it
+        assert "leaving 1 tasks" in fabric.log("worker-rust")
+
+
 def test_every_task_of_a_batch_is_answered_and_bad_ones_fail_by_id(
     rust_bin: Path, fake: FakeForwarder, fabric: Fabric
 ) -> None:

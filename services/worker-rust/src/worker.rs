@@ -23,7 +23,12 @@
 //!   link is down (and those sent during the silent window) are sent again
 //!   after the next READY: the forwarder drops late duplicates;
 //! - drain on SIGTERM: READY with credit 0, answer everything held,
-//!   DISCONNECT {reason: "drained"}, return Ok (exit 0).
+//!   DISCONNECT {reason: "drained"}, return Ok (exit 0). A draining worker
+//!   that cannot reach the forwarder (nothing heard for two intervals, or no
+//!   socket) gives up 4 s after SIGTERM, holding tasks or not, and returns
+//!   Ok at once: no linger, handler threads left to die with the process
+//!   (the forwarder requeues what it held). With nothing held and no socket
+//!   there is nothing to hand back: it returns at once.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -46,8 +51,9 @@ use crate::services;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a draining worker keeps trying to reach a dead forwarder before
-/// it gives up on delivering its last answers (the forwarder requeues them).
-const DRAIN_UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
+/// it gives up (the forwarder requeues what it held): 4 s, so that it is gone
+/// within 5 s of SIGTERM, as docs/protocol.md promises and the Python worker does.
+const DRAIN_GIVE_UP: Duration = Duration::from_secs(4);
 /// The health file is rewritten at most this often.
 const HEALTH_TOUCH_EVERY: Duration = Duration::from_millis(250);
 /// ZMQ_MAXMSGSIZE of the forwarder link (docs/protocol.md, Limits).
@@ -180,12 +186,31 @@ impl Pool {
             let _ = thread.join();
         }
     }
+
+    /// Stop taking jobs, but do not wait for the running ones: they die with
+    /// the process (a drain that gave up must not wait out a long handler).
+    fn abandon(mut self) {
+        self.jobs.take();
+        self.threads.clear();
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, PartialEq)]
+enum Drained {
+    /// Everything answered and DISCONNECT sent.
+    Left,
+    /// The forwarder was unreachable: what was held is left behind.
+    GaveUp,
 }
 
 /// A live socket to the forwarder and its timers.
 struct Link {
     socket: zmq::Socket,
+    /// When the forwarder last spoke on this socket (at first: when it opened).
     last_heard: Instant,
+    /// Whether the forwarder has spoken on this socket at all.
+    heard: bool,
     next_heartbeat: Instant,
 }
 
@@ -256,8 +281,8 @@ impl Worker {
 
         let outcome = loop {
             self.timers();
-            if let Some(done) = self.drain_finished() {
-                break done;
+            if let Some(drained) = self.drain_finished() {
+                break Ok(drained);
             }
             let (signalled, results_ready, socket_ready) = match self.wait(&results, &signals) {
                 Ok(ready) => ready,
@@ -283,14 +308,22 @@ impl Worker {
             }
             self.flush();
         };
+        let gave_up = outcome == Ok(Drained::GaveUp);
         if let Conn::Up(link) = &self.conn {
-            let _ = link.socket.set_linger(FINAL_LINGER_MS);
+            // Nobody to send to after giving up: what is queued would only hold up the exit.
+            let _ = link
+                .socket
+                .set_linger(if gave_up { 0 } else { FINAL_LINGER_MS });
         }
         self.conn = Conn::Down {
             retry_at: Instant::now(),
         };
-        pool.stop();
-        outcome
+        if gave_up {
+            pool.abandon();
+        } else {
+            pool.stop();
+        }
+        outcome.map(|_| ())
     }
 
     /// Block in zmq_poll until a socket, the signal pipe or a timer is due.
@@ -300,10 +333,17 @@ impl Worker {
         signals: &UnixStream,
     ) -> Result<(bool, bool, bool), zmq::Error> {
         let now = Instant::now();
-        let deadline = match &self.conn {
+        let mut deadline = match &self.conn {
             Conn::Up(link) => link.next_heartbeat.min(link.last_heard + self.dead_after()),
             Conn::Down { retry_at } => *retry_at,
         };
+        if let Some(since) = self.draining_since {
+            // A drain must not oversleep the moment it may give up.
+            let give_up = since + DRAIN_GIVE_UP;
+            if now < give_up {
+                deadline = deadline.min(give_up);
+            }
+        }
         let timeout = deadline.saturating_duration_since(now);
         let timeout_ms = timeout.as_micros().div_ceil(1000) as i64;
         let mut items = vec![
@@ -377,6 +417,7 @@ impl Worker {
         self.conn = Conn::Up(Link {
             socket,
             last_heard: now,
+            heard: false,
             next_heartbeat: now + self.cfg.heartbeat_interval,
         });
         info!("connected to {}", self.cfg.connect);
@@ -457,6 +498,7 @@ impl Worker {
         let now = Instant::now();
         if let Conn::Up(link) = &mut self.conn {
             link.last_heard = now;
+            link.heard = true;
         }
         self.backoff = BACKOFF_MIN;
         self.unconfirmed = Answers::default();
@@ -553,35 +595,43 @@ impl Worker {
         self.send_ready();
     }
 
-    /// `Some(outcome)` once a drain is complete.
-    fn drain_finished(&mut self) -> Option<Result<(), String>> {
+    /// `Some(how)` once a drain is over.
+    fn drain_finished(&mut self) -> Option<Drained> {
         let since = self.draining_since?;
-        if !self.held.is_empty() {
-            return None;
-        }
-        match &self.conn {
+        let nothing_held = self.held.is_empty() && self.outbox.is_empty();
+        let reachable = match &self.conn {
             // Wait to hear the forwarder after our credit-0 READY: a TASK it sent
             // before reading that READY arrives first (ZeroMQ keeps order per
             // connection), so nothing dispatched to us is left behind.
-            Conn::Up(link) if link.last_heard <= since => None,
-            Conn::Up(link) if self.outbox.is_empty() => {
+            Conn::Up(link) if nothing_held && link.last_heard > since => {
                 let bye = Message::Disconnect {
                     reason: "drained".to_owned(),
                 };
                 send(&link.socket, protocol::encode(&bye));
                 info!("drained; DISCONNECT sent");
-                Some(Ok(()))
+                return Some(Drained::Left);
             }
-            _ if since.elapsed() >= DRAIN_UNREACHABLE_GRACE => {
-                warn!(
-                    "drained, but the forwarder is unreachable: {} answers undelivered \
-                     (the forwarder requeues them)",
-                    self.outbox.len()
-                );
-                Some(Ok(()))
+            // A forwarder that answered on this socket within two intervals is there.
+            Conn::Up(link) => {
+                link.heard && link.last_heard.elapsed() <= self.cfg.heartbeat_interval * 2
             }
-            _ => None,
+            // No socket, nothing to hand back: no forwarder is needed to leave.
+            Conn::Down { .. } if nothing_held => {
+                info!("drained with no link to the forwarder and nothing held");
+                return Some(Drained::Left);
+            }
+            Conn::Down { .. } => false,
+        };
+        if !reachable && since.elapsed() >= DRAIN_GIVE_UP {
+            warn!(
+                "drain: forwarder unreachable, leaving {} tasks and {} answers behind \
+                 (the forwarder requeues them)",
+                self.held.len(),
+                self.outbox.len()
+            );
+            return Some(Drained::GaveUp);
         }
+        None
     }
 }
 
