@@ -40,6 +40,7 @@ from bench_report import (
     GOALS,
     Row,
     console_table,
+    find,
     markdown_section,
     plot,
     write_section,
@@ -180,12 +181,6 @@ def started(cell: Cell, servers: Servers, logs: Path) -> Iterator[Run]:
             yield partial(celery_echo, app=app, payload_bytes=size)
     else:
         raise ValueError(f"unknown system {cell.key}")
-
-
-def find(rows: list[Row], key: str, payload: int, workers: int) -> Row | None:
-    return next(
-        (r for r in rows if (r.key, r.payload_bytes, r.workers) == (key, payload, workers)), None
-    )
 
 
 def divide(a: float | None, b: float | None) -> float | None:

@@ -250,14 +250,15 @@ GOALS: dict[str, tuple[str, float]] = {
 LOADED = 2.5  # a 1-minute load average above this on 2 cores: other work shares the machine
 
 
-def _pick(rows: list[Row], key: str, payload: int, workers: int) -> Row | None:
+def find(rows: list[Row], key: str, payload: int, workers: int) -> Row | None:
+    """The row of one configuration, None when it was not measured."""
     return next(
         (r for r in rows if (r.key, r.payload_bytes, r.workers) == (key, payload, workers)), None
     )
 
 
 def _versus(rows: list[Row], a: str, b: str, payload: int, workers: int, what: str) -> str | None:
-    one, two = _pick(rows, a, payload, workers), _pick(rows, b, payload, workers)
+    one, two = find(rows, a, payload, workers), find(rows, b, payload, workers)
     if not one or not two:
         return None
     return (
@@ -397,8 +398,8 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
         _versus(rows, "zmqflow/rust/tcp/journal", "zmqflow/python/tcp/journal", 100, 1,
                 "Rust against Python worker (1 worker, 100 B)"),
     ]  # fmt: skip
-    proxy, floor = _pick(rows, "proxy", 100, 1), _pick(rows, "floor", 100, 1)
-    lone = _pick(rows, "zmqflow/python/tcp/journal", 100, 1)
+    proxy, floor = find(rows, "proxy", 100, 1), find(rows, "floor", 100, 1)
+    lone = find(rows, "zmqflow/python/tcp/journal", 100, 1)
     if proxy and floor and lone:
         facts.append(
             f"A lone task through libzmq's C proxy, three processes and four hops with no "
@@ -408,8 +409,8 @@ def markdown_section(rows: list[Row], result: dict[str, Any]) -> str:
             f"{lone.p50_us / proxy.p50_us:.1f}x that: the rest is the forwarder's, the "
             "client's and the worker's Python work on one task"
         )
-    four = _pick(rows, "zmqflow/python/tcp/journal", 100, 4)
-    one = _pick(rows, "zmqflow/python/tcp/journal", 100, 1)
+    four = find(rows, "zmqflow/python/tcp/journal", 100, 4)
+    one = find(rows, "zmqflow/python/tcp/journal", 100, 1)
     if four and one:
         facts.append(
             f"4 Python workers against 1 (100 B): {four.throughput_per_s:,.0f}/s against "
