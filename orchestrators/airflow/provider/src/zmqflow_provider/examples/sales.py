@@ -96,7 +96,9 @@ def _top(products: Mapping[str, int]) -> str | None:
     return min(products, key=lambda p: (-products[p], p.encode())) if products else None
 
 
-def merge(data: DataSet, answers: Sequence[str | bytes | Mapping[str, Any]]) -> dict[str, Any]:
+def merge(
+    data: DataSet, answers: Sequence[str | bytes | Mapping[str, Any] | None]
+) -> dict[str, Any]:
     """The rollup of the whole set from the per-item answers, in item order."""
     if len(answers) != data.items:
         raise ValueError(f"expected {data.items} answers, got {len(answers)}")
