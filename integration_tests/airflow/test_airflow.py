@@ -87,6 +87,7 @@ def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     airflow.scale(worker_python=2, worker_rust=2)
     victims = [airflow.containers("worker-python")[0], airflow.containers("worker-rust")[0]]
     start = airflow.completed()
+    lost_before = airflow.status()["counters"].get("workers_lost", 0)
     run_id = airflow.api.trigger(FANOUT)
     # Kill once the fabric has finished some items of this run but not all.
     wait_for(lambda: airflow.completed() - start >= 500, 300, "the first 500 items done", 0.1)
@@ -98,6 +99,8 @@ def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     assert _answer(airflow, run_id) == expected
     rollup = airflow.api.xcom(FANOUT, run_id, "rollup")
     assert rollup["failed"] == {} and rollup["count"] == FULL.items
+    # the forwarder noticed both deaths (and requeued what they held)
+    assert airflow.status()["counters"]["workers_lost"] >= lost_before + 2
 
 
 def test_fanout_survives_a_triggerer_restart_while_deferred(
