@@ -42,11 +42,11 @@ scale: ## scale workers and wait until healthy: make scale N=4 [RUST=2]
 	bash scripts/compose.sh up -d --no-recreate --wait --scale worker-python=$(N) $(if $(RUST),--scale worker-rust=$(RUST),)
 
 lint: venv ## ruff
-	$(BIN)/ruff check src tests integration_tests scripts
-	$(BIN)/ruff format --check src tests integration_tests scripts
+	$(BIN)/ruff check src tests integration_tests scripts orchestrators
+	$(BIN)/ruff format --check src tests integration_tests scripts orchestrators
 
 test-fast: venv ## fast tests: no Docker, real processes on loopback
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests orchestrators/airflow/tests
 
 test-rust: ## the Rust worker: protocol and service vectors, unit tests, clippy
 	PYTHON=$(PYTHON) NEED_CARGO=1 bash scripts/system-deps.sh
