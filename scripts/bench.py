@@ -235,7 +235,10 @@ def main(
     workers: Annotated[list[int] | None, typer.Option(help="worker processes [1, 4]")] = None,
     only: Annotated[list[str] | None, typer.Option(help="keys starting with these")] = None,
     quick: bool = typer.Option(False, help="a smoke run: 1 round, tiny counts (about 2 min)"),
-    docs: bool = typer.Option(True, help="write docs/benchmarks.md's section and the PNG"),
+    docs: Annotated[
+        bool | None,
+        typer.Option("--docs/--no-docs", help="write the docs section and PNG [not with --quick]"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="folder for bench.json")] = None,
     report_from: Annotated[
         Path | None, typer.Option(help="measure nothing: render this bench.json again")
@@ -243,6 +246,7 @@ def main(
 ) -> None:
     payload, workers = payload or [SMALL, LARGE], workers or [1, 4]
     out = out or ROOT / "bench-results"
+    docs = not quick if docs is None else docs  # a smoke run's figures are not for quoting
     if report_from:
         republish(report_from, out, docs)
         return
