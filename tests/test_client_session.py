@@ -192,7 +192,7 @@ def test_resync_respects_max_batch():
 def test_collect_attaches_to_tasks_submitted_elsewhere_and_surfaces_their_results(session):
     frames = session.collect_frames(["x", "y"])
 
-    assert p.decode(frames) == p.Collect(["x", "y"])
+    assert [p.decode(f) for f in frames] == [p.Collect(["x", "y"])]
     assert session.is_accepted("x")
     feed(session, p.Result("x", "w", 1, True, b"stored"))
     assert [(r.task_id, r.cached) for r in session.ready] == [("x", True)]

@@ -17,7 +17,10 @@ the message is a list of them, named after what it carries: ``Submit``
 RESULT / FAILED), ``Results`` / ``Failures`` (client RESULT / FAILED).
 ``encode`` writes a batch as one message whatever its size; ``encode_split``
 cuts it into messages of at most ``max_items`` items and
-``MAX_MESSAGE_BYTES`` bytes, which is what senders use.
+``MAX_MESSAGE_BYTES`` bytes, which is what senders use. The id lists
+(ACCEPTED, REFUSED, COLLECT, RETRY) are map or array frames, under the
+64 KiB frame limit: ``encode_split`` cuts those into messages whose body
+fits it (``split_ids``), so no sender emits a frame its peer refuses.
 
 Each field rule is written once: ``uint`` for every counting field,
 ``valid_id`` / ``valid_service`` for names, and one usual-item test per
@@ -292,6 +295,7 @@ Message = (
     | Disconnect
 )
 Batch = Submit | Tasks | WorkerResults | WorkerFailures | Results | Failures
+IdList = Accepted | Collect | Retry | Refused  # id lists: one map or array frame each
 
 
 def _pack(value: Any) -> bytes:
@@ -384,14 +388,18 @@ def _size_guess(item: list[Any]) -> int:
 
 
 def encode_split(
-    msg: Batch, max_items: int = MAX_BATCH, max_bytes: int = MAX_MESSAGE_BYTES
+    msg: Batch | IdList, max_items: int = MAX_BATCH, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> list[list[bytes]]:
     """``msg`` as one or more messages, items in order (none for an empty batch).
 
     Each message holds at most ``max_items`` items, and its frames add up to at
     most ``max_bytes`` unless a single item is larger on its own (it then
-    travels alone). This is the size rule of docs/protocol.md for senders.
+    travels alone). An id list (ACCEPTED, REFUSED, COLLECT, RETRY) is cut so
+    each body frame stays within ``MAX_MAP_BYTES``. This is the size rule of
+    docs/protocol.md for senders.
     """
+    if isinstance(msg, Accepted | Collect | Retry | Refused):
+        return [encode(part) for part in _split_id_list(msg)]
     as_array = _BATCHES[type(msg)][2]
     return encode_items(type(msg), [as_array(item) for item in _items(msg)], max_items, max_bytes)
 
@@ -438,6 +446,41 @@ def encode_items(
     if chunk:
         emit(chunk)
     return out
+
+
+def _packed_str_size(value: str) -> int:
+    """Bytes msgpack takes for a str: its UTF-8 length plus its header."""
+    n = len(value.encode())
+    return n + (1 if n < 32 else 2 if n < 0x100 else 3 if n < 0x10000 else 5)
+
+
+def split_ids(ids: list[str], budget: int = MAX_MAP_BYTES) -> list[list[str]]:
+    """``ids`` in order, in runs whose msgpack array takes at most ``budget``
+    bytes (an id too large on its own travels alone); ``[[]]`` for none."""
+    runs: list[list[str]] = []
+    run: list[str] = []
+    size = 5  # the largest array header
+    for task_id in ids:
+        item = _packed_str_size(task_id)
+        if run and size + item > budget:
+            runs.append(run)
+            run, size = [], 5
+        run.append(task_id)
+        size += item
+    if run or not runs:
+        runs.append(run)
+    return runs
+
+
+def _split_id_list(msg: IdList) -> list[IdList]:
+    """An id-list message as messages whose body frame fits ``MAX_MAP_BYTES``.
+    An empty list stays one message: it means something (REFUSED not tied
+    to an id, RETRY of every dead letter)."""
+    if isinstance(msg, Refused):
+        overhead = len(_pack({"ids": [], "code": msg.code, "reason": msg.reason}))
+        runs = split_ids(msg.ids, MAX_MAP_BYTES - overhead)
+        return [Refused(run, msg.code, msg.reason) for run in runs]
+    return [type(msg)(run) for run in split_ids(msg.ids)]
 
 
 def encode(msg: Message) -> list[bytes]:

@@ -201,7 +201,7 @@ class ClientCore:
         return task_id
 
     def collect(self, ids: Iterable[str]) -> Steps[None]:
-        yield from self.send([self.session.collect_frames(ids)])
+        yield from self.send(self.session.collect_frames(ids))
 
     def as_completed(self, timeout: float | None) -> Steps[None]:
         until = self._until(timeout)
@@ -302,10 +302,28 @@ class ClientCore:
         return session.status
 
     def retry_dead_letters(self, ids: Iterable[str], timeout: float) -> Steps[list[str]]:
+        ids = list(ids)
+        if ids:
+            return (yield from self._retry(ids, timeout))
+        # every dead letter: each RETRY moves what one ACCEPTED lists; ask
+        # again until a reply moves nothing new
+        moved: list[str] = []
+        seen: set[str] = set()
+        while True:
+            part = [i for i in (yield from self._retry([], timeout)) if i not in seen]
+            if not part:
+                return moved
+            moved.extend(part)
+            seen.update(part)
+
+    def _retry(self, ids: list[str], timeout: float) -> Steps[list[str]]:
         session = self.session
         session.accepted_ids.clear()
-        yield from self.send([p.encode(p.Retry(list(ids)))])
-        yield from self.wait(lambda: bool(session.accepted_ids), "retry", timeout, False)
-        moved = session.accepted_ids.popleft()
+        requests = session.retry_frames(ids)
+        yield from self.send(requests)
+        # one ACCEPTED per RETRY message (each fits the frame limit as its request did)
+        replies = session.accepted_ids
+        yield from self.wait(lambda: len(replies) >= len(requests), "retry", timeout, False)
+        moved = [task_id for _ in requests for task_id in replies.popleft()]
         session.reopen(moved)  # the forwarder already routes their answers here
         return moved

@@ -14,6 +14,7 @@ within the session.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -24,6 +25,8 @@ from typing import Any
 
 from zmqflow import protocol as p
 from zmqflow.client.ids import new_id
+
+log = logging.getLogger("zmqflow.client")
 
 Frames = list[bytes]
 _RESULT = bytes([p.Command.RESULT])
@@ -137,14 +140,15 @@ class ClientSession:
             batch.append(task)
         return p.encode_split(p.Submit(batch), self.max_batch)
 
-    def collect_frames(self, ids: Iterable[str]) -> Frames:
-        """Attach to tasks submitted elsewhere (another process, an earlier run)."""
+    def collect_frames(self, ids: Iterable[str]) -> list[Frames]:
+        """Attach to tasks submitted elsewhere (another process, an earlier run):
+        COLLECT messages, each within the frame limit (``protocol.encode_split``)."""
         now = time.monotonic()
         ids = list(ids)
         for task_id in ids:
             if task_id not in self.pending and task_id not in self.answered:
                 self.pending[task_id] = _Pending(p.Task(task_id, ""), now, accepted=True)
-        return p.encode(p.Collect(ids))
+        return p.encode_split(p.Collect(ids))
 
     def reopen(self, ids: Iterable[str]) -> None:
         """Await a new answer for these ids (dead letters sent to RETRY)."""
@@ -165,10 +169,15 @@ class ClientSession:
         unaccepted = [replace(e.task, fresh=False) for e in self.pending.values() if not e.accepted]
         accepted = [i for i, e in self.pending.items() if e.accepted]
         out = p.encode_split(p.Submit(unaccepted), self.max_batch)
-        out.extend(
-            p.encode(p.Collect(accepted[i : i + 10_000])) for i in range(0, len(accepted), 10_000)
-        )
+        if accepted:
+            out.extend(p.encode_split(p.Collect(accepted)))
         return out
+
+    @staticmethod
+    def retry_frames(ids: list[str]) -> list[Frames]:
+        """RETRY messages for these dead letters (none: all of them), each within
+        the frame limit; the forwarder answers each with one ACCEPTED."""
+        return p.encode_split(p.Retry(ids))
 
     @property
     def outstanding(self) -> int:
@@ -211,8 +220,14 @@ class ClientSession:
                 return
         try:
             msg = p.decode(frames)
-        except p.ProtocolError:
-            return  # not for us to fix; the forwarder logs what it sent
+        except p.ProtocolError as exc:
+            # not for us to fix, but never silent: a dropped ACCEPTED or answer
+            # shows up later only as a timeout
+            command = frames[1].hex() if len(frames) > 1 else "none"
+            log.warning(
+                "forwarder message dropped (command 0x%s, %s): %s", command, exc.code, exc.reason
+            )
+            return
         if not isinstance(msg, p.Heartbeat | p.Status):
             self.last_progress = time.monotonic()
         match msg:

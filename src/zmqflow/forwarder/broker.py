@@ -255,7 +255,7 @@ class Broker:
         if code in ("malformed", "unknown_command", "bad_version"):
             self.counters["malformed"] += 1
             log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
-        self.outbox_clients.send(rid, p.encode(p.Refused(ids, code, reason)))
+        self.outbox_clients.reply(rid, p.Refused(ids, code, reason))
 
     def _on_submit(self, rid: bytes, frames: Frames) -> None:
         """SUBMIT: the usual path (every task usual, see ``_submit_usual``) or
@@ -459,7 +459,7 @@ class Broker:
                 self._journal_pending(task)
         if self._accepts:
             for rid, ids in self._accepts.items():
-                self.outbox_clients.send(rid, p.encode(p.Accepted(ids)))
+                self.outbox_clients.reply(rid, p.Accepted(ids))
             self._accepts = {}
 
     def next_journal_due(self) -> float:
@@ -548,6 +548,10 @@ class Broker:
 
     def _retry(self, rid: bytes, ids: list[str]) -> None:
         letters = self.journal.dead_letters(ids or None)
+        if not ids:
+            # one ACCEPTED answers one RETRY: "all" moves what one frame lists,
+            # the client sends RETRY again for the rest
+            letters = letters[: len(p.split_ids([d.id for d in letters])[0])]
         found = {d.id for d in letters}
         for stored in letters:
             if self._held(stored.id):  # retried already in this loop turn
@@ -557,7 +561,7 @@ class Broker:
             stored.client = rid
             self.journal.record_requeued(stored.id, rid)
             self._hold([TaskEntry.from_stored(stored)])
-        self.outbox_clients.send(rid, p.encode(p.Accepted([d.id for d in letters])))
+        self.outbox_clients.reply(rid, p.Accepted([d.id for d in letters]))
         missing = [i for i in ids if i not in found]
         if missing:
             self._refuse(rid, missing, "unknown_task", "not in the dead-letter list")

@@ -4,8 +4,10 @@ Contract: the broker queues messages during a turn; the device calls
 ``take()`` once per turn and sends what it returns, in order, as
 ``(routing_id, frames)``. ``take()`` empties the outbox.
 
-- Control messages (``send``: ACCEPTED, REFUSED, HEARTBEAT, STATUS,
-  DISCONNECT) come first, in the order queued.
+- Control messages (``send``: HEARTBEAT, STATUS, DISCONNECT; ``reply``:
+  the id lists ACCEPTED and REFUSED, cut into messages whose body fits the
+  64 KiB frame limit, ``protocol.encode_split``) come first, in the order
+  queued.
 - Then the batched ones, one message per destination and kind holding
   everything queued for it this turn, in the order queued: TASK per worker
   (``WorkerOutbox.task``), RESULT then FAILED per client
@@ -38,6 +40,12 @@ class _Outbox:
     def send(self, rid: bytes, frames: Frames) -> None:
         """Queue one ready-made message (sent before this turn's batches)."""
         self._control.append((rid, frames))
+
+    def reply(self, rid: bytes, msg: p.IdList) -> None:
+        """Queue an id-list message, as as many messages as the frame limit needs:
+        a peer refuses a longer body frame (and a client would never see it)."""
+        for frames in p.encode_split(msg):
+            self._control.append((rid, frames))
 
     def _take_control(self) -> list[tuple[bytes, Frames]]:
         out, self._control = self._control, []
