@@ -43,7 +43,7 @@ from tenacity import (
 )
 
 from zmqflow import protocol as p
-from zmqflow.client import Client, ForwarderUnreachable
+from zmqflow.client import Client, ForwarderUnreachable, TaskResult
 from zmqflow_provider import results
 from zmqflow_provider.hooks.zmqflow import ZmqflowHook
 from zmqflow_provider.keys import Scope, id_prefix, item_id, item_key
@@ -198,32 +198,18 @@ def _not_fresh(task: p.Task) -> p.Task:
     return p.Task(task.id, task.service, task.payload, task.key, task.headers, task.retries, False)
 
 
-# Ids acknowledged per window: the forwarder lists every id it acknowledges in
-# one turn in ONE ACCEPTED message, and a body frame over 64 KiB is dropped by
-# the client's decoder. Waiting for each window keeps each ACCEPTED under it.
-WINDOW_BODY_BYTES = 60_000
+def _submit_and_wait(client: Client, tasks: list[p.Task]) -> list[TaskResult]:
+    """SUBMIT tasks with ids we chose (the trigger names them from a prefix);
+    wait until each is ACCEPTED or refused. Returns the refusals.
 
-
-def _submit_and_wait(client: Client, tasks: list[p.Task]) -> list[Any]:
-    """SUBMIT tasks with ids we chose; wait until each is ACCEPTED or refused.
-
-    Client.submit_many makes its own ids; the trigger must be able to name
-    ours from a prefix, so the tasks go through the client's session the way
-    Client.stream sends its own, a window at a time. Returns the refusals.
+    The client cuts the SUBMITs and the forwarder its ACCEPTED to fit the
+    protocol's limits, so any number of items goes in one call.
     """
-    longest = max((len(t.id) for t in tasks), default=1)
-    window = max(1, min(p.MAX_BATCH, WINDOW_BODY_BYTES // (longest + 3)))
-    session = client.session
-    for start in range(0, len(tasks), window):
-        chunk = tasks[start : start + window]
-        for frames in session.submit_frames(chunk):
-            client._send(frames)
-        ids = [t.id for t in chunk]
-        client._wait(lambda ids=ids: all(session.is_accepted(i) for i in ids), "acceptance")
-    return [r for r in session.ready if r.refused]
+    client.submit_tasks(tasks, wait_accepted=True)
+    return [r for r in client.session.ready if r.refused]
 
 
-def _raise_refused(service: str, endpoint: str, refused: list[Any]) -> None:
+def _raise_refused(service: str, endpoint: str, refused: list[TaskResult]) -> None:
     codes = {r.code for r in refused}
     if "unknown_service" in codes:
         raise AirflowException(

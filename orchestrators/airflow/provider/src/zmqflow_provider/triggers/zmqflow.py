@@ -33,9 +33,6 @@ from zmqflow_provider import results
 from zmqflow_provider.hooks.zmqflow import ZmqflowHook
 from zmqflow_provider.keys import item_id
 
-# A COLLECT's body frame must stay within the protocol's 64 KiB map limit:
-# ids (at most 64 bytes, plus msgpack's 2-byte str header) in chunks that fit.
-COLLECT_BODY_BYTES = 60_000
 PROGRESS_EVERY_S = 10.0
 
 
@@ -107,9 +104,7 @@ class ZmqflowResultsTrigger(BaseTrigger):
         cached = answered = 0  # cached: finished before we collected (stored answers)
         started = last_log = time.monotonic()
         try:
-            chunk = max(1, COLLECT_BODY_BYTES // (max(map(len, ids), default=1) + 3))
-            for start in range(0, self.count, chunk):
-                await client.collect(ids[start : start + chunk])
+            await client.collect(ids)  # the client cuts the COLLECT to the frame limit
             try:
                 async for answer in client.as_completed(self.timeout):
                     i = index[answer.task_id]
