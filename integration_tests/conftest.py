@@ -14,12 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import FABRIC_SERVICES, ComposeProject, ensure_images, free_port
+from .harness import FABRIC_SERVICES, ComposeProject, ensure_images
 
 PROJECT = os.environ.get("ZMQFLOW_IT_PROJECT", "zmqflow-it")
-# integration_tests/airflow/conftest.py imports this name; it goes once that
-# package moves onto harness.ComposeProject.
-_free_port = free_port
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

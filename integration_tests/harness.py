@@ -12,22 +12,26 @@ DockerCompose (Compose v2, ``up --wait``) and driven with the docker SDK.
   into os.environ: two projects in one pytest session cannot see each
   other's ports, and a stack from ``make up`` (project ``zmqflow``) is left alone.
 - ``up()`` takes down a project of the same name left by an interrupted run,
-  starts ``services`` (and what they depend on) and returns once every one is
-  healthy; if that fails it prints the logs, takes the project down and raises.
+  starts ``services`` (and what they depend on; ``replicas`` of the services
+  named there) and returns once every one is healthy; if that fails it
+  prints the logs, takes the project down and raises.
   ``down()`` removes its containers, volumes and optional-profile services.
 - Nothing is pulled: images are built by scripts/build-images.sh
   (``ensure_images``); Ryuk, which needs a registry image, is off.
 - Faults: ``kill``/``restart``/``containers``/``network`` (docker SDK);
   ``scale`` (``up --scale`` of the named services only, waiting until healthy).
 - Probes, each with a deadline: ``status`` (the forwarder's STATUS, None when
-  it does not answer), ``wait_workers`` (the forwarder lists exactly one worker
+  it does not answer), ``counters`` (its counters; fails when it does not
+  answer), ``wait_workers`` (the forwarder lists exactly one worker
   per replica), ``wait_not_unhealthy``, and ``wait_for`` for anything else.
 - ``exec`` runs a command in a service's container (``compose exec -T``),
-  ``cli`` runs the host's ``zmqflow`` CLI, ``logs`` returns the project's logs.
+  ``cli`` runs the host's ``zmqflow`` CLI (``publish`` sends one bus event
+  with it), ``logs`` returns the project's logs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -145,10 +149,12 @@ class ComposeProject:
         *,
         ports: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
+        replicas: Mapping[str, int] | None = None,
         wait_timeout: float = 180,
     ) -> None:
         self.project = project
         self.services = list(services)
+        self.replicas = dict(replicas or {})
         self.wait_timeout = wait_timeout
         self.ports = {name: free_port() for name in (*FABRIC_PORTS, *ports)}
         self.variables = {
@@ -179,8 +185,12 @@ class ComposeProject:
         self.down()  # a project left over from an interrupted run keeps its old ports
         try:
             self.compose.start()  # testcontainers: `up --wait SERVICES`
-        except subprocess.CalledProcessError as exc:
-            print(exc.stderr.decode(errors="replace")[-2000:], self.logs(), file=sys.stderr)
+            if self.replicas:
+                self.scale(self.replicas)
+        except (subprocess.CalledProcessError, RuntimeError) as exc:
+            stderr = getattr(exc, "stderr", None)
+            detail = stderr.decode(errors="replace")[-2000:] if stderr else str(exc)
+            print(detail, self.logs(), file=sys.stderr)
             self.down()
             raise
 
@@ -320,6 +330,21 @@ class ComposeProject:
                 return client.status(timeout)
         except ForwarderUnreachable:
             return None
+
+    def counters(self, timeout: float = 10.0) -> dict[str, int]:
+        """The forwarder's counters (accepted, completed, workers_lost, ...); fails when
+        it does not answer within ``timeout``."""
+        status = self.status(timeout)
+        assert status is not None, f"the forwarder of {self.project} did not answer STATUS"
+        return dict(status["counters"])
+
+    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Publish one bus event with the host's zmqflow CLI (as a user would)."""
+        out = self.cli(
+            "publish", "--connect", self.events_in, "--kind", kind, "--data", json.dumps(data),
+            timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, f"zmqflow publish failed: {out.stderr}"
 
     def wait_workers(self, hosts: set[str] | None = None, timeout: float = 60) -> dict[str, Any]:
         """Until the forwarder lists exactly one worker per host (default: every

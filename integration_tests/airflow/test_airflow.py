@@ -16,17 +16,18 @@ from typing import Any
 
 import pytest
 import zmq
-from zmqflow_provider.examples import sales
 
 from integration_tests.airflow.api import wait_for
-from integration_tests.airflow.conftest import ZMQFLOW, AirflowStack
+from integration_tests.airflow.conftest import AirflowStack
 from integration_tests.airflow.inside import run_inside
+from integration_tests.harness import ZMQFLOW
+from zmqflow.examples import sales
 
 pytestmark = pytest.mark.timeout(900)
 
 FANOUT = "zmqflow_fanout"
 ON_EVENT = "zmqflow_on_event"
-FULL = sales.DataSet()  # the DAG's defaults: 10,000 items, 1,000,000 rows
+FULL = sales.DEFAULT  # the DAG's defaults: 10,000 items, 1,000,000 rows
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,10 @@ def test_clearing_a_finished_fanout_collects_stored_answers_without_running_item
 def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     airflow: AirflowStack, expected: dict[str, Any]
 ) -> None:
-    airflow.scale(worker_python=2, worker_rust=2)
+    airflow.scale({"worker-python": 2, "worker-rust": 2})
     victims = [airflow.containers("worker-python")[0], airflow.containers("worker-rust")[0]]
     start = airflow.completed()
-    lost_before = airflow.status()["counters"].get("workers_lost", 0)
+    lost_before = airflow.counters().get("workers_lost", 0)
     run_id = airflow.api.trigger(FANOUT)
     # Kill once the fabric has finished some items of this run but not all.
     wait_for(lambda: airflow.completed() - start >= 500, 300, "the first 500 items done", 0.1)
@@ -100,7 +101,7 @@ def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     rollup = airflow.api.xcom(FANOUT, run_id, "rollup")
     assert rollup["failed"] == {} and rollup["count"] == FULL.items
     # the forwarder noticed both deaths (and requeued what they held)
-    assert airflow.status()["counters"]["workers_lost"] >= lost_before + 2
+    assert airflow.counters()["workers_lost"] >= lost_before + 2
 
 
 def test_fanout_survives_a_triggerer_restart_while_deferred(

@@ -1,48 +1,31 @@
-"""The Prefect stack under test: compose services, Prefect's REST API, the bus.
+"""The Prefect stack under test: the shared compose harness plus Prefect's side.
 
-Contract: ``PrefectStack`` drives one compose project holding the fabric and
-the Prefect services: ``run_deployment`` runs ``prefect deployment run ...``
-inside the prefect-worker container, ``api`` calls Prefect's REST API on the
-published port, ``counters`` reads the forwarder's counters with ``zmqflow
-status --json``, ``wait_healthy`` waits on a container's own healthcheck and
-``BusRecorder`` collects bus events in a thread. Waiting is always on a
-probe with a deadline, never a bare sleep.
+Contract: ``PrefectStack`` is a harness.ComposeProject (own project, free
+host ports including ``PREFECT_PUBLISH_PORT``, up until healthy, down
+afterwards; the forwarder's ``counters`` and ``publish`` come from there)
+holding the fabric and the Prefect services. It adds ``run_deployment``
+(``prefect deployment run ...`` inside the prefect-worker container), ``api``
+(Prefect's REST API on the published port), ``flow_run``/``task_runs``/
+``artifact_json`` on top of it, and ``wait_healthy`` (a container's own
+healthcheck). ``BusRecorder`` collects bus events in a thread. Waiting is
+always on a probe with a deadline, never a bare sleep.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import docker
 import zmq
-from testcontainers.compose import DockerCompose
 
+from integration_tests.harness import ComposeProject, wait_for
 from zmqflow import events
 
-ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 FLOW_RUN_ID = re.compile(r"UUID:\s*([0-9a-f-]{36})")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 1.0) -> T:
-    """Call ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -57,43 +40,15 @@ class RunOutcome:
         return match.group(1)
 
 
-@dataclass
-class PrefectStack:
-    compose: DockerCompose
-    docker: docker.DockerClient
-    project: str
-    ports: dict[str, int]
-
-    # ---------------------------------------------------------- containers
-    def compose_cmd(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.compose.compose_command_property, *args],
-            cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True,
-        )  # fmt: skip
-
-    def containers(self, service: str, status: str = "running") -> list[Any]:
-        return self.docker.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={self.project}",
-                    f"com.docker.compose.service={service}",
-                ],
-                "status": status,
-            },
-        )
-
-    def container(self, service: str) -> Any:
-        found = self.containers(service)
-        assert len(found) == 1, f"expected one running {service}, found {len(found)}"
-        return found[0]
+class PrefectStack(ComposeProject):
+    """The fabric and the Prefect services in one compose project; see the module's contract."""
 
     def wait_healthy(self, container: Any, timeout: float = 120) -> None:
         def healthy() -> bool:
             container.reload()
             return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
 
-        wait_for(healthy, timeout, f"{container.name} to be healthy")
+        wait_for(healthy, timeout, f"{container.name} to be healthy", every=1.0)
 
     # -------------------------------------------------------------- Prefect
     def run_deployment(
@@ -108,11 +63,7 @@ class PrefectStack:
             ]
         if watch:
             args += ["--watch", "--watch-interval", "2"]
-        worker = self.container("prefect-worker")
-        proc = subprocess.run(
-            ["docker", "exec", worker.id, *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+        proc = self.exec("prefect-worker", *args, timeout=timeout)
         return RunOutcome(proc.returncode, proc.stdout + proc.stderr)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -140,27 +91,6 @@ class PrefectStack:
         text = artifact["data"]
         body = text.split("```json", 1)[1].split("```", 1)[0]
         return json.loads(body), artifact["flow_run_id"]
-
-    # --------------------------------------------------------------- fabric
-    def counters(self) -> dict[str, int]:
-        out = subprocess.run(
-            [
-                str(Path(ROOT, ".venv/bin/zmqflow")), "status", "--json",
-                "--connect", f"tcp://127.0.0.1:{self.ports['ZMQFLOW_PUBLISH_CLIENT_PORT']}",
-            ],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
-        return json.loads(out.stdout.strip().splitlines()[-1])["counters"]
-
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        subprocess.run(
-            [
-                str(Path(ROOT, ".venv/bin/zmqflow")), "publish", "--kind", kind,
-                "--data", json.dumps(data),
-                "--connect", f"tcp://127.0.0.1:{self.ports['ZMQFLOW_PUBLISH_EVENTS_IN_PORT']}",
-            ],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
 
 
 @dataclass

@@ -2,8 +2,9 @@
 process worker, deploy one-shot, event bridge, forwarder, Python and Rust
 workers (compose project zmqflow-it-prefect).
 
-Each fan-out run rolls up 1,000,000 rows as 10,099 `rollup` items in 21
-batches; its artifact must equal the single-process reference. Runs use
+Each fan-out run rolls up the example data set (zmqflow.examples.sales:
+1,000,000 rows as 10,000 `rollup` items) in 20 batches; its artifact must
+equal the single-process reference. Runs use
 their own ``namespace`` so that no run is served by another's cache.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from integration_tests.prefect.harness import BusRecorder, PrefectStack, RunOutcome, wait_for
+from integration_tests.harness import wait_for
+from integration_tests.prefect.harness import BusRecorder, PrefectStack, RunOutcome
 
 FANOUT = "zmqflow-fanout/fanout"
 ARTIFACT = "zmqflow-fanout-result"
@@ -43,8 +45,7 @@ def check_artifact(stack: PrefectStack, flow_run_id: str, reference: dict[str, A
 @pytest.fixture(scope="module")
 def first_fanout(prefect_stack: PrefectStack) -> tuple[RunOutcome, BusRecorder]:
     """One plain fan-out run, watched by a subscriber on the bus."""
-    endpoint = f"tcp://127.0.0.1:{prefect_stack.ports['ZMQFLOW_PUBLISH_EVENTS_OUT_PORT']}"
-    with BusRecorder(endpoint, "dev.prefect.flow-run.") as recorder:
+    with BusRecorder(prefect_stack.events_out, "dev.prefect.flow-run.") as recorder:
         outcome = prefect_stack.run_deployment(
             FANOUT, {"namespace": f"plain-{uuid.uuid4().hex[:8]}"}
         )
@@ -119,10 +120,7 @@ def test_fanout_survives_a_python_and_a_rust_worker_sigkilled_mid_run(
     assert after["workers_lost"] - before["workers_lost"] >= 2
     assert after["completed"] - before["completed"] == reference_result["items"]
     # back to 2 + 2 for whatever runs next
-    prefect_stack.compose_cmd(
-        "-p", prefect_stack.project, "up", "--detach", "--wait", "--no-recreate",
-        "--scale", "worker-python=2", "--scale", "worker-rust=2", "worker-python", "worker-rust",
-    )  # fmt: skip
+    prefect_stack.scale({"worker-python": 2, "worker-rust": 2})
 
 
 def test_rerun_after_prefect_worker_sigkill_skips_finished_batches_with_the_same_result(
@@ -179,7 +177,7 @@ def test_data_ready_published_on_the_bus_starts_an_on_event_run_that_completes(
     prefect_stack: PrefectStack,
 ) -> None:
     marker = uuid.uuid4().hex
-    prefect_stack.publish("data.ready", {"rows": 2_000, "seed": 7, "marker": marker})
+    prefect_stack.publish("data.ready", {"items": 20, "seed": 7, "marker": marker})
 
     def our_run() -> dict[str, Any] | None:
         runs = prefect_stack.api(
@@ -194,7 +192,7 @@ def test_data_ready_published_on_the_bus_starts_an_on_event_run_that_completes(
 
     run = wait_for(our_run, 180, "a finished zmqflow-on-event run for our event", every=2)
     assert run["state_type"] == "COMPLETED", run["state"]
-    assert run["parameters"]["data"] == {"rows": 2_000, "seed": 7, "marker": marker}
+    assert run["parameters"]["data"] == {"items": 20, "seed": 7, "marker": marker}
 
 
 # Bad input: each case runs a small flow inside the prefect-worker container,

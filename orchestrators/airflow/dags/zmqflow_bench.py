@@ -1,7 +1,7 @@
 """Benchmark DAGs for `make bench-airflow` (scripts/bench_airflow.py).
 
 Contract: both DAGs roll up items of the example sales data set
-(zmqflow_provider.examples.sales) and are triggered, never scheduled.
+(zmqflow.examples.sales) and are triggered, never scheduled.
 - ``zmqflow_bench_fabric``: one deferrable ZmqflowSubmitOperator task,
   ``rollup``, hands ``items`` items (conf; default 10,000) to the fabric.
 - ``zmqflow_bench_mapping``: Airflow's own way: dynamic task mapping, one
@@ -16,16 +16,16 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import DAG, Context, Param, task
-from zmqflow_provider.examples import sales
 from zmqflow_provider.operators.zmqflow import ZmqflowSubmitOperator
 
 from zmqflow import handlers
+from zmqflow.examples import sales
 
 PARAMS = {
-    "seed": Param(42, type="integer"),
-    "items": Param(10_000, type="integer", minimum=1),
-    "rows_per_item": Param(100, type="integer", minimum=1),
-    "products": Param(250, type="integer", minimum=1),
+    "seed": Param(sales.DEFAULT.seed, type="integer"),
+    "items": Param(sales.DEFAULT.items, type="integer", minimum=1),
+    "rows_per_item": Param(sales.DEFAULT.rows_per_item, type="integer", minimum=1),
+    "products": Param(sales.DEFAULT.products, type="integer", minimum=1),
 }
 
 

@@ -7,7 +7,7 @@ product's sales, and hands the items to the fabric's ``rollup`` service with
 the deferrable ZmqflowSubmitOperator. Task ``reduce`` merges the answers into
 the rollup of the whole set (docs/services.md: rows, regions, top_product,
 total_revenue_cents) plus ``items``, equal to
-``zmqflow_provider.examples.sales.rollup_dataset`` of the same params.
+``zmqflow.examples.sales.rollup_dataset`` of the same params.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 from airflow.sdk import DAG, Context, Param, task
 from zmqflow_provider import results
-from zmqflow_provider.examples import sales
 from zmqflow_provider.operators.zmqflow import ZmqflowSubmitOperator
+
+from zmqflow.examples import sales
 
 
 def sales_items(context: Context) -> list[bytes]:
@@ -34,10 +35,10 @@ with DAG(
     max_active_runs=1,
     tags=["zmqflow", "example"],
     params={
-        "seed": Param(42, type="integer"),
-        "items": Param(10_000, type="integer", minimum=1),
-        "rows_per_item": Param(100, type="integer", minimum=1),
-        "products": Param(250, type="integer", minimum=1),
+        "seed": Param(sales.DEFAULT.seed, type="integer"),
+        "items": Param(sales.DEFAULT.items, type="integer", minimum=1),
+        "rows_per_item": Param(sales.DEFAULT.rows_per_item, type="integer", minimum=1),
+        "products": Param(sales.DEFAULT.products, type="integer", minimum=1),
     },
 ) as dag:
     rollup = ZmqflowSubmitOperator(

@@ -17,11 +17,12 @@ from typing import Any
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.sdk import DAG, Asset, AssetWatcher, Context, task
 from zmqflow_provider import results
-from zmqflow_provider.examples import sales
 from zmqflow_provider.operators.zmqflow import (
     ZmqflowPublishEventOperator,
     ZmqflowSubmitOperator,
 )
+
+from zmqflow.examples import sales
 
 SMALL = {"seed": 7, "items": 20, "rows_per_item": 50, "products": 5}
 

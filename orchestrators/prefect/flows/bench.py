@@ -1,8 +1,8 @@
 """The Prefect benchmark's two flows: the same items through the fabric or as Prefect tasks.
 
 Contract: ``python flows/bench.py fabric|map [--items N] [--rows-per-item R]
-[--batch-size B]`` builds N items of R sales rows each (the fan-out data set's
-generator, N x R rows; default 10,000 items of 10 rows), runs one flow on
+[--batch-size B]`` builds N items of R sales rows each (the example data set,
+zmqflow.examples.sales, N x R rows; default 10,000 items of 10 rows), runs one flow on
 them and prints one JSON line: the way, items, wall time in seconds (flow
 call to return, in this process), the flow run id, and a checksum of the
 answers (the same for both ways). ``fabric``: one flow, batches of B items
@@ -19,28 +19,39 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prefect import flow, task
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect_zmqflow import ZmqflowCredentials, sales, submit_batch
+from prefect_zmqflow import ZmqflowCredentials, submit_batch
 from prefect_zmqflow.setup import DEFAULT_BLOCK
 
+from zmqflow.examples import sales
 from zmqflow.handlers import rollup
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    key: str  # idempotency key, unique per run
+    payload: bytes  # the CSV for `rollup`
+
 
 # Made before the flows start, so that neither way's wall time includes
 # building the data set, and the items never travel as flow parameters
 # (the server would store every payload with the flow run).
-ITEMS: list[sales.Item] = []
+ITEMS: list[Item] = []
 
 
-def bench_items(count: int, rows_per_item: int) -> list[sales.Item]:
-    # rows_per_item * count rows: just enough for ``count`` items
-    spec = sales.SalesSpec(rows=count * rows_per_item, rows_per_item=rows_per_item)
-    items = sales.make_items(spec, sales.generate(spec), f"bench-{uuid.uuid4().hex[:8]}")
-    if len(items) < count:
-        raise ValueError(f"the data set has {len(items)} items, fewer than {count}")
-    return items[:count]
+def bench_items(count: int, rows_per_item: int) -> list[Item]:
+    data = sales.DataSet(items=count, rows_per_item=rows_per_item)
+    run = f"bench-{uuid.uuid4().hex[:8]}:{data.tag}"
+    return [Item(f"{run}:{i}", payload) for i, payload in enumerate(sales.payloads(data))]
+
+
+def chunks(items: list[Item], size: int) -> Iterator[list[Item]]:
+    return (items[start : start + size] for start in range(0, len(items), size))
 
 
 def checksum(outputs: list[bytes]) -> str:
@@ -56,7 +67,7 @@ def bench_fabric(batch_size: int) -> tuple[str, str]:
     credentials = ZmqflowCredentials.load(DEFAULT_BLOCK)
     futures = [
         submit_batch.submit(credentials, "rollup", [i.payload for i in b], [i.key for i in b])
-        for b in sales.chunks(items, batch_size)
+        for b in chunks(items, batch_size)
     ]
     outputs = [a.output for f in futures for a in f.result()]
     return str(get_run_context().flow_run.id), checksum(outputs)

@@ -1,14 +1,21 @@
 """The example data set: deterministic sales rows, cut into rollup work items.
 
-Contract: ``item_rows(seed, index, rows_per_item, products)`` gives the same
-rows for the same arguments on any machine and Python (random.Random seeded
-with a string). Item ``i`` holds sales of ONE product, ``item_product(i)``, so
-an item's ``total_revenue_cents`` is that product's revenue in it and the
-whole set's ``top_product`` follows from the items' answers. ``merge``
-combines the rollup service's per-item answers (docs/services.md#rollup)
-into the rollup of the whole set plus ``items``; ``rollup_dataset`` computes
-the same object in one process straight from the rows, without CSV or the
-fabric, so a test can compare the two.
+Contract: ONE definition of the example data set for every orchestrator
+(the Airflow DAGs and the Prefect flows both roll it up) and their tests.
+``DataSet(seed, items, rows_per_item, products)`` names a data set
+(``DEFAULT``: 10,000 items of 100 rows, 1,000,000 rows); ``item_rows(data,
+index)`` gives the same rows for the same arguments on any machine and
+Python (random.Random seeded with a string), lazily, one item at a time.
+Item ``i`` holds sales of ONE product, ``item_product(i)``, so an item's
+``total_revenue_cents`` is that product's revenue in it and the whole set's
+``top_product`` follows from the items' answers. ``merge`` combines the
+rollup service's per-item answers (docs/services.md#rollup), in item order,
+into the rollup of the whole set (rows, regions, top_product,
+total_revenue_cents, items); ``rollup_dataset`` computes the same object in
+one process straight from the rows, without CSV or the fabric, so a test
+can compare the two. ``canonical`` is the one JSON form of a result (sorted
+keys, no spaces). Item keys (idempotency) are the caller's business;
+``DataSet.tag`` names the data set inside them.
 """
 
 from __future__ import annotations
@@ -56,6 +63,14 @@ class DataSet:
     @property
     def rows(self) -> int:
         return self.items * self.rows_per_item
+
+    @property
+    def tag(self) -> str:
+        """A short name of the data set, for the callers' item keys."""
+        return f"sales-s{self.seed}-i{self.items}-r{self.rows_per_item}-p{self.products}"
+
+
+DEFAULT = DataSet()
 
 
 def item_product(index: int, products: int) -> str:
@@ -155,3 +170,8 @@ def _result(
         "top_product": _top(products),
         "total_revenue_cents": total,
     }
+
+
+def canonical(result: Mapping[str, Any]) -> str:
+    """The JSON form compared by tests and shown in artifacts."""
+    return json.dumps(result, sort_keys=True, separators=(",", ":"))

@@ -1,13 +1,14 @@
-"""The example data set: deterministic, one product per item, merge == single-process rollup."""
+"""The example data set (zmqflow.examples.sales): deterministic, one product per item,
+merge == single-process rollup."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from zmqflow_provider.examples import sales
 
 from zmqflow import handlers
+from zmqflow.examples import sales
 
 SMALL = sales.DataSet(seed=3, items=40, rows_per_item=25, products=6)
 
@@ -53,5 +54,32 @@ def test_merge_refuses_a_missing_or_misplaced_answer() -> None:
 
 
 def test_the_default_data_set_is_a_million_rows_in_ten_thousand_items() -> None:
-    default = sales.DataSet()
-    assert default.items >= 10_000 and default.rows >= 1_000_000
+    assert sales.DataSet() == sales.DEFAULT
+    assert sales.DEFAULT.items >= 10_000 and sales.DEFAULT.rows >= 1_000_000
+
+
+def test_a_data_sets_tag_names_every_parameter() -> None:
+    tags = {
+        sales.DataSet(**{**vars_of(SMALL), field: getattr(SMALL, field) + 1}).tag
+        for field in ("seed", "items", "rows_per_item", "products")
+    }
+    assert len(tags | {SMALL.tag}) == 5
+
+
+def test_from_params_takes_the_data_sets_fields_and_ignores_others() -> None:
+    params = {"seed": "3", "items": 40, "rows_per_item": 25, "products": 6, "note": "x"}
+    assert sales.DataSet.from_params(params) == SMALL
+    with pytest.raises(ValueError, match="at least 1"):
+        sales.DataSet.from_params({"items": 0})
+
+
+def test_canonical_json_is_the_same_for_the_same_result_in_any_key_order() -> None:
+    result = sales.rollup_dataset(SMALL)
+    shuffled = dict(reversed(list(result.items())))
+    assert sales.canonical(shuffled) == sales.canonical(result)
+    assert json.loads(sales.canonical(result)) == result
+    assert " " not in sales.canonical(result)
+
+
+def vars_of(data: sales.DataSet) -> dict[str, int]:
+    return {f: getattr(data, f) for f in ("seed", "items", "rows_per_item", "products")}
