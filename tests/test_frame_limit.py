@@ -213,3 +213,19 @@ def test_a_retry_of_every_dead_letter_moves_what_one_accepted_lists_and_the_rest
 
     assert [len(part) > 0 for part in parts] == [True, True, False]
     assert sorted(parts[0] + parts[1]) == sorted(ids)
+
+
+def test_a_ready_holding_3000_tasks_is_cut_and_the_broker_counts_every_one_in_flight(
+    fwd,
+) -> None:
+    ids = long_ids(3000)
+    ready = p.Ready("w1", "python", ["echo"], 5000, ids, "0.1.0", 1, "h")
+
+    parts = [assert_fits(frames) for frames in p.encode_split(ready)]
+    for part in parts:
+        fwd.worker(b"w1", p.encode(part))
+
+    assert len(parts) > 1
+    assert all(part.worker == "w1" and part.credit == 5000 for part in parts)
+    assert fwd.broker.workers[b"w1"].inflight == set(ids)
+    assert len(fwd.broker.by_service["echo"]) == 1

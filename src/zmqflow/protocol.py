@@ -18,7 +18,7 @@ RESULT / FAILED), ``Results`` / ``Failures`` (client RESULT / FAILED).
 ``encode`` writes a batch as one message whatever its size; ``encode_split``
 cuts it into messages of at most ``max_items`` items and
 ``MAX_MESSAGE_BYTES`` bytes, which is what senders use. The id lists
-(ACCEPTED, REFUSED, COLLECT, RETRY) are map or array frames, under the
+(ACCEPTED, REFUSED, COLLECT, RETRY, and READY's inflight) are map or array frames, under the
 64 KiB frame limit: ``encode_split`` cuts those into messages whose body
 fits it (``split_ids``), so no sender emits a frame its peer refuses.
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -295,7 +295,8 @@ Message = (
     | Disconnect
 )
 Batch = Submit | Tasks | WorkerResults | WorkerFailures | Results | Failures
-IdList = Accepted | Collect | Retry | Refused  # id lists: one map or array frame each
+# messages whose ids travel in one map or array frame (READY: its inflight list)
+IdList = Accepted | Collect | Retry | Refused | Ready
 
 
 def _pack(value: Any) -> bytes:
@@ -394,11 +395,11 @@ def encode_split(
 
     Each message holds at most ``max_items`` items, and its frames add up to at
     most ``max_bytes`` unless a single item is larger on its own (it then
-    travels alone). An id list (ACCEPTED, REFUSED, COLLECT, RETRY) is cut so
-    each body frame stays within ``MAX_MAP_BYTES``. This is the size rule of
+    travels alone). An id list (ACCEPTED, REFUSED, COLLECT, RETRY, READY's
+    inflight) is cut so each body frame stays within ``MAX_MAP_BYTES``. This is the size rule of
     docs/protocol.md for senders.
     """
-    if isinstance(msg, Accepted | Collect | Retry | Refused):
+    if isinstance(msg, Accepted | Collect | Retry | Refused | Ready):
         return [encode(part) for part in _split_id_list(msg)]
     as_array = _BATCHES[type(msg)][2]
     return encode_items(type(msg), [as_array(item) for item in _items(msg)], max_items, max_bytes)
@@ -480,6 +481,12 @@ def _split_id_list(msg: IdList) -> list[IdList]:
         overhead = len(_pack({"ids": [], "code": msg.code, "reason": msg.reason}))
         runs = split_ids(msg.ids, MAX_MAP_BYTES - overhead)
         return [Refused(run, msg.code, msg.reason) for run in runs]
+    if isinstance(msg, Ready):
+        # a READY again from a known worker adds its inflight ids (the broker's _ready)
+        overhead = len(encode(replace(msg, inflight=[]))[2])
+        return [
+            replace(msg, inflight=run) for run in split_ids(msg.inflight, MAX_MAP_BYTES - overhead)
+        ]
     return [type(msg)(run) for run in split_ids(msg.ids)]
 
 

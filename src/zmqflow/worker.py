@@ -222,7 +222,8 @@ class Worker:
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._last_heard = time.monotonic()  # the silence clock starts with the socket
         self._told_held = False
-        sock.send_multipart(p.encode(self._ready()))
+        for frames in p.encode_split(self._ready()):
+            sock.send_multipart(frames)
         until = min(time.monotonic() + self._deadline, self._drain_deadline)
         while True:
             ready = dict(self._poller.poll(max(0, int((until - time.monotonic()) * 1000))))
@@ -305,7 +306,8 @@ class Worker:
             self._send_answers()
             if self._draining and not announced_drain:
                 with contextlib.suppress(zmq.Again):  # unreachable: the deadline decides
-                    send_frames(sock, p.encode(self._ready()))  # credit 0: send nothing more
+                    for frames in p.encode_split(self._ready()):  # credit 0: send nothing more
+                        send_frames(sock, frames)
                 announced_drain = time.monotonic()
                 log.info("draining: %d tasks to finish", len(self._running))
             # Leave only once the forwarder was heard after that READY: a TASK it
@@ -350,7 +352,8 @@ class Worker:
                 frames = recv_frames(sock)
             except zmq.Again:
                 if announce:
-                    sock.send_multipart(p.encode(self._ready()))
+                    for frames in p.encode_split(self._ready()):
+                        sock.send_multipart(frames)
                 return
             self._heard()
             if frames[0] == p.WORKER_SIGNATURE and frames[1:2] == [_TASK_COMMAND]:
