@@ -482,3 +482,28 @@ def health(
     if problem:
         err.print(problem)
         raise typer.Exit(1)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="CURVE key files (pyzmq's zmq.auth format).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    directory: Annotated[Path, typer.Argument(help="folder to write into (made if missing)")],
+    names: Annotated[list[str], typer.Argument(help="one key pair per NAME")],
+    force: Annotated[bool, typer.Option(help="replace existing key files")] = False,
+) -> None:
+    """Write DIR/NAME.key (public) and DIR/NAME.key_secret (owner-only) per NAME."""
+    from zmqflow.security.keys import generate, load_public
+
+    try:
+        written = generate(directory, *names, force=force)
+    except (FileExistsError, ValueError) as exc:
+        err.print(f"[red]not written:[/] {exc}")
+        raise typer.Exit(2) from None
+    for path in written:
+        if path.suffix == ".key":
+            print(f"{path}  public key {load_public(path).decode()}")
+        else:
+            print(f"{path}  secret key, mode 0600")
