@@ -37,6 +37,9 @@ class _Base(BaseSettings):
     heartbeat_interval: float = Field(1.0, gt=0, le=60, description="seconds between heartbeats")
     heartbeat_liveness: int = Field(3, ge=1, le=100, description="silent intervals before dead")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines on stderr: text, or one JSON object per line"
+    )
 
 
 class ForwarderSettings(_Base):
@@ -86,6 +89,7 @@ class WorkerSettings(_Base):
     credit: int | None = Field(None, ge=1, le=100_000, description="tasks held; 2x concurrency")
     health_file: str | None = Field(None, description="touched when the forwarder is heard")
     worker_id: str | None = Field(None, description="id in READY (py-<host>-<pid>-<rand>)")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 turns it off")
 
     _split_lists = field_validator("service", "handler", mode="before")(_split)
 
