@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import signal
 import sys
 import time
@@ -123,12 +122,10 @@ def _client(settings: ClientSettings, timeout: float) -> Client:
     )
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _logging(settings: ForwarderSettings | WorkerSettings | ClientSettings) -> None:
+    from zmqflow.logs import setup
+
+    setup(settings.log_level, settings.log_format)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -142,7 +139,7 @@ def _percentile(values: list[float], q: float) -> float:
 @settings_options(ForwarderSettings)
 def forwarder(settings: ForwarderSettings) -> None:
     """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
-    _logging(settings.log_level)
+    _logging(settings)
     from zmqflow.forwarder import Forwarder
     from zmqflow.forwarder.metrics import serve
     from zmqflow.journal import JournalVersionError
@@ -166,7 +163,7 @@ def forwarder(settings: ForwarderSettings) -> None:
 @settings_options(WorkerSettings)
 def worker(settings: WorkerSettings) -> None:
     """Serve tasks from a forwarder; SIGTERM drains (finish what is held, then leave)."""
-    _logging(settings.log_level)
+    _logging(settings)
     from zmqflow.worker import Worker, resolve_handlers
 
     try:
@@ -202,7 +199,7 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON summary")] = False,
 ) -> None:
     """Submit COUNT tasks, wait for every answer; the last line is a JSON summary."""
-    _logging(settings.log_level)
+    _logging(settings)
     body = payload.encode() if payload is not None else b"x" * payload_bytes
     keys = [f"{key_prefix}-{n}" for n in range(count)] if key_prefix else None
     surfaced: Counter[str] = Counter()
@@ -317,7 +314,7 @@ def status(
     """Workers, queues, in-flight and dead letters; exit 1 if the forwarder does not answer."""
     from zmqflow.client import ForwarderUnreachable
 
-    _logging(settings.log_level)
+    _logging(settings)
     try:
         with _client(settings, timeout) as client:
             info = client.status(timeout)
@@ -363,7 +360,7 @@ def dead_letters(
     timeout: float = 60.0,
 ) -> None:
     """List dead letters, or run them again with --retry."""
-    _logging(settings.log_level)
+    _logging(settings)
     with _client(settings, timeout) as client:
         if not retry:
             print(json.dumps(client.status()["dead_letters"]))
