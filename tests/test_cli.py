@@ -288,6 +288,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "max_batch": ("13", 13),
     "result_ttl_s": ("60", 60.0),
     "metrics_port": ("9999", 9999),
+    "curve_secret": ("/keys/forwarder.key_secret", "/keys/forwarder.key_secret"),
+    "allow_clients": ("/keys/clients", "/keys/clients"),
+    "allow_workers": ("/keys/workers", "/keys/workers"),
+    "insecure": ("true", True),  # a flag on the command line: --insecure
+    "max_message_bytes": ("200000", 200000),
     "connect": ("tcp://127.0.0.1:9", "tcp://127.0.0.1:9"),
     "service": ("resize", ["resize"]),
     "handler": ("pkg.mod:func", ["pkg.mod:func"]),
@@ -320,8 +325,9 @@ def test_every_option_reaches_its_setting(model: type[Any]) -> None:
     app = typer.Typer()
     app.command()(cli.settings_options(model)(lambda settings: seen.append(settings)))
     args = []
-    for name in model.model_fields:
-        args += ["--" + name.replace("_", "-"), SAMPLES[name][0]]
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        args += [flag] if field.annotation is bool else [flag, SAMPLES[name][0]]
 
     run = CliRunner().invoke(app, args, env={})
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from zmqflow.protocol import MAX_MAP_BYTES, MAX_MESSAGE_BYTES
 
 EndpointList = Annotated[list[str], NoDecode]
 
@@ -68,6 +70,22 @@ class ForwarderSettings(_Base):
     max_batch: int = Field(1000, ge=1, le=10_000, description="tasks per SUBMIT or TASK message")
     result_ttl_s: float = Field(3600.0, gt=0, description="seconds answers stay collectable")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 turns it off")
+    # Security (docs/security.md): with curve_secret every bound socket is a CURVE server.
+    curve_secret: str | None = Field(
+        None, description="the forwarder's NAME.key_secret file; turns CURVE on for every socket"
+    )
+    allow_clients: str | None = Field(
+        None, description="folder of *.key files that may submit, read status and use events"
+    )
+    allow_workers: str | None = Field(
+        None, description="folder of *.key files that may register as workers"
+    )
+    insecure: bool = Field(False, description="allow plain tcp on non-loopback addresses")
+    max_message_bytes: int = Field(
+        MAX_MESSAGE_BYTES,
+        ge=MAX_MAP_BYTES,
+        description="ZMQ_MAXMSGSIZE on every socket: a larger frame drops its sender",
+    )
 
     _split_lists = field_validator("frontend", "backend", "events_in", "events_out", mode="before")(
         _split
@@ -77,6 +95,14 @@ class ForwarderSettings(_Base):
     @classmethod
     def _endpoints(cls, value: list[str]) -> list[str]:
         return _check_endpoints(value)
+
+    @field_validator("max_message_bytes")
+    @classmethod
+    def _room_for_a_payload(cls, value: int, info: ValidationInfo) -> int:
+        payload = info.data.get("max_payload_bytes", 0)
+        if value < payload + MAX_MAP_BYTES:
+            raise ValueError(f"must be at least max_payload_bytes + {MAX_MAP_BYTES} (headers)")
+        return value
 
 
 class WorkerSettings(_Base):
