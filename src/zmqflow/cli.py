@@ -153,7 +153,7 @@ def forwarder(settings: ForwarderSettings) -> None:
         err.print(f"[red]cannot open the journal:[/] {exc}")
         raise typer.Exit(2) from None
     if settings.metrics_port:
-        serve(device.broker, settings.metrics_port)
+        serve(device, settings.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
     signal.signal(signal.SIGINT, lambda *_: device.stop())
     device.run()

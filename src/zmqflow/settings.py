@@ -44,6 +44,17 @@ class _Base(BaseSettings):
     )
 
 
+class CurvePeerSettings(BaseSettings):
+    """A connecting peer's CURVE key files (security/peer.py); both or neither."""
+
+    model_config = SettingsConfigDict(env_prefix="ZMQFLOW_", extra="ignore")
+
+    curve_secret: str | None = Field(
+        None, description="our secret key file (NAME.key_secret); CURVE with --curve-server"
+    )
+    curve_server: str | None = Field(None, description="the forwarder's public key file (NAME.key)")
+
+
 class ForwarderSettings(_Base):
     frontend: EndpointList = Field(["tcp://*:5555"], description="clients' endpoints (ROUTER)")
     backend: EndpointList = Field(["tcp://*:5556"], description="workers' endpoints (ROUTER)")
@@ -105,7 +116,7 @@ class ForwarderSettings(_Base):
         return value
 
 
-class WorkerSettings(_Base):
+class WorkerSettings(_Base, CurvePeerSettings):
     connect: str = Field("tcp://127.0.0.1:5556", description="forwarder backend endpoint")
     service: EndpointList = Field([], description="service to serve")
     handler: EndpointList = Field(
@@ -125,7 +136,7 @@ class WorkerSettings(_Base):
         return _check_endpoints([value])[0]
 
 
-class ClientSettings(_Base):
+class ClientSettings(_Base, CurvePeerSettings):
     connect: str = Field("tcp://127.0.0.1:5555", description="forwarder frontend endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="log level"

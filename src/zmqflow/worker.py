@@ -19,6 +19,15 @@ queues; both go out again right after the READY on the next socket (the
 forwarder drops late duplicates), as the Rust worker does. A draining worker
 that cannot reach the forwarder leaves within 5 s of ``stop()``.
 
+CURVE: with ``curve_secret`` and ``curve_server`` (or their ZMQFLOW_*
+variables) every socket is a CURVE client (``security.peer``); a bad key
+file raises ``KeyFileError`` at construction. A refused handshake (our key
+not allowed, a plain worker at a CURVE forwarder) is seen on the socket
+monitor while the new socket waits to hear the forwarder
+(``security.handshake``), logged at WARNING with our key and the endpoint,
+and answered like a silent forwarder: a new socket after tenacity's
+backoff, so a key allowed later registers without a restart.
+
 Handler threads pull tasks from a queue rather than going through
 ``concurrent.futures``: a Future and a wake-up per task cost more than a
 short handler itself. A thread wakes the loop only when no wake-up is
@@ -48,6 +57,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from zmqflow import __version__
 from zmqflow import protocol as p
 from zmqflow.handlers import BUILTIN
+from zmqflow.security.handshake import HandshakeWatch
+from zmqflow.security.peer import resolve
 from zmqflow.settings import WorkerSettings
 from zmqflow.transport import recv_frames, send_frames
 
@@ -65,6 +76,10 @@ _TASK_COMMAND = bytes([p.Command.W_TASK])
 
 class ForwarderSilent(Exception):
     """No answer from the forwarder within the heartbeat deadline."""
+
+
+class ForwarderRefused(ForwarderSilent):
+    """The forwarder refused our handshake: a new socket may get in later."""
 
 
 def load_handler(spec: str) -> Handler:
@@ -117,6 +132,8 @@ class Worker:
             f"py-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         )
         self.credit = settings.credit or 2 * settings.concurrency
+        self.curve = resolve(None, settings.curve_secret, settings.curve_server)
+        self._watch: HandshakeWatch | None = None  # the new socket's, until it hears us
         self._todo: queue.SimpleQueue[tuple[Handler, p.Dispatch] | None] = queue.SimpleQueue()
         # answers as (task id, output, error): output is None when the handler failed
         self._done: queue.SimpleQueue[Answer] = queue.SimpleQueue()
@@ -177,6 +194,7 @@ class Worker:
         finally:
             for _ in self._threads:
                 self._todo.put(None)  # each thread stops after its current task
+            self._close_watch()
             if self._sock is not None:
                 self._sock.close(linger=linger_ms)
             os.close(self._wake_r)
@@ -207,6 +225,7 @@ class Worker:
         Answers sent on the old socket since the forwarder was last heard may
         have died with it: they go back to the outbox, listed in the READY.
         """
+        self._close_watch()
         if self._sock is not None:
             self._sock.close(linger=0)
         for outbox, unconfirmed in zip(self._outbox, self._unconfirmed, strict=True):
@@ -215,11 +234,15 @@ class Worker:
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        watch = self._watch = HandshakeWatch(sock, self.curve)
         sock.connect(self.settings.connect)
         self._sock = sock
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(watch.socket, zmq.POLLIN)
         self._last_heard = time.monotonic()  # the silence clock starts with the socket
         self._told_held = False
         for frames in p.encode_split(self._ready()):
@@ -229,13 +252,25 @@ class Worker:
             ready = dict(self._poller.poll(max(0, int((until - time.monotonic()) * 1000))))
             if sock in ready:
                 break
+            if watch.socket in ready:
+                refusal = watch.read()
+                if refusal is not None:  # never let in on this socket: a new one
+                    log.warning("%s", refusal.message)
+                    raise ForwarderRefused(refusal.message)
             if self._wake_r in ready:  # answers wait in _done; a stop may have come
                 self._clear_wake()
                 self._wake_pending = False
             if time.monotonic() >= until or (self._draining and self._nothing_held()):
                 raise ForwarderSilent(f"no answer from {self.settings.connect}")
+        self._poller.unregister(watch.socket)  # heard: the loop polls as before
+        self._close_watch()
         self._last_heard = time.monotonic()
         self._flush()  # answers held while the forwarder was away, right after READY
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _nothing_held(self) -> bool:
         return not self._running and self._done.empty() and not self._held_answers()
@@ -249,7 +284,8 @@ class Worker:
             wait=self._backoff,
             sleep=self._sleep,
             before_sleep=lambda state: log.warning(
-                "forwarder silent, new socket in %.1fs (attempt %d)",
+                "forwarder %s, new socket in %.1fs (attempt %d)",
+                "refused us" if isinstance(_failure(state), ForwarderRefused) else "silent",
                 state.next_action.sleep if state.next_action else 0,
                 state.attempt_number,
             ),
@@ -479,6 +515,10 @@ class Worker:
                 taken += _item_count(frames[-1])
             sent.extend(items[:taken])
             del items[:taken]
+
+
+def _failure(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None
 
 
 def _item_count(body: bytes) -> int:

@@ -5,11 +5,13 @@ arguments, results and errors, as a coroutine; ``as_completed`` and
 ``stream`` are async iterators. The logic is ``ClientCore``'s, the same the
 blocking client runs (reconnection with tenacity's backoff included); this
 module only does the socket I/O it asks for (see core.py for the requests).
+CURVE keys and the watch for a refused handshake: as ``Client``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -19,6 +21,8 @@ import zmq.asyncio
 from zmqflow import protocol as p
 from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, ClientCore, Op, Steps
 from zmqflow.client.session import ClientSession, TaskResult
+from zmqflow.security.handshake import HandshakeWatch
+from zmqflow.security.peer import CurveKeys, resolve
 
 T = TypeVar("T")
 
@@ -32,7 +36,11 @@ class AsyncClient:
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
         ctx: zmq.asyncio.Context | None = None,
+        curve: CurveKeys | None = None,
+        curve_secret: str | os.PathLike[str] | None = None,
+        curve_server: str | os.PathLike[str] | None = None,
     ) -> None:
+        self.curve = resolve(curve, curve_secret, curve_server)
         self.core = ClientCore(
             endpoint,
             timeout=timeout,
@@ -42,6 +50,8 @@ class AsyncClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.ctx = ctx or zmq.asyncio.Context.instance()
+        self._watch: HandshakeWatch | None = None
+        self._poller = zmq.asyncio.Poller()
         self._sock = self._new_socket()
 
     @property
@@ -59,14 +69,36 @@ class AsyncClient:
         sock.routing_id = self.core.session.routing_id
         sock.sndhwm = sock.rcvhwm = 0  # a client holds what it submitted anyway
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        self._watch = HandshakeWatch(sock, self.curve)
+        self._poller = zmq.asyncio.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._watch.socket, zmq.POLLIN)
         sock.connect(self.endpoint)
         return sock
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     async def _io(self, op: int, arg: Any) -> Any:
         if op == RECV:
             sock = self._sock
-            if not await sock.poll(int(arg * 1000)):
-                return False
+            watch = self._watch
+            if watch is None:
+                if not await sock.poll(int(arg * 1000)):
+                    return False
+            else:  # not heard yet on this socket: a refused handshake is the other answer
+                ready = dict(await self._poller.poll(int(arg * 1000)))
+                if watch.socket in ready:
+                    refusal = await watch.aread()
+                    if refusal is not None:
+                        return refusal
+                if sock not in ready:
+                    return False
+                self._close_watch()  # heard: the hot path polls one socket
             on_message = self.core.session.on_message
             while True:
                 try:
@@ -78,6 +110,7 @@ class AsyncClient:
             for frames in arg:
                 await self._sock.send_multipart(frames)
         elif op == REOPEN:
+            self._close_watch()
             self._sock.close(linger=0)
             self._sock = self._new_socket()
         elif op == SLEEP:
@@ -203,6 +236,7 @@ class AsyncClient:
         return await self._run(self.core.retry_dead_letters(ids, timeout))
 
     def close(self) -> None:
+        self._close_watch()
         self._sock.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:

@@ -8,10 +8,18 @@ restarted, unreachable) is reconnected with tenacity's backoff, and
 outstanding work is collected by task id: finished work is never submitted
 again. The logic is ``ClientCore``'s; this module only does the socket I/O
 it asks for (see core.py for the requests).
+
+CURVE: ``curve`` (a ``security.peer.CurveKeys``) or ``curve_secret`` and
+``curve_server`` (key files), else the files ZMQFLOW_CURVE_SECRET and
+ZMQFLOW_CURVE_SERVER name (``security.peer.resolve``); bad keys raise at
+construction (``KeyFileError`` naming the file, or ``ValueError``). Each new
+socket is watched for a refused handshake until it first hears the
+forwarder (``security.handshake``); RECV reports a refusal to the core.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -31,6 +39,8 @@ from zmqflow.client.core import (
     Steps,
 )
 from zmqflow.client.session import ClientSession, TaskResult
+from zmqflow.security.handshake import HandshakeWatch
+from zmqflow.security.peer import CurveKeys, resolve
 from zmqflow.transport import recv_frames
 
 T = TypeVar("T")
@@ -47,7 +57,11 @@ class Client:
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
         ctx: zmq.Context | None = None,
+        curve: CurveKeys | None = None,
+        curve_secret: str | os.PathLike[str] | None = None,
+        curve_server: str | os.PathLike[str] | None = None,
     ) -> None:
+        self.curve = resolve(curve, curve_secret, curve_server)
         self.core = ClientCore(
             endpoint,
             timeout=timeout,
@@ -57,6 +71,8 @@ class Client:
         self.endpoint = endpoint
         self.timeout = timeout
         self.ctx = ctx or zmq.Context.instance()
+        self._watch: HandshakeWatch | None = None
+        self._poller = zmq.Poller()
         self._sock = self._new_socket()
 
     @property
@@ -74,14 +90,35 @@ class Client:
         sock.routing_id = self.core.session.routing_id
         sock.sndhwm = sock.rcvhwm = 0  # a client holds what it submitted anyway
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        self._watch = HandshakeWatch(sock, self.curve)
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._watch.socket, zmq.POLLIN)
         sock.connect(self.endpoint)
         return sock
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _io(self, op: int, arg: Any) -> Any:
         if op == RECV:
             sock = self._sock
-            if not sock.poll(int(arg * 1000)):
-                return False
+            if self._watch is None:
+                if not sock.poll(int(arg * 1000)):
+                    return False
+            else:  # not heard yet on this socket: a refused handshake is the other answer
+                ready = dict(self._poller.poll(int(arg * 1000)))
+                if self._watch.socket in ready:
+                    refusal = self._watch.read()
+                    if refusal is not None:
+                        return refusal
+                if sock not in ready:
+                    return False
+                self._close_watch()  # heard: the hot path polls one socket
             on_message = self.core.session.on_message
             while True:
                 try:
@@ -93,6 +130,7 @@ class Client:
             for frames in arg:
                 self._sock.send_multipart(frames)
         elif op == REOPEN:
+            self._close_watch()
             self._sock.close(linger=0)
             self._sock = self._new_socket()
         elif op == SLEEP:
@@ -225,6 +263,7 @@ class Client:
         return self._run(self.core.retry_dead_letters(ids, timeout))
 
     def close(self) -> None:
+        self._close_watch()
         self._sock.close(linger=0)
 
     def __enter__(self) -> Client:

@@ -12,14 +12,22 @@ Requests, as ``(op, argument)`` tuples (plain tuples: the pump runs per
 message batch on the hot path):
 
 - ``(SEND, [frames, ...])`` -> None: send these messages in order;
-- ``(RECV, seconds)`` -> bool: wait up to ``seconds`` for input, hand every
-  message waiting to ``session.on_message``; True when anything came;
+- ``(RECV, seconds)`` -> bool or Refusal: wait up to ``seconds`` for input,
+  hand every message waiting to ``session.on_message``; True when anything
+  came; a ``security.handshake.Refusal`` (falsy) as soon as the socket's
+  monitor says the forwarder refused our handshake;
 - ``(REOPEN, None)`` -> None: close the socket, open a new one with the
-  session's routing id, connected to the same endpoint;
+  session's routing id and CURVE keys, connected to the same endpoint;
 - ``(SLEEP, seconds)`` -> None: back off between reconnection attempts;
 - ``(DELIVER, None)`` -> None (iterators only): give the caller the results
   in ``session.ready``, oldest first, one at a time. Results the caller did
   not take (it stopped iterating) stay in ``ready``.
+
+A refused handshake is never retried by libzmq: the core answers a Refusal
+(logged at WARNING, naming our key and the endpoint) with the reconnection
+path a silent forwarder gets, new sockets with tenacity's backoff, so a key
+allowed later gets in without a restart; one-off questions (status, retry)
+raise ``ForwarderRefused`` instead, and the next call starts on a new socket.
 
 The same pattern as pyzmq's ``zmq.auth``: the logic in one base, thin thread
 and asyncio wrappers around it.
@@ -38,6 +46,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from zmqflow import protocol as p
 from zmqflow.client.ids import new_id
 from zmqflow.client.session import ClientSession, Refused, TaskResult
+from zmqflow.security.handshake import Refusal
 
 log = logging.getLogger("zmqflow.client")
 
@@ -53,6 +62,10 @@ _STATUS_REQUEST = p.encode(p.StatusRequest())
 
 class ForwarderUnreachable(TimeoutError):
     """The forwarder did not answer within the time given."""
+
+
+class ForwarderRefused(ForwarderUnreachable):
+    """The forwarder refused our handshake (key not allowed, plain peer, wrong server key)."""
 
 
 class ClientCore:
@@ -74,6 +87,7 @@ class ClientCore:
         self.reconnects = 0
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
+        self.refused: Refusal | None = None  # the current socket was refused: never heard
 
     def _until(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -85,10 +99,14 @@ class ClientCore:
             self.last_sent = time.monotonic()
 
     def recv(self, wait_s: float) -> Steps[bool]:
-        heard: bool = yield (RECV, wait_s)
-        if heard:
+        heard: bool | Refusal = yield (RECV, wait_s)
+        if heard is True:
             self.last_heard = time.monotonic()
-        return heard
+            return True
+        if heard is not False:  # the socket will never be let in: say so, once per socket
+            self.refused = heard
+            log.warning("%s", heard.message)
+        return False
 
     def pump(self, until: float) -> Steps[None]:
         """Read what arrives until ``until`` (or something arrives); keep the line alive.
@@ -108,7 +126,7 @@ class ClientCore:
         if now - self.last_sent >= self.interval:
             yield from self.send([_HEARTBEAT])
         session = self.session
-        if now - self.last_heard > self.deadline_s:
+        if self.refused is not None or now - self.last_heard > self.deadline_s:
             yield from self.reconnect(until)
         elif session.outstanding and now - session.last_progress > 2 * self.deadline_s:
             yield from self.send(session.resync_frames())
@@ -118,7 +136,10 @@ class ClientCore:
 
         Raises ForwarderUnreachable when ``until`` passes first.
         """
-        log.warning("forwarder silent for %.1fs: reconnecting", time.monotonic() - self.last_heard)
+        if self.refused is None:
+            log.warning(
+                "forwarder silent for %.1fs: reconnecting", time.monotonic() - self.last_heard
+            )
         delays: list[float] = []  # tenacity's backoff, slept by the front end
         for attempt in Retrying(
             retry=retry_if_exception_type(ForwarderUnreachable),
@@ -130,9 +151,12 @@ class ClientCore:
             if delays:
                 yield (SLEEP, delays.pop())
             yield (REOPEN, None)
+            self.refused = None
             yield from self.send([_HEARTBEAT])
             heard = yield from self.recv(self.deadline_s)
             with attempt:
+                if self.refused is not None:
+                    raise ForwarderRefused(self.refused.message)
                 if not heard:
                     raise ForwarderUnreachable(f"no answer from {self.endpoint}")
         self.reconnects += 1
@@ -160,6 +184,13 @@ class ClientCore:
                 yield from self.pump(until)
             else:
                 yield from self.recv(until - now)
+                if self.refused is not None:
+                    raise ForwarderRefused(self.refused.message)
+
+    def fresh(self, until: float) -> Steps[None]:
+        """A refused socket never gets in: before a one-off question, a new one."""
+        if self.refused is not None:
+            yield from self.reconnect(until)
 
     # --------------------------------------------------------- operations
     def submit_tasks(self, tasks: list[p.Task], wait_accepted: bool = True) -> Steps[list[str]]:
@@ -295,6 +326,7 @@ class ClientCore:
 
     def status(self, timeout: float) -> Steps[dict[str, Any]]:
         session = self.session
+        yield from self.fresh(self._until(timeout))
         session.status = None
         yield from self.send([_STATUS_REQUEST])
         yield from self.wait(lambda: session.status is not None, "status", timeout, False)
@@ -318,6 +350,7 @@ class ClientCore:
 
     def _retry(self, ids: list[str], timeout: float) -> Steps[list[str]]:
         session = self.session
+        yield from self.fresh(self._until(timeout))
         session.accepted_ids.clear()
         requests = session.retry_frames(ids)
         yield from self.send(requests)

@@ -41,12 +41,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zmqflow import __version__
 from zmqflow import protocol as p
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Answer, Journal, StoredTask
+
+if TYPE_CHECKING:
+    from zmqflow.forwarder.metrics import Recorder
 
 log = logging.getLogger("zmqflow.forwarder")
 
@@ -78,6 +81,7 @@ class TaskEntry:
     worker: bytes | None = None  # routing id while in flight
     # other ids joined to it by its key, with their clients; a tuple, rarely replaced
     aliases: tuple[tuple[str, bytes], ...] = ()
+    dispatched_at: float = 0.0  # monotonic time it last went in flight (metrics read it)
 
     @classmethod
     def from_stored(cls, stored: StoredTask) -> TaskEntry:
@@ -160,6 +164,9 @@ class Broker:
         # Per-task events cost a dict each: built only while somebody subscribes
         # (the device keeps this up to date from its XPUB subscriptions).
         self.task_events = True
+        # metrics.Recorder while metrics are on (it counts per service and times tasks)
+        self.stats: Recorder | None = None
+        self.heartbeat_misses = 0  # ticks finding a worker silent over two intervals
         self.tasks: dict[str, TaskEntry] = {}
         self.aliases: dict[str, str] = {}  # alias id -> canonical id, unfinished only
         self.keys: dict[str, str] = {}  # idempotency key -> canonical id, unfinished only
@@ -252,6 +259,8 @@ class Broker:
 
     def _refuse(self, rid: bytes, ids: list[str], code: str, reason: str) -> None:
         self.counters["refused"] += max(1, len(ids))
+        if self.stats is not None:
+            self.stats.refusal(code, max(1, len(ids)))
         if code in ("malformed", "unknown_command", "bad_version"):
             self.counters["malformed"] += 1
             log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
@@ -446,6 +455,8 @@ class Broker:
             entries.append(entry)
         self._hold(entries)
         self.counters["accepted"] += len(entries)
+        if self.stats is not None:
+            self.stats.accepted(items)
 
     # --------------------------------------------------------- journaling
     def journal_due(self) -> None:
@@ -660,7 +671,7 @@ class Broker:
             worker.inflight.add(task_id)
             task = self.tasks.get(task_id)
             if task is not None and task.worker is None:  # queued: don't run it twice
-                self._run_on(task, rid)
+                self._run_on(task, rid, now)
         for service in msg.services:
             self.by_service.setdefault(service, []).append(worker)
             if service not in self.known_services:
@@ -680,6 +691,8 @@ class Broker:
         know or not (``None``). Both RESULT paths and FAILED call it, once per
         message. The first answer of an unfinished task wins."""
         tasks, counters, finish = self.tasks, self.counters, self._finish
+        if self.stats is not None:
+            self.stats.answered(tasks, answers, failed, self.clock())
         inflight = worker.inflight if worker is not None else set()
         name = worker.id if worker is not None else "unknown"
         for answer in answers:
@@ -753,13 +766,13 @@ class Broker:
             if not queue or not peers:
                 continue
             ready = deque(w for w in peers if w.free > 0)
-            run_on, send = self._run_on, self.outbox_workers.task
+            run_on, send, now = self._run_on, self.outbox_workers.task, self.clock()
             while ready:
                 task = self._next(queue)
                 if task is None:
                     break
                 worker = ready.popleft()
-                run_on(task, worker.rid)
+                run_on(task, worker.rid, now)
                 worker.inflight.add(task.id)
                 send(
                     worker.rid,
@@ -779,9 +792,10 @@ class Broker:
                 return task
         return None
 
-    def _run_on(self, task: TaskEntry, rid: bytes) -> None:
-        """A queued task is in flight on worker ``rid`` from now: one more attempt."""
+    def _run_on(self, task: TaskEntry, rid: bytes, now: float) -> None:
+        """A queued task is in flight on worker ``rid`` from ``now``: one more attempt."""
         task.worker = rid
+        task.dispatched_at = now
         task.attempts += 1
         self.queued_bytes -= len(task.payload)
 
@@ -800,8 +814,11 @@ class Broker:
     def tick(self, now: float) -> float:
         """Heartbeat every worker; declare dead the silent ones (see ``reap``)."""
         next_expiry = self.reap(now)
+        missed = now - 2 * self.limits.heartbeat_interval
         for worker in self.workers.values():
             self.outbox_workers.send(worker.rid, _HEARTBEAT_TO_WORKER)
+            if worker.last_seen < missed:
+                self.heartbeat_misses += 1
         return next_expiry
 
     def reap(self, now: float) -> float:
@@ -845,8 +862,12 @@ class Broker:
                     "dead_letter",
                     None,
                 )
+                if self.stats is not None:
+                    self.stats.dead_lettered(task.service)
                 continue
             self.counters["requeued"] += 1
+            if self.stats is not None:
+                self.stats.requeued(task.service)
             if task.journaled:
                 self.journal.record_attempts(task.id, task.attempts)
             self._requeue(task)

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -28,6 +28,9 @@ from zmqflow.journal import Journal
 from zmqflow.protocol import MAX_MESSAGE_BYTES
 from zmqflow.settings import ForwarderSettings
 from zmqflow.transport import recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from zmqflow.forwarder.metrics import Recorder
 
 log = logging.getLogger("zmqflow.forwarder")
 
@@ -63,6 +66,7 @@ class Forwarder:
             env=settings.env,
         )
         self.broker.task_events = False  # nobody subscribes yet
+        self.stats: Recorder | None = None  # metrics.Recorder while metrics are on
         self._running = False
         self.started = time.monotonic()
         self.frontend = self._bind(zmq.ROUTER, settings.frontend, client_facing=True)
@@ -96,6 +100,8 @@ class Forwarder:
         topic = self.events.topic(kind).encode()
         if any(topic.startswith(prefix) for prefix in self._subscriptions):
             self.xpub.send_multipart(self.events.encode(kind, data), zmq.NOBLOCK)
+            if self.stats is not None:
+                self.stats.events_out += 1
 
     def _on_subscription(self, frame: bytes) -> None:
         if not frame:
@@ -147,7 +153,10 @@ class Forwarder:
             if self.frontend in ready:
                 self._drain(self.frontend, lambda f: broker.on_client(f[0], f[1:]))
             if self.xsub in ready:
-                self._drain(self.xsub, self.xpub.send_multipart)
+                passed = self._drain(self.xsub, self.xpub.send_multipart)
+                if self.stats is not None:
+                    self.stats.events_in += passed
+                    self.stats.events_out += passed
             if self.xpub in ready:
                 self._drain(self.xpub, self._forward_subscription)
             if now >= next_tick:
@@ -166,7 +175,10 @@ class Forwarder:
             broker.dispatch()
             self._flush(self.backend, broker.outbox_workers, workers=True)
             broker.journal_due()
-            self.journal.commit()
+            if self.stats is None:
+                self.journal.commit()
+            else:
+                self.stats.commit(self.journal)  # timed
             self._flush(self.frontend, broker.outbox_clients, workers=False)
         self.close()
 
@@ -174,13 +186,15 @@ class Forwarder:
         self._on_subscription(frames[0])
         self.xsub.send_multipart(frames)
 
-    def _drain(self, sock: zmq.Socket, handle: Any) -> None:
-        for _ in range(_DRAIN_LIMIT):
+    def _drain(self, sock: zmq.Socket, handle: Any) -> int:
+        """Handle what ``sock`` has, up to _DRAIN_LIMIT messages; returns how many."""
+        for done in range(_DRAIN_LIMIT):
             try:
                 frames = recv_frames(sock)
             except zmq.Again:
-                return
+                return done
             handle(frames)
+        return _DRAIN_LIMIT
 
     def _flush(self, sock: zmq.Socket, outbox: ClientOutbox | WorkerOutbox, workers: bool) -> None:
         for rid, frames in outbox.take():

@@ -1,42 +1,337 @@
-"""Prometheus metrics for the forwarder, read from the broker at scrape time.
+"""Prometheus metrics of the forwarder: counted cheaply on the loop, read at scrape time.
 
-Contract: ``serve(broker, port)`` starts prometheus-client's HTTP server in a
-thread; the collector only reads plain counters and lengths, so the hot path
-pays nothing for metrics.
+Contract: ``serve(forwarder, port)`` installs a ``Recorder`` on the broker
+(``broker.stats``) and the device (``forwarder.stats``) and starts
+prometheus-client's HTTP server in a thread. With metrics off nothing is
+installed, and the loop pays one ``is None`` test per message.
+
+On the loop the recorder only adds to plain ints and lists: per service
+counters, and histograms kept as bucket counts (``bisect`` on the fixed
+``BOUNDS`` tuple) plus a sum, instead of prometheus-client's ``Histogram``
+with its lock per observation. The three task histograms are observed when
+a worker's answer arrives, from the broker's ``accepted_at`` and
+``dispatched_at`` stamps. ``BrokerCollector`` turns those numbers and the
+broker's own tables (queues, workers, counters) into metric families when
+Prometheus scrapes; it copies what it reads (``list(...)``, atomic under the
+GIL) and never touches the journal's database.
+
+docs/observability.md lists every metric.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from zmqflow.forwarder.broker import Broker
+if TYPE_CHECKING:
+    from zmqflow.forwarder.broker import Broker, TaskEntry
+    from zmqflow.forwarder.device import Forwarder
+    from zmqflow.journal import Journal
+
+#: histogram bucket upper bounds in seconds (``le``); one more bucket holds the rest (+Inf)
+BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+COMMIT_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class Buckets:
+    """A histogram as plain numbers: ``counts[i]`` observations <= ``bounds[i]``
+    (the last one: above every bound), and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = BOUNDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (le, observations <= le), the last one +Inf."""
+        out, total = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), list(self.counts), strict=True):
+            total += count
+            out.append((floatToGoString(bound), total))
+        return out
+
+
+class ServiceStats:
+    """What the recorder counts for one service."""
+
+    __slots__ = (
+        "accepted",
+        "completed",
+        "dead_lettered",
+        "failed",
+        "queue_wait",
+        "requeued",
+        "round_trip",
+        "service_time",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = self.completed = self.failed = self.requeued = self.dead_lettered = 0
+        self.queue_wait = Buckets()
+        self.service_time = Buckets()
+        self.round_trip = Buckets()
+
+
+class Recorder:
+    """The counts the loop keeps while metrics are on (see the module docstring)."""
+
+    def __init__(self, clock: Any = time.perf_counter) -> None:
+        self.services: dict[str, ServiceStats] = {}
+        self.refused: dict[str, int] = {}  # by refusal code
+        self.journal_commit = Buckets(COMMIT_BOUNDS)
+        self.events_in = 0  # event-bus messages read from publishers (XSUB)
+        self.events_out = 0  # event-bus messages sent to subscribers (XPUB)
+        self._clock = clock
+
+    def service(self, name: str) -> ServiceStats:
+        stats = self.services.get(name)
+        if stats is None:
+            stats = self.services[name] = ServiceStats()
+        return stats
+
+    # ----------------------------------------------------------- loop side
+    def accepted(self, items: list[Any]) -> None:
+        """New tasks taken, as SUBMIT item arrays (``item[1]`` is the service)."""
+        service = None
+        stats = None
+        for item in items:
+            if item[1] is not service:
+                service = item[1]
+                stats = self.service(service)
+            stats.accepted += 1  # type: ignore[union-attr]
+
+    def answered(
+        self, tasks: dict[str, TaskEntry], answers: list[Any], failed: bool, now: float
+    ) -> None:
+        """A worker's answers (item arrays, ``answer[0]`` the id), before the broker
+        finishes them: counts and the three timings of each task still in flight.
+        ``now`` is the broker's clock (monotonic seconds), like the stamps."""
+        bounds, where, get = BOUNDS, bisect_left, tasks.get
+        service = None
+        stats = wait = run = trip = None
+        done = 0
+        for answer in answers:
+            task = get(answer[0])
+            if task is None or task.worker is None:  # late, or queued again meanwhile
+                continue
+            if task.service is not service:
+                if stats is not None:
+                    self._count(stats, done, failed)
+                service, done = task.service, 0
+                stats = self.service(service)
+                wait, run, trip = stats.queue_wait, stats.service_time, stats.round_trip
+            done += 1
+            accepted, dispatched = task.accepted_at, task.dispatched_at
+            waited, ran, total = dispatched - accepted, now - dispatched, now - accepted
+            wait.counts[where(bounds, waited)] += 1  # type: ignore[union-attr]
+            wait.sum += waited  # type: ignore[union-attr]
+            run.counts[where(bounds, ran)] += 1  # type: ignore[union-attr]
+            run.sum += ran  # type: ignore[union-attr]
+            trip.counts[where(bounds, total)] += 1  # type: ignore[union-attr]
+            trip.sum += total  # type: ignore[union-attr]
+        if stats is not None:
+            self._count(stats, done, failed)
+
+    @staticmethod
+    def _count(stats: ServiceStats, done: int, failed: bool) -> None:
+        if failed:
+            stats.failed += done
+        else:
+            stats.completed += done
+
+    def requeued(self, service: str) -> None:
+        self.service(service).requeued += 1
+
+    def dead_lettered(self, service: str) -> None:
+        self.service(service).dead_lettered += 1
+
+    def refusal(self, code: str, count: int) -> None:
+        self.refused[code] = self.refused.get(code, 0) + count
+
+    def commit(self, journal: Journal) -> None:
+        """``journal.commit()``, timed when it has anything to write."""
+        if not journal.dirty:
+            return
+        start = self._clock()
+        journal.commit()
+        self.journal_commit.observe(self._clock() - start)
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], Buckets]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, buckets in rows:
+        family.add_metric(values, buckets.cumulative(), buckets.sum)
+    return family
+
+
+def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
+
+
+def journal_bytes(path: str) -> int:
+    """The journal's size on disk: the database and its write-ahead log."""
+    if path == ":memory:":
+        return 0
+    total = 0
+    for name in (path, f"{path}-wal"):
+        with contextlib.suppress(OSError):  # no WAL file right now
+            total += os.path.getsize(name)
+    return total
 
 
 class BrokerCollector(Collector):
-    def __init__(self, broker: Broker) -> None:
+    """The forwarder's metric families, built at scrape time (docs/observability.md)."""
+
+    def __init__(self, broker: Broker, recorder: Recorder) -> None:
         self.broker = broker
+        self.recorder = recorder
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        tasks = CounterMetricFamily("zmqflow_tasks", "Tasks by outcome", labels=["outcome"])
-        for name, value in list(self.broker.counters.items()):
-            tasks.add_metric([name], value)
-        yield tasks
-        workers = GaugeMetricFamily("zmqflow_workers", "Registered workers", labels=["language"])
+    def collect(self) -> Iterator[Any]:
+        broker, rec = self.broker, self.recorder
+        queued: dict[str, int] = {}
+        inflight: dict[str, int] = {}
+        for task in list(broker.tasks.values()):
+            table = queued if task.worker is None else inflight
+            table[task.service] = table.get(task.service, 0) + 1
+        services = sorted({*broker.known_services, *rec.services})
+        for name, doc, table in (
+            ("zmqflow_queue_depth", "Tasks queued for a worker, per service", queued),
+            ("zmqflow_tasks_in_flight", "Tasks running on a worker, per service", inflight),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["service"])
+            for service in services:
+                family.add_metric([service], table.get(service, 0))
+            yield family
+
+        workers = list(broker.workers.values())
+        alive: dict[tuple[str, str], int] = {}
         by_language: dict[str, int] = {}
-        for worker in list(self.broker.workers.values()):
+        for worker in workers:
             by_language[worker.language] = by_language.get(worker.language, 0) + 1
-        for language, count in by_language.items():
-            workers.add_metric([language], count)
-        yield workers
-        held = GaugeMetricFamily("zmqflow_tasks_held", "Unfinished tasks held by the forwarder")
-        held.add_metric([], len(self.broker.tasks))
-        yield held
+            for service in list(worker.services):
+                alive[(service, worker.language)] = alive.get((service, worker.language), 0) + 1
+        family = GaugeMetricFamily(
+            "zmqflow_workers_alive",
+            "Workers registered and heard, per service they serve and language",
+            labels=["service", "language"],
+        )
+        for (service, language), count in sorted(alive.items()):
+            family.add_metric([service, language], count)
+        for service in services:  # a service nobody serves shows 0 (an alert's input)
+            if not any(key[0] == service for key in alive):
+                family.add_metric([service, ""], 0)
+        yield family
+        family = GaugeMetricFamily(
+            "zmqflow_workers_connected", "Workers registered, per language", labels=["language"]
+        )
+        for language, count in sorted(by_language.items()):
+            family.add_metric([language], count)
+        yield family
+
+        stats = {name: rec.services[name] for name in list(rec.services)}
+        for kind, doc in (
+            ("accepted", "Tasks accepted (taken into the forwarder)"),
+            ("completed", "Tasks answered with a result"),
+            ("failed", "Tasks whose handler failed"),
+            ("requeued", "Tasks queued again after their worker was lost"),
+            ("dead_lettered", "Tasks moved to the dead-letter list"),
+        ):
+            yield _counter(
+                f"zmqflow_tasks_{kind}",
+                f"{doc}, per service",
+                "service",
+                {name: getattr(s, kind) for name, s in stats.items()},
+            )
+        yield _counter(
+            "zmqflow_tasks_refused", "Tasks refused, per refusal code", "code", dict(rec.refused)
+        )
+        counters = dict(broker.counters)
+        for name, key, doc in (
+            ("zmqflow_workers_lost", "workers_lost", "Workers declared dead"),
+            ("zmqflow_late_results", "late_results", "Answers for tasks already answered"),
+            ("zmqflow_malformed_messages", "malformed", "Messages that did not decode"),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], counters.get(key, 0))
+            yield family
+        family = CounterMetricFamily(
+            "zmqflow_heartbeat_misses",
+            "Heartbeat ticks at which a worker had been silent for over two intervals",
+        )
+        family.add_metric([], broker.heartbeat_misses)
+        yield family
+        family = CounterMetricFamily(
+            "zmqflow_event_bus_messages", "Event-bus messages, in and out", labels=["direction"]
+        )
+        family.add_metric(["in"], rec.events_in)
+        family.add_metric(["out"], rec.events_out)
+        yield family
+
+        for attr, name, doc in (
+            ("queue_wait", "zmqflow_task_queue_wait_seconds", "Acceptance to (last) dispatch"),
+            ("service_time", "zmqflow_task_service_seconds", "Dispatch to the worker's answer"),
+            ("round_trip", "zmqflow_task_round_trip_seconds", "Acceptance to the answer"),
+        ):
+            yield _histogram(
+                name,
+                f"{doc}, per service, of answered tasks",
+                ["service"],
+                ((([n]), getattr(s, attr)) for n, s in stats.items()),
+            )
+        yield _histogram(
+            "zmqflow_journal_commit_seconds",
+            "Journal commits (one transaction per loop turn that wrote)",
+            [],
+            [([], rec.journal_commit)],
+        )
+        family = GaugeMetricFamily(
+            "zmqflow_journal_size_bytes", "The journal's database and write-ahead log on disk"
+        )
+        family.add_metric([], journal_bytes(broker.journal.path))
+        yield family
+        family = GaugeMetricFamily(
+            "zmqflow_forwarder_info", "The forwarder's id and version", labels=["id", "version"]
+        )
+        identity = broker._identity
+        family.add_metric([identity["id"], identity["version"]], 1)
+        yield family
 
 
-def serve(broker: Broker, port: int) -> None:
-    REGISTRY.register(BrokerCollector(broker))
-    start_http_server(port)
+def install(forwarder: Forwarder) -> Recorder:
+    """Turn the loop's counting on: one ``Recorder`` for the broker and the device."""
+    recorder = Recorder()
+    forwarder.broker.stats = recorder
+    forwarder.stats = recorder
+    return recorder
+
+
+def serve(forwarder: Forwarder, port: int, addr: str = "0.0.0.0") -> None:
+    """Count, and answer Prometheus scrapes on ``port`` (a thread of this process)."""
+    recorder = install(forwarder)
+    REGISTRY.register(BrokerCollector(forwarder.broker, recorder))
+    start_http_server(port, addr)
