@@ -8,7 +8,16 @@ DEALER socket, one with blocking calls, one with awaits.
 
 from zmqflow.client.aio import AsyncClient
 from zmqflow.client.blocking import Client
-from zmqflow.client.core import ForwarderUnreachable
+from zmqflow.client.core import ForwarderRefused, ForwarderUnreachable
 from zmqflow.client.session import Refused, TaskResult
+from zmqflow.security.peer import CurveKeys
 
-__all__ = ["AsyncClient", "Client", "ForwarderUnreachable", "Refused", "TaskResult"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "CurveKeys",
+    "ForwarderRefused",
+    "ForwarderUnreachable",
+    "Refused",
+    "TaskResult",
+]
