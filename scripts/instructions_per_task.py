@@ -17,7 +17,11 @@ Three parts, each run without sockets on messages made beforehand:
 Each part runs twice, with 100 and with 400 batches of 50 tasks; the
 difference over 15,000 tasks is the count per task (start-up cancels out).
 
-    .venv/bin/python scripts/instructions_per_task.py [forwarder|client|worker ...]
+    .venv/bin/python scripts/instructions_per_task.py [PART ...]   (PART: forwarder,
+    forwarder-metrics, client, worker; all when none)
+
+``forwarder-metrics`` is the forwarder part with metrics on (what
+``--metrics-port`` adds to the loop: forwarder/metrics.py's Recorder).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ BATCHES = 400  # messages made beforehand; a run uses the first N of them
 RUNS = (100, 400)
 
 
-def forwarder(batches: int) -> None:
+def forwarder(batches: int, metrics: bool = False) -> None:
     from zmqflow import protocol as p
     from zmqflow.client.session import ClientSession
     from zmqflow.forwarder.broker import Broker, Limits
@@ -45,6 +49,15 @@ def forwarder(batches: int) -> None:
     journal = Journal(os.path.join(tempfile.mkdtemp(), "journal.db"))
     broker = Broker(journal, Limits(journal_defer_s=3600), forwarder_id="f")
     broker.task_events = False
+    commit = journal.commit
+    if metrics:  # what --metrics-port turns on in the loop (metrics.serve, less the server)
+        from zmqflow.forwarder.metrics import Recorder
+
+        recorder = broker.stats = Recorder()
+
+        def commit() -> None:
+            recorder.commit(journal)
+
     ready = p.Ready("w1", "python", ["echo"], 1000, [], "1", 1, "host")
     broker.on_worker(b"w1", p.encode(ready), 0.0)
     session = ClientSession()
@@ -58,15 +71,20 @@ def forwarder(batches: int) -> None:
         broker.dispatch()
         broker.outbox_workers.take()
         broker.journal_due()
-        journal.commit()
+        commit()
         broker.outbox_clients.take()
         broker.on_worker(b"w1", results[n], 1.0)
         broker.dispatch()
         broker.outbox_workers.take()
         broker.journal_due()
-        journal.commit()
+        commit()
         broker.outbox_clients.take()
     assert not broker.tasks
+
+
+def forwarder_metrics(batches: int) -> None:
+    """The forwarder part with metrics on (``--metrics-port``): the loop's counting."""
+    forwarder(batches, metrics=True)
 
 
 def client(batches: int) -> None:
@@ -121,7 +139,12 @@ def worker(batches: int) -> None:
         runner._send_answers()
 
 
-PARTS = {"forwarder": forwarder, "client": client, "worker": worker}
+PARTS = {
+    "forwarder": forwarder,
+    "forwarder-metrics": forwarder_metrics,
+    "client": client,
+    "worker": worker,
+}
 
 
 def count(part: str, batches: int) -> int:
