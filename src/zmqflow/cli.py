@@ -153,7 +153,11 @@ def forwarder(settings: ForwarderSettings) -> None:
         err.print(f"[red]cannot open the journal:[/] {exc}")
         raise typer.Exit(2) from None
     if settings.metrics_port:
-        serve(device, settings.metrics_port)
+        try:
+            serve(device, settings.metrics_port)
+        except OSError as exc:
+            err.print(f"[red]cannot serve metrics on port {settings.metrics_port}:[/] {exc}")
+            raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
     signal.signal(signal.SIGINT, lambda *_: device.stop())
     device.run()
@@ -172,6 +176,11 @@ def worker(settings: WorkerSettings) -> None:
     except ValueError as exc:
         err.print(f"[red]bad worker setup:[/] {exc}")
         raise typer.Exit(2) from None
+    try:
+        runtime.start_metrics()
+    except OSError as exc:
+        err.print(f"[red]cannot serve metrics on port {settings.metrics_port}:[/] {exc}")
+        raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     signal.signal(signal.SIGINT, lambda *_: runtime.stop())
     # Handlers run on threads: with the default 5 ms GIL switch interval the socket

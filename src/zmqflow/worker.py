@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
@@ -61,6 +61,9 @@ from zmqflow.security.handshake import HandshakeWatch
 from zmqflow.security.peer import resolve
 from zmqflow.settings import WorkerSettings
 from zmqflow.transport import recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from zmqflow.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("zmqflow.worker")
 
@@ -159,6 +162,17 @@ class Worker:
         self._told_held = False  # "answers held" logged once per socket
         self._health_touched = 0.0
         self.completed = 0
+        self.metrics: WorkerMetrics | None = None  # see start_metrics
+
+    def start_metrics(self) -> None:
+        """Serve Prometheus metrics on ``settings.metrics_port`` (OSError if it is taken);
+        ``run()`` calls it when the port is set, before the handler threads start."""
+        from zmqflow.worker_metrics import WorkerMetrics
+
+        if self.metrics is None and self.settings.metrics_port:
+            metrics = WorkerMetrics(self.id, __version__)
+            metrics.serve(self.settings.metrics_port)
+            self.metrics = metrics
 
     # ----------------------------------------------------------- control
     def stop(self) -> None:
@@ -177,6 +191,7 @@ class Worker:
             self.credit,
             self.settings.connect,
         )
+        self.start_metrics()
         for thread in self._threads:
             thread.start()
         linger_ms = 1000  # time for the last DISCONNECT to leave
@@ -199,6 +214,8 @@ class Worker:
                 self._sock.close(linger=linger_ms)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if self.metrics is not None:
+                self.metrics.close()
 
     # ------------------------------------------------------- connection
     @property
@@ -449,11 +466,15 @@ class Worker:
         self._todo.put((handler, task))
 
     def _handler_thread(self) -> None:
+        stats = self.metrics.for_thread() if self.metrics is not None else None
         while True:
             job = self._todo.get()
             if job is None:
                 return
-            self._done.put(self._run_handler(*job))
+            if stats is None:
+                self._done.put(self._run_handler(*job))
+            else:  # counted and timed per service (worker_metrics.py)
+                self._done.put(stats.timed(self._run_handler, *job))
             # The loop empties the pipe, clears the flag, then reads answers: an answer
             # put after that read finds the flag clear, or a wake-up still to come.
             if not self._wake_pending:

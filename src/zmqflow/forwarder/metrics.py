@@ -6,8 +6,8 @@ prometheus-client's HTTP server in a thread. With metrics off nothing is
 installed, and the loop pays one ``is None`` test per message.
 
 On the loop the recorder only adds to plain ints and lists: per service
-counters, and histograms kept as bucket counts (``bisect`` on the fixed
-``BOUNDS`` tuple) plus a sum, instead of prometheus-client's ``Histogram``
+counters, and histograms kept as bucket counts (histogram.Buckets:
+``bisect`` on the fixed ``BOUNDS`` tuple) plus a sum, instead of prometheus-client's ``Histogram``
 with its lock per observation. The three task histograms are observed when
 a worker's answer arrives, from the broker's ``accepted_at`` and
 ``dispatched_at`` stamps. ``BrokerCollector`` turns those numbers and the
@@ -35,7 +35,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from zmqflow.histogram import Buckets
 
 if TYPE_CHECKING:
     from zmqflow.forwarder.broker import Broker, TaskEntry
@@ -45,30 +46,6 @@ if TYPE_CHECKING:
 #: histogram bucket upper bounds in seconds (``le``); one more bucket holds the rest (+Inf)
 BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 COMMIT_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
-
-
-class Buckets:
-    """A histogram as plain numbers: ``counts[i]`` observations <= ``bounds[i]``
-    (the last one: above every bound), and their sum."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = BOUNDS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """Prometheus buckets: (le, observations <= le), the last one +Inf."""
-        out, total = [], 0
-        for bound, count in zip((*self.bounds, float("inf")), list(self.counts), strict=True):
-            total += count
-            out.append((floatToGoString(bound), total))
-        return out
 
 
 class ServiceStats:
@@ -87,9 +64,9 @@ class ServiceStats:
 
     def __init__(self) -> None:
         self.accepted = self.completed = self.failed = self.requeued = self.dead_lettered = 0
-        self.queue_wait = Buckets()
-        self.service_time = Buckets()
-        self.round_trip = Buckets()
+        self.queue_wait = Buckets(BOUNDS)
+        self.service_time = Buckets(BOUNDS)
+        self.round_trip = Buckets(BOUNDS)
 
 
 class Recorder:
