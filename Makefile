@@ -26,8 +26,8 @@ venv: system-deps $(BIN)/zmqflow ## create .venv with zmqflow and the test tools
 images: ## build every image we run (no registry needed)
 	bash scripts/build-images.sh
 
-up: venv ## build what is missing, start the stack, wait until healthy
-	bash scripts/stack-up.sh
+up: venv ## build what is missing, start the stack, wait until healthy (PROFILE=monitoring: Prometheus too)
+	$(if $(PROFILE),COMPOSE_PROFILES=$(PROFILE) ,)bash scripts/stack-up.sh
 
 down: ## stop the stack (volumes kept; `make down V=1` drops them)
 	bash scripts/stack-down.sh $(if $(V),--volumes,)

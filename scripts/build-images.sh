@@ -37,8 +37,11 @@ IMAGES=(
     "prefect|orchestrators/prefect/Dockerfile|.|prefect|pyproject.toml README.md src orchestrators/prefect|-"
     "airflow|orchestrators/airflow/Dockerfile|.|airflow|pyproject.toml README.md src orchestrators/airflow/Dockerfile orchestrators/airflow/entrypoint.sh orchestrators/airflow/healthcheck.py orchestrators/airflow/provider orchestrators/airflow/dags|-"
 )
-# Images built only when named (scripts/build-images.sh NAME).
-OPTIONAL_IMAGES=()
+# Images built only when named (scripts/build-images.sh NAME): stack-up.sh
+# names those of the compose profiles it starts (prometheus: `monitoring`).
+OPTIONAL_IMAGES=(
+    "prometheus|services/prometheus/Dockerfile|services/prometheus|-|services/prometheus|-"
+)
 
 want=("$@")
 for spec in "${OPTIONAL_IMAGES[@]}"; do

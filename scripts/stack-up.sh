@@ -2,6 +2,8 @@
 # Build what is missing, start the stack, wait until every service is
 # healthy, then show what runs where and the forwarder's status table.
 #   scripts/stack-up.sh [extra `docker compose up` args, e.g. --scale worker-python=3]
+#   COMPOSE_PROFILES=monitoring scripts/stack-up.sh   (make up PROFILE=monitoring)
+#                                also Prometheus (its image is built when asked for)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "[stack-up] $*" >&2; }
@@ -9,6 +11,11 @@ t0=$(date +%s)
 
 bash scripts/install-compose-v2.sh
 bash scripts/build-images.sh
+# Images of optional profiles, built only when the profile is asked for.
+profiles=",${COMPOSE_PROFILES:-},"
+if [[ $profiles == *,monitoring,* || $profiles == *,\*,* ]]; then
+    bash scripts/build-images.sh prometheus
+fi
 compose() { bash scripts/compose.sh "$@"; }
 
 log "starting the stack (docker compose up -d --wait)"
@@ -44,8 +51,16 @@ What runs where
   prefect-server     Prefect UI and API  http://$(port prefect-server 4200)   (inside: http://prefect-server:4200/api; PostgreSQL database prefect)
   prefect-worker     process work pool (PREFECT_WORK_POOL in .env); forwarder over ipc; run: docker compose exec prefect-worker prefect deployment run zmqflow-fanout/fanout --watch
   prefect-bridge     bus <-> Prefect events: data.*/worker.* -> deployment triggers; flow-run/task-run states -> <env>.prefect.*
-
 INFO
+if [[ -n $(compose ps -q prometheus 2>/dev/null) ]]; then
+    cat <<INFO
+  prometheus         graphs http://$(port prometheus 9090)/graph   alerts http://$(port prometheus 9090)/alerts   targets http://$(port prometheus 9090)/targets
+INFO
+else
+    echo "  (monitoring: make up PROFILE=monitoring adds Prometheus)"
+fi
+echo
+
 compose ps --format 'table {{.Service}}\t{{.Name}}\t{{.Status}}'
 echo
 if [[ -x .venv/bin/zmqflow ]] && .venv/bin/zmqflow status --connect "tcp://${client}" 2>/dev/null; then
