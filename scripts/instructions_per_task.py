@@ -18,10 +18,11 @@ Each part runs twice, with 100 and with 400 batches of 50 tasks; the
 difference over 15,000 tasks is the count per task (start-up cancels out).
 
     .venv/bin/python scripts/instructions_per_task.py [PART ...]   (PART: forwarder,
-    forwarder-metrics, client, worker; all when none)
+    forwarder-metrics, client, worker, worker-metrics; all when none)
 
-``forwarder-metrics`` is the forwarder part with metrics on (what
-``--metrics-port`` adds to the loop: forwarder/metrics.py's Recorder).
+``forwarder-metrics`` and ``worker-metrics`` are those parts with metrics on
+(what ``--metrics-port`` adds: forwarder/metrics.py's Recorder in the loop,
+worker_metrics.py's per-thread counts around each handler run).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def client(batches: int) -> None:
     assert answered == batches * BATCH
 
 
-def worker(batches: int) -> None:
+def worker(batches: int, metrics: bool = False) -> None:
     from zmqflow import protocol as p
     from zmqflow.client.ids import new_id
     from zmqflow.handlers import BUILTIN
@@ -126,6 +127,15 @@ def worker(batches: int) -> None:
     settings = WorkerSettings(connect="tcp://127.0.0.1:1", concurrency=1, worker_id="w")
     runner = Worker(settings, {"echo": BUILTIN["echo"]})
     runner._sock = Sink()  # type: ignore[assignment]
+    run = runner._run_handler
+    if metrics:  # what --metrics-port adds to a handler thread (worker_metrics.py)
+        from zmqflow.worker_metrics import WorkerMetrics
+
+        stats = WorkerMetrics("w", "1").for_thread()
+
+        def run(handler, task):  # type: ignore[no-untyped-def]
+            return stats.timed(runner._run_handler, handler, task)
+
     messages = [
         p.encode(p.Tasks([p.Dispatch(new_id(), "echo", {}, 1, b"x" * 100) for _ in range(BATCH)]))
         for _ in range(BATCHES)
@@ -135,8 +145,13 @@ def worker(batches: int) -> None:
         while not runner._todo.empty():
             job = runner._todo.get_nowait()
             assert job is not None
-            runner._done.put(runner._run_handler(*job))
+            runner._done.put(run(*job))
         runner._send_answers()
+
+
+def worker_metrics(batches: int) -> None:
+    """The worker part with metrics on: each handler run counted and timed."""
+    worker(batches, metrics=True)
 
 
 PARTS = {
@@ -144,6 +159,7 @@ PARTS = {
     "forwarder-metrics": forwarder_metrics,
     "client": client,
     "worker": worker,
+    "worker-metrics": worker_metrics,
 }
 
 
