@@ -25,6 +25,7 @@ import zmq
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -143,9 +144,14 @@ def forwarder(settings: ForwarderSettings) -> None:
     from zmqflow.forwarder import Forwarder
     from zmqflow.forwarder.metrics import serve
     from zmqflow.journal import JournalVersionError
+    from zmqflow.security.keys import KeyFileError
+    from zmqflow.security.policy import SecurityConfigError
 
     try:
         device = Forwarder(settings)
+    except (SecurityConfigError, KeyFileError) as exc:
+        err.print(f"[red]not started:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     except zmq.ZMQError as exc:
         err.print(f"[red]cannot bind:[/] {exc}")
         raise typer.Exit(1) from None
@@ -160,6 +166,7 @@ def forwarder(settings: ForwarderSettings) -> None:
             raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
     signal.signal(signal.SIGINT, lambda *_: device.stop())
+    signal.signal(signal.SIGHUP, lambda *_: device.security.reload())  # re-read the allow-lists
     device.run()
 
 

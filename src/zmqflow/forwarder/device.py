@@ -9,13 +9,19 @@ broker.py: a task that finishes within ``journal_defer_ms`` is written
 once, finished), commits the journal once (group commit), and only then
 answers clients (answers grouped per client): no ACCEPTED leaves before
 the journal holds its task. The loop also wakes when a new task falls due.
+
+Security (security/policy.py, docs/security.md) is decided before anything
+binds: with a secret key every socket is a CURVE server in its role's ZAP
+domain behind a ZAP handler started first; without one only loopback and
+ipc bind unless ``insecure``. Every socket has ZMQ_MAXMSGSIZE =
+``max_message_bytes``; the event bus forwards only topics under ``<env>.``
+(the others are dropped and counted in ``events_refused``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,7 @@ from zmqflow.events import EventEncoder, new_source
 from zmqflow.forwarder.broker import Broker, Limits
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Journal
-from zmqflow.protocol import MAX_MESSAGE_BYTES
+from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
 from zmqflow.settings import ForwarderSettings
 from zmqflow.transport import recv_frames, send_frames
 
@@ -46,6 +52,11 @@ class Forwarder:
         self.source = new_source("forwarder")
         self.events = EventEncoder(settings.env, self.source)
         self._subscriptions: dict[bytes, int] = {}
+        # before the journal opens: settings that would leave the forwarder open stop here
+        self.security = ForwarderSecurity.from_settings(settings, self.ctx)
+        self._env_prefix = f"{settings.env}.".encode()
+        self.events_refused = 0  # events dropped: topic outside this forwarder's env
+        self._refused_publishers: set[str] = set()
         if settings.journal == ":memory:":
             log.warning("journal in memory: accepted tasks are lost if the forwarder dies")
         self.journal = Journal(settings.journal, settings.journal_sync)
@@ -69,28 +80,46 @@ class Forwarder:
         self.stats: Recorder | None = None  # metrics.Recorder while metrics are on
         self._running = False
         self.started = time.monotonic()
-        self.frontend = self._bind(zmq.ROUTER, settings.frontend, client_facing=True)
-        self.backend = self._bind(zmq.ROUTER, settings.backend, client_facing=False)
-        self.xsub = self._bind(zmq.XSUB, settings.events_in)
-        self.xpub = self._bind(zmq.XPUB, settings.events_out)
+        self.security.start()  # the ZAP handler runs before any CURVE socket binds
+        try:
+            self.frontend = self._bind(zmq.ROUTER, settings.frontend, CLIENTS, client_facing=True)
+            self.backend = self._bind(zmq.ROUTER, settings.backend, WORKERS)
+            self.xsub = self._bind(zmq.XSUB, settings.events_in, CLIENTS)
+            self.xpub = self._bind(zmq.XPUB, settings.events_out, CLIENTS)
+        except BaseException:
+            self.security.stop()
+            raise
+        self.security.watch(
+            {
+                name: sock
+                for name, sock, endpoints in (
+                    ("frontend", self.frontend, settings.frontend),
+                    ("backend", self.backend, settings.backend),
+                    ("events-in", self.xsub, settings.events_in),
+                    ("events-out", self.xpub, settings.events_out),
+                )
+                if endpoints
+            }
+        )
         self._publish(
             "forwarder.started", {"journal": settings.journal, "recovered": len(self.broker.tasks)}
         )
 
-    def _bind(self, kind: int, endpoints: list[str], client_facing: bool = False) -> zmq.Socket:
+    def _bind(
+        self, kind: int, endpoints: list[str], domain: str, client_facing: bool = False
+    ) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.linger = 0
+        # a larger frame drops its sender's connection in libzmq, before Python sees it
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error, not a drop
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             sock.sndhwm = sock.rcvhwm = 100_000
             if client_facing:
                 sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
+        self.security.secure(sock, domain)  # CURVE server in its role's ZAP domain, or plain
         for endpoint in endpoints:
-            if endpoint.startswith("ipc://"):
-                path = endpoint[len("ipc://") :]
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            sock.bind(endpoint)
+            self.security.bind(sock, endpoint)  # ipc socket files rw for owner and group only
         return sock
 
     # ----------------------------------------------------------- events
@@ -153,10 +182,11 @@ class Forwarder:
             if self.frontend in ready:
                 self._drain(self.frontend, lambda f: broker.on_client(f[0], f[1:]))
             if self.xsub in ready:
-                passed = self._drain(self.xsub, self.xpub.send_multipart)
+                refused = self.events_refused
+                passed = self._drain(self.xsub, self._forward_event, copy=False)
                 if self.stats is not None:
                     self.stats.events_in += passed
-                    self.stats.events_out += passed
+                    self.stats.events_out += passed - (self.events_refused - refused)
             if self.xpub in ready:
                 self._drain(self.xpub, self._forward_subscription)
             if now >= next_tick:
@@ -182,15 +212,34 @@ class Forwarder:
             self._flush(self.frontend, broker.outbox_clients, workers=False)
         self.close()
 
+    def _forward_event(self, frames: list[zmq.Frame]) -> None:
+        """A publisher's event goes out only if its topic is under ``<env>.``."""
+        if frames[0].bytes.startswith(self._env_prefix):
+            send_frames(self.xpub, [f.bytes for f in frames])
+            return
+        self.events_refused += 1
+        publisher = _peer_of(frames[0])
+        if publisher not in self._refused_publishers:  # once per publisher
+            if len(self._refused_publishers) < 10_000:
+                self._refused_publishers.add(publisher)
+            log.warning(
+                "event bus: dropped an event for topic %r from %s: not under %r; "
+                "this publisher's next ones are dropped and counted, not logged",
+                frames[0].bytes[:64],
+                publisher,
+                self._env_prefix.decode(),
+            )
+
     def _forward_subscription(self, frames: list[bytes]) -> None:
         self._on_subscription(frames[0])
         self.xsub.send_multipart(frames)
 
-    def _drain(self, sock: zmq.Socket, handle: Any) -> int:
+    def _drain(self, sock: zmq.Socket, handle: Any, copy: bool = True) -> int:
         """Handle what ``sock`` has, up to _DRAIN_LIMIT messages; returns how many."""
+        recv = recv_frames if copy else _recv_message
         for done in range(_DRAIN_LIMIT):
             try:
-                frames = recv_frames(sock)
+                frames = recv(sock)
             except zmq.Again:
                 return done
             handle(frames)
@@ -207,6 +256,27 @@ class Forwarder:
                 log.debug("send to %s failed: %s", rid.hex(), exc)
 
     def close(self) -> None:
+        self.security.stop()
         self.journal.close()
         for sock in (self.frontend, self.backend, self.xsub, self.xpub):
             sock.close(linger=0)
+
+
+def _recv_message(sock: zmq.Socket) -> list[zmq.Frame]:
+    """One multipart message as frames that keep their metadata (User-Id, Peer-Address)."""
+    frames = [sock.recv(zmq.NOBLOCK, copy=False)]
+    while frames[-1].more:
+        frames.append(sock.recv(zmq.NOBLOCK, copy=False))
+    return frames
+
+
+def _peer_of(frame: zmq.Frame) -> str:
+    """Who sent a frame: its CURVE key (Z85, the ZAP user id) or its address."""
+    for prop, label in (("User-Id", "key"), ("Peer-Address", "address")):
+        try:
+            value = frame.get(prop)
+        except zmq.ZMQError:
+            continue
+        if value and value != "anonymous":
+            return f"{label} {value}"
+    return "an unknown peer"
