@@ -325,12 +325,23 @@ def submit(
 def status(
     settings: ClientSettings,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the forwarder")] = 3.0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the STATUS reply as JSON")] = False,
+    watch: Annotated[bool, typer.Option(help="refresh the view live until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(min=0.01, help="seconds between refreshes")] = 2.0,
+    refreshes: Annotated[int, typer.Option(min=0, help="stop after N views (0: never)")] = 0,
 ) -> None:
-    """Workers, queues, in-flight and dead letters; exit 1 if the forwarder does not answer."""
+    """Workers, services, queues and dead letters; exit 1 if the forwarder does not answer.
+
+    With --watch the view refreshes every --interval seconds (with --json: one
+    JSON line per refresh) and a forwarder that does not answer is shown, not fatal.
+    """
     from zmqflow.client import ForwarderUnreachable
+    from zmqflow.status_view import render
 
     _logging(settings)
+    if watch:
+        _watch_status(settings, timeout, interval, refreshes, as_json)
+        return
     try:
         with _client(settings, timeout) as client:
             info = client.status(timeout)
@@ -340,31 +351,35 @@ def status(
     if as_json:
         print(json.dumps(info))
         return
-    console = Console()
-    table = Table(
-        "worker",
-        "language",
-        "services",
-        "credit",
-        "in flight",
-        "last heard",
-        title=f"{len(info['workers'])} workers at {settings.connect}",
-    )
-    for w in info["workers"]:
-        table.add_row(
-            w["id"],
-            w["language"],
-            ",".join(w["services"]),
-            str(w["credit"]),
-            str(w["inflight"]),
-            f"{w['last_heartbeat_s']:.1f}s ago",
-        )
-    console.print(table)
-    queues = ", ".join(f"{k}={v}" for k, v in info["queues"].items()) or "empty"
-    console.print(
-        f"queued: {queues}; in flight: {info['inflight']}; "
-        f"dead letters: {info['dead_letter_count']}"
-    )
+    Console().print(render(info, settings.connect))
+
+
+def _watch_status(
+    settings: ClientSettings, timeout: float, interval: float, refreshes: int, as_json: bool
+) -> None:
+    from rich.live import Live
+
+    from zmqflow.status_view import view, watch
+
+    def show_json(reply: Any) -> None:
+        body = {"error": str(reply)} if isinstance(reply, Exception) else reply
+        print(json.dumps(body), flush=True)
+
+    with _client(settings, timeout) as client:
+        fetch = lambda: client.status(timeout)  # noqa: E731
+        try:
+            if as_json:
+                watch(fetch, show_json, interval, refreshes)
+                return
+            with Live(console=Console(), auto_refresh=False) as live:
+                watch(
+                    fetch,
+                    lambda reply: live.update(view(reply, settings.connect), refresh=True),
+                    interval,
+                    refreshes,
+                )
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command("dead-letters")

@@ -878,12 +878,12 @@ class Broker:
     def status(self) -> dict[str, Any]:
         now = self.clock()
         queues: dict[str, int] = {}
-        inflight = 0
+        running: dict[str, int] = {}  # in flight per service
         for task in self.tasks.values():
             if task.worker is None:
                 queues[task.service] = queues.get(task.service, 0) + 1
             else:
-                inflight += 1
+                running[task.service] = running.get(task.service, 0) + 1
         return {
             "forwarder": {
                 **self._identity,
@@ -906,7 +906,8 @@ class Broker:
             ],
             "services": sorted(self.known_services),
             "queues": queues,
-            "inflight": inflight,
+            "inflight": sum(running.values()),
+            "inflight_by_service": running,
             "unjournaled": len(self.unjournaled),  # held, not yet acknowledged
             "dead_letters": self.journal.dead_letter_summaries(),
             "dead_letter_count": self.journal.count_dead(),
