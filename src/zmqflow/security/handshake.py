@@ -56,12 +56,12 @@ class Refusal:
                 f"forwarder refused our key {self.key} at {self.endpoint} "
                 f"(ZAP status {self.value}): its allow-list does not hold this public key"
             )
+        if self.key is None:  # a mechanism mismatch, or the forwarder hung up first
+            return (
+                f"forwarder at {self.endpoint} refused a plain connection: it wants CURVE "
+                f"(give --curve-secret and --curve-server)"
+            )
         if self.event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and self.value == _MECHANISM_MISMATCH:
-            if self.key is None:
-                return (
-                    f"forwarder at {self.endpoint} refused a plain connection: it wants CURVE "
-                    f"(give --curve-secret and --curve-server)"
-                )
             return (
                 f"forwarder at {self.endpoint} refused our CURVE key {self.key}: "
                 f"it is not a CURVE forwarder (plain mode)"
