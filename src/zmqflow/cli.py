@@ -30,10 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from zmqflow import events
-from zmqflow.settings import ClientSettings, ForwarderSettings, WorkerSettings
+from zmqflow.settings import ClientSettings, CurvePeerSettings, ForwarderSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from zmqflow.client import Client
+    from zmqflow.security.peer import CurveKeys
 
 app = typer.Typer(
     add_completion=False,
@@ -112,6 +113,17 @@ def _settings(cls: type[Any], **options: Any) -> Any:
         raise typer.Exit(2) from None
 
 
+def _curve(settings: CurvePeerSettings) -> CurveKeys | None:
+    """The peer's CURVE keys from --curve-secret/--curve-server; exit 2 naming a bad file."""
+    from zmqflow.security.peer import resolve
+
+    try:
+        return resolve(None, settings.curve_secret, settings.curve_server)
+    except ValueError as exc:  # KeyFileError names the file
+        err.print(f"[red]bad CURVE keys:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 def _client(settings: ClientSettings, timeout: float) -> Client:
     from zmqflow.client import Client
 
@@ -120,6 +132,7 @@ def _client(settings: ClientSettings, timeout: float) -> Client:
         timeout=timeout,
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_liveness=settings.heartbeat_liveness,
+        curve=_curve(settings),
     )
 
 
@@ -404,7 +417,9 @@ def dead_letters(
 
 
 @app.command()
+@settings_options(CurvePeerSettings)
 def publish(
+    settings: CurvePeerSettings,
     kind: Annotated[str, typer.Option(help="event kind; the topic is <env>.<kind>")],
     data: Annotated[str, typer.Option(help="JSON object")] = "{}",
     connect: Annotated[
@@ -425,10 +440,13 @@ def publish(
         err.print(f"[red]--data must be a JSON object:[/] {exc}")
         raise typer.Exit(2) from None
     encoder = events.EventEncoder(env, events.new_source("cli"))
+    keys = _curve(settings)
     # XPUB rather than PUB: it hears the subscriptions the forwarder passes up,
     # so events go out once someone listens instead of after a guessed sleep
     sock = zmq.Context.instance().socket(zmq.XPUB)
     sock.linger = 2000
+    if keys is not None:
+        keys.apply(sock)
     sock.connect(connect)
     subscribed = _await_subscriber(sock, encoder.topic(kind).encode(), wait_subscriber)
     if not subscribed:
@@ -452,7 +470,9 @@ def _await_subscriber(sock: zmq.Socket, topic: bytes, timeout: float) -> bool:
 
 
 @app.command()
+@settings_options(CurvePeerSettings)
 def subscribe(
+    settings: CurvePeerSettings,
     topic: Annotated[str, typer.Option(help="topic prefix, e.g. dev.task.")] = "",
     connect: Annotated[
         str, typer.Option(help="forwarder events-out (XPUB) endpoint")
@@ -461,8 +481,11 @@ def subscribe(
     timeout: Annotated[float, typer.Option(help="stop after S seconds (0: never)")] = 0.0,
 ) -> None:
     """Print events as JSON lines; the last line counts them and the gaps seen."""
+    keys = _curve(settings)
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.linger = 0
+    if keys is not None:
+        keys.apply(sock)
     sock.subscribe(topic.encode())
     sock.connect(connect)
     gaps = events.GapTracker()
