@@ -190,6 +190,7 @@ class Worker:
             self.settings.concurrency,
             self.credit,
             self.settings.connect,
+            extra=self._log_fields("worker.start"),
         )
         self.start_metrics()
         for thread in self._threads:
@@ -216,6 +217,10 @@ class Worker:
             os.close(self._wake_w)
             if self.metrics is not None:
                 self.metrics.close()
+
+    def _log_fields(self, event: str) -> dict[str, str]:
+        """``extra=`` of this worker's log lines (zmqflow.logs: the JSON line's keys)."""
+        return {"event": event, "worker_id": self.id, "language": "python"}
 
     # ------------------------------------------------------- connection
     @property
@@ -314,7 +319,12 @@ class Worker:
                     # nothing to hand back: no need to wait for a forwarder
                     raise ForwarderSilent("draining with nothing held")
                 self._handshake()
-        log.info("worker %s connected to %s", self.id, self.settings.connect)
+        log.info(
+            "worker %s connected to %s",
+            self.id,
+            self.settings.connect,
+            extra=self._log_fields("worker.connected"),
+        )
 
     def _backoff(self, state: RetryCallState) -> float:
         """0.1 s doubling to 5 s; while draining, never past the drain's deadline."""
@@ -367,7 +377,12 @@ class Worker:
             # sent before reading it arrives first (ZeroMQ keeps order per peer).
             if announced_drain and self._last_heard > announced_drain and self._nothing_held():
                 sock.send_multipart(p.encode(p.Disconnect("drained")))
-                log.info("worker %s drained and left (%d tasks done)", self.id, self.completed)
+                log.info(
+                    "worker %s drained and left (%d tasks done)",
+                    self.id,
+                    self.completed,
+                    extra=self._log_fields("worker.gone"),
+                )
                 return
             now = time.monotonic()
             if now >= self._drain_deadline and now - self._last_heard > 2 * interval:
@@ -452,7 +467,12 @@ class Worker:
             if isinstance(item, p.Dispatch):
                 self._start(item)
             elif item.ids and p.valid_id(item.ids[0]):  # an answer needs a usable id
-                log.warning("malformed task %s: %s", item.ids[0], item)
+                log.warning(
+                    "malformed task %s: %s",
+                    item.ids[0],
+                    item,
+                    extra={**self._log_fields("task.malformed"), "task_id": item.ids[0]},
+                )
                 self._done.put((item.ids[0], None, f"malformed task: {item}"))
             else:
                 log.warning("task without a readable id dropped: %s", item)
@@ -491,7 +511,15 @@ class Worker:
                 raise TypeError(f"handler returned {type(out).__name__}, expected bytes")
             return (task.id, bytes(out), None)
         except Exception as exc:  # the handler's failure is the task's answer
-            return (task.id, None, str(exc) or type(exc).__name__)
+            error = str(exc) or type(exc).__name__
+            log.info(
+                "task %s (%s) failed: %s",
+                task.id,
+                task.service,
+                error,
+                extra={"event": "task.failed", "task_id": task.id, "service": task.service},
+            )
+            return (task.id, None, error)
 
     def _send_answers(self) -> None:
         """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""

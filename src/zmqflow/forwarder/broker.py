@@ -63,6 +63,11 @@ _SUBMIT = bytes([p.Command.SUBMIT])
 _next_arrival = itertools.count().__next__  # orders tasks taken into memory, oldest first
 
 
+def _worker_fields(event: str, worker_id: str, language: str) -> dict[str, str]:
+    """``extra=`` of a worker's log line (zmqflow.logs: the JSON line's keys)."""
+    return {"event": event, "worker_id": worker_id, "language": language}
+
+
 @dataclass(slots=True, eq=False)
 class TaskEntry:
     """An unfinished task held in memory (queued or in flight)."""
@@ -616,7 +621,12 @@ class Broker:
                 self._ready(rid, msg, now)
             case p.Disconnect(reason):
                 if worker is not None:
-                    log.info("worker %s left: %s", worker.id, reason)
+                    log.info(
+                        "worker %s left: %s",
+                        worker.id,
+                        reason,
+                        extra=_worker_fields("worker.gone", worker.id, worker.language),
+                    )
                     self._remove_worker(worker, lost=False)
                     self.events("worker.left", {"worker": worker.id, "reason": reason})
             case _:
@@ -660,6 +670,7 @@ class Broker:
                 ",".join(msg.services),
                 msg.credit,
                 len(msg.inflight),
+                extra=_worker_fields("worker.ready", msg.worker, msg.language),
             )
             self.events(
                 "worker.ready",
@@ -804,7 +815,10 @@ class Broker:
         worker = self.workers.get(rid)
         if worker is not None:
             log.warning(
-                "worker %s unreachable: dead, %d tasks requeued", worker.id, len(worker.inflight)
+                "worker %s unreachable: dead, %d tasks requeued",
+                worker.id,
+                len(worker.inflight),
+                extra=_worker_fields("worker.lost", worker.id, worker.language),
             )
             silent = self.clock() - worker.last_seen
             self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
@@ -834,6 +848,7 @@ class Broker:
                     worker.id,
                     silent,
                     len(worker.inflight),
+                    extra=_worker_fields("worker.lost", worker.id, worker.language),
                 )
                 self.events("worker.lost", {"worker": worker.id, "silent_s": silent})
                 self._remove_worker(worker, lost=True)
@@ -861,6 +876,16 @@ class Broker:
                     f"worker lost on each of {task.attempts} attempts",
                     "dead_letter",
                     None,
+                )
+                log.warning(
+                    "task %s dead-lettered: its worker was lost on each of %d attempts",
+                    task.id,
+                    task.attempts,
+                    extra={
+                        "event": "task.dead_lettered",
+                        "task_id": task.id,
+                        "service": task.service,
+                    },
                 )
                 if self.stats is not None:
                     self.stats.dead_lettered(task.service)
