@@ -19,7 +19,7 @@ from fabric import Fabric, free_port
 from typer.testing import CliRunner
 
 from zmqflow import cli
-from zmqflow.settings import ClientSettings, ForwarderSettings, WorkerSettings
+from zmqflow.settings import ClientSettings, CurvePeerSettings, ForwarderSettings, WorkerSettings
 
 
 def zmqflow(
@@ -293,6 +293,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "allow_workers": ("/keys/workers", "/keys/workers"),
     "insecure": ("true", True),  # a flag on the command line: --insecure
     "max_message_bytes": ("200000", 200000),
+    "curve_server": ("/keys/forwarder.key", "/keys/forwarder.key"),
     "connect": ("tcp://127.0.0.1:9", "tcp://127.0.0.1:9"),
     "service": ("resize", ["resize"]),
     "handler": ("pkg.mod:func", ["pkg.mod:func"]),
@@ -307,6 +308,8 @@ MODELS = {
     "submit": ClientSettings,
     "status": ClientSettings,
     "dead-letters": ClientSettings,
+    "publish": CurvePeerSettings,
+    "subscribe": CurvePeerSettings,
 }
 
 
