@@ -2,14 +2,17 @@
 
 Contract: a `zmqflow` connection names the forwarder's client endpoint
 (``frontend``), the event bus endpoints (``events_in`` to publish,
-``events_out`` to subscribe), each tcp:// or ipc://, and the environment
-``env`` that scopes event topics (``<env>.<kind>``). CurveZMQ key fields are
-validated (Z85, 40 characters) but not applied yet: they are reserved for
-the security work. ``endpoints()`` / ``aendpoints()`` parse the connection
-once (the async form is for triggers, which have no ORM access);
-``client()`` / ``async_client()`` return zmqflow clients; ``publish()``
-sends one event. A connection that does not parse fails with a message
-naming the connection and the field.
+``events_out`` to subscribe), each tcp:// or ipc://, the environment
+``env`` that scopes event topics (``<env>.<kind>``), and CurveZMQ keys as
+Z85 text (``curve_server_public_key``, ``curve_secret_key``, optionally
+``curve_public_key``), parsed by ``zmqflow_provider.connection``. Every
+socket the hook makes carries those keys (``curve()``: the connection's, or
+else the files ZMQFLOW_CURVE_SECRET/SERVER name, or none); no key touches a
+file. ``endpoints()`` / ``aendpoints()`` parse the connection once (the
+async form is for triggers, which have no ORM access); ``client()`` /
+``async_client()`` return zmqflow clients; ``publish()`` sends one event. A
+connection that does not parse fails with a message naming the connection
+and the field.
 """
 
 from __future__ import annotations
@@ -21,74 +24,27 @@ from typing import Any, ClassVar
 import zmq
 from airflow.exceptions import AirflowException
 from airflow.sdk.bases.hook import BaseHook
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from zmqflow import events
 from zmqflow.client import AsyncClient, Client
+from zmqflow.security.peer import CurveKeys, resolve
+from zmqflow_provider.connection import FIELDS, KEY_FIELDS, InvalidConnection, ZmqflowEndpoints
 
-FIELDS = ("frontend", "events_in", "events_out", "env")
-KEY_FIELDS = ("curve_server_public_key", "curve_public_key", "curve_secret_key")
+__all__ = ["FIELDS", "KEY_FIELDS", "ZmqflowEndpoints", "ZmqflowHook"]
 
 
-class ZmqflowEndpoints(BaseModel):
-    """What a `zmqflow` connection says, checked."""
+def _parse(conn_id: str, extra: dict[str, Any]) -> ZmqflowEndpoints:
+    try:
+        return ZmqflowEndpoints.from_extra(conn_id, extra)
+    except InvalidConnection as exc:
+        raise AirflowException(str(exc)) from None
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    frontend: str = "tcp://forwarder:5555"
-    events_in: str = "tcp://forwarder:5557"
-    events_out: str = "tcp://forwarder:5558"
-    env: str = "dev"
-    curve_server_public_key: str | None = None
-    curve_public_key: str | None = None
-    curve_secret_key: str | None = None
-
-    @field_validator("frontend", "events_in", "events_out")
-    @classmethod
-    def _transport(cls, value: str) -> str:
-        value = value.strip()
-        if value.startswith("tcp://") and ":" in value[6:]:
-            return value
-        if value.startswith("ipc://") and len(value) > 6:
-            # the kernel's limit on a socket path (sun_path, 108 bytes with the NUL)
-            if len(value[6:].encode()) > 107:
-                raise ValueError("ipc socket path is longer than 107 bytes")
-            return value
-        raise ValueError(f"{value!r} is not tcp://HOST:PORT or ipc:///path")
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: str) -> str:
-        if not value or "." in value:
-            raise ValueError("env must be non-empty and without dots (topics are <env>.<kind>)")
-        return value
-
-    @field_validator(*KEY_FIELDS)
-    @classmethod
-    def _z85_key(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        if len(value) != 40:
-            raise ValueError("a CurveZMQ key in Z85 is 40 characters")
-        return value
-
-    @classmethod
-    def from_extra(cls, conn_id: str, extra: dict[str, Any]) -> ZmqflowEndpoints:
-        # The UI stores form fields either plainly or as extra__zmqflow__NAME.
-        values = {}
-        for name in (*FIELDS, *KEY_FIELDS):
-            value = extra.get(name, extra.get(f"extra__zmqflow__{name}"))
-            if value not in (None, ""):
-                values[name] = value
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise AirflowException(
-                f"connection {conn_id!r} is not a valid zmqflow connection: {problems}"
-            ) from None
+def _curve(conn_id: str, endpoints: ZmqflowEndpoints) -> CurveKeys | None:
+    try:
+        return resolve(endpoints.curve_keys())
+    except ValueError as exc:  # ZMQFLOW_CURVE_* naming a bad file (KeyFileError)
+        raise AirflowException(f"connection {conn_id!r}: CURVE keys: {exc}") from None
 
 
 def _extra(conn: Any) -> dict[str, Any]:
@@ -113,23 +69,31 @@ class ZmqflowHook(BaseHook):
     def endpoints(self) -> ZmqflowEndpoints:
         if self._endpoints is None:
             conn = self.get_connection(self.zmqflow_conn_id)
-            self._endpoints = ZmqflowEndpoints.from_extra(self.zmqflow_conn_id, _extra(conn))
+            self._endpoints = _parse(self.zmqflow_conn_id, _extra(conn))
         return self._endpoints
 
     async def aendpoints(self) -> ZmqflowEndpoints:
         if self._endpoints is None:
             conn = await self.aget_connection(self.zmqflow_conn_id)
-            self._endpoints = ZmqflowEndpoints.from_extra(self.zmqflow_conn_id, _extra(conn))
+            self._endpoints = _parse(self.zmqflow_conn_id, _extra(conn))
         return self._endpoints
+
+    def curve(self) -> CurveKeys | None:
+        """The keys every socket of this hook carries (see the module contract)."""
+        return _curve(self.zmqflow_conn_id, self.endpoints())
+
+    async def acurve(self) -> CurveKeys | None:
+        return _curve(self.zmqflow_conn_id, await self.aendpoints())
 
     def get_conn(self) -> Client:
         return self.client()
 
     def client(self, timeout: float = 60.0) -> Client:
-        return Client(self.endpoints().frontend, timeout=timeout)
+        return Client(self.endpoints().frontend, timeout=timeout, curve=self.curve())
 
     async def async_client(self, timeout: float = 60.0) -> AsyncClient:
-        return AsyncClient((await self.aendpoints()).frontend, timeout=timeout)
+        frontend, curve = (await self.aendpoints()).frontend, await self.acurve()
+        return AsyncClient(frontend, timeout=timeout, curve=curve)
 
     def publish(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         """Publish one event ``<env>.<kind>`` on the bus; returns its topic and seq.
@@ -139,8 +103,11 @@ class ZmqflowHook(BaseHook):
         """
         endpoints = self.endpoints()
         encoder = events.EventEncoder(endpoints.env, events.new_source("airflow"))
+        keys = self.curve()
         sock = zmq.Context.instance().socket(zmq.PUB)
         sock.linger = 5000
+        if keys is not None:
+            keys.apply(sock)
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         try:
             sock.connect(endpoints.events_in)

@@ -188,10 +188,13 @@ class ZmqflowEventTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        endpoints = await ZmqflowHook(self.zmqflow_conn_id).aendpoints()
+        hook = ZmqflowHook(self.zmqflow_conn_id)
+        endpoints, keys = await hook.aendpoints(), await hook.acurve()
         topic = f"{self.env or endpoints.env}.{self.kind}"
         sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
         sock.linger = 0
+        if keys is not None:
+            keys.apply(sock)
         sock.setsockopt_string(zmq.SUBSCRIBE, topic)
         sock.connect(endpoints.events_out)
         self.log.info("waiting for events %s on %s", topic, endpoints.events_out)
