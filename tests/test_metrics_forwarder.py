@@ -1,0 +1,150 @@
+"""The forwarder's metrics, ``zmqflow status`` and the client agree (issue 14).
+
+Real processes on loopback (tests/fabric.py): a forwarder with
+``--metrics-port`` and ``--log-format json``, Python workers, tasks from the
+client CLI; the metrics are read over HTTP as Prometheus does and parsed
+with prometheus-client's own parser.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+from fabric import Fabric, free_port, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample on ``port``'s /metrics, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def status_cli(fabric: Fabric, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zmqflow", "status", "--connect", fabric.frontend, *args],
+        capture_output=True,
+        text=True,
+        env=fabric.env,
+        timeout=60,
+        check=True,
+    )
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of a log that is a JSON object (all of them, with --log-format json)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_metrics_status_and_client_counts_agree_under_a_known_load(fabric: Fabric) -> None:
+    count = 400
+    port, worker_port = free_port(), free_port()
+    fabric.start_forwarder("--metrics-port", str(port), "--log-format", "json")
+    fabric.start_worker("echo", extra=("--metrics-port", str(worker_port), "--log-format", "json"))
+    fabric.wait_workers(1)
+
+    summary = fabric.summary(fabric.submit_cli("--service", "echo", "--count", str(count)))
+    assert summary["completed"] == count, summary
+
+    metrics = scrape(port)
+    names = {name for name, _ in metrics if name.startswith("zmqflow_")}
+    assert len({n.removesuffix("_total") for n in names}) >= 8, sorted(names)
+    echo = {"service": "echo"}
+    assert value(metrics, "zmqflow_tasks_accepted_total", **echo) == count
+    assert value(metrics, "zmqflow_tasks_completed_total", **echo) == count
+    assert value(metrics, "zmqflow_tasks_failed_total", **echo) == 0
+    assert value(metrics, "zmqflow_queue_depth", **echo) == 0
+    assert value(metrics, "zmqflow_tasks_in_flight", **echo) == 0
+    assert value(metrics, "zmqflow_workers_alive", service="echo", language="python") == 1
+    assert value(metrics, "zmqflow_workers_connected", language="python") == 1
+    for histogram in ("queue_wait", "service", "round_trip"):
+        name = f"zmqflow_task_{histogram}_seconds"
+        assert value(metrics, f"{name}_count", **echo) == count
+        assert value(metrics, f"{name}_bucket", service="echo", le="+Inf") == count
+    assert (value(metrics, "zmqflow_journal_commit_seconds_count") or 0) > 0
+    assert (value(metrics, "zmqflow_journal_size_bytes") or 0) > 0
+    assert value(metrics, "zmqflow_workers_lost_total") == 0
+
+    status = json.loads(status_cli(fabric, "--json").stdout)
+    assert status["counters"]["completed"] == count
+    assert status["counters"]["accepted"] == count
+    assert status["inflight"] == 0
+    assert sum(status["queues"].values()) == 0
+
+    worker = scrape(worker_port)
+    assert value(worker, "zmqflow_worker_tasks_handled_total", **echo) == count
+    assert value(worker, "zmqflow_worker_task_failures_total", **echo) == 0
+    assert value(worker, "zmqflow_worker_handler_duration_seconds_count", **echo) == count
+    [(labels, info)] = [(dict(k), v) for (n, k), v in worker.items() if n == "zmqflow_worker_info"]
+    assert info == 1 and labels["language"] == "python" and labels["worker_id"]
+
+    lines = json_lines(fabric.log("forwarder"))
+    assert all({"ts", "level", "logger", "message"} <= line.keys() for line in lines)
+    [ready] = [line for line in lines if line.get("event") == "worker.ready"]
+    assert ready["worker_id"] == labels["worker_id"]
+    assert ready["language"] == "python" and ready["level"] == "INFO"
+    worker_lines = json_lines(fabric.log("worker"))
+    assert any(line.get("event") == "worker.connected" for line in worker_lines)
+
+
+def test_a_worker_killed_holding_tasks_shows_as_lost_and_its_tasks_as_requeued(
+    fabric: Fabric,
+) -> None:
+    port = free_port()
+    fabric.start_forwarder("--metrics-port", str(port), "--log-format", "json")
+    victim = fabric.start_worker("sleep")
+    fabric.start_worker("sleep")
+    fabric.wait_workers(2)
+    submit = fabric.submit_cli("--service", "sleep", "--payload", "50", "--count", "60")
+    fabric.wait_holding(victim)
+    fabric.kill(victim)  # SIGKILL while it holds tasks
+    summary = fabric.summary(submit)
+    assert summary["completed"] == 60 and summary["lost"] == 0, summary
+
+    def counted_lost() -> Samples | None:
+        metrics = scrape(port)
+        return metrics if value(metrics, "zmqflow_workers_lost_total") else None
+
+    metrics = wait_for(counted_lost, "the forwarder to count the killed worker lost")
+    status = fabric.status()
+    requeued = value(metrics, "zmqflow_tasks_requeued_total", service="sleep")
+    assert value(metrics, "zmqflow_workers_lost_total") == status["counters"]["workers_lost"] == 1
+    assert requeued is not None and requeued >= 1
+    assert requeued == status["counters"]["requeued"]
+    assert value(metrics, "zmqflow_tasks_completed_total", service="sleep") == 60
+    assert value(metrics, "zmqflow_workers_alive", service="sleep", language="python") == 1
+
+    lost = [
+        line for line in json_lines(fabric.log("forwarder")) if line.get("event") == "worker.lost"
+    ]
+    assert len(lost) == 1 and lost[0]["worker_id"].startswith("py-")
+
+
+def test_status_watch_refreshes_a_bounded_number_of_times(fabric: Fabric) -> None:
+    fabric.start_forwarder()
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+
+    lines = status_cli(
+        fabric, "--watch", "--json", "--interval", "0.05", "--refreshes", "3"
+    ).stdout.splitlines()
+    assert len(lines) == 3
+    assert all(len(json.loads(line)["workers"]) == 1 for line in lines)
+
+    screen = status_cli(fabric, "--watch", "--interval", "0.05", "--refreshes", "2").stdout
+    assert "1 workers" in screen and "echo" in screen
