@@ -4,6 +4,8 @@ Every system answers 100-byte echo tasks; each is measured twice:
 - throughput: N tasks with up to WINDOW outstanding (pipelined), after a
   warm-up of WARMUP tasks that is not counted;
 - latency: M tasks one at a time (ping-pong), p50 and p99 round trip.
+The "CURVE" rows run the same fabric with CurveZMQ and the forwarder's ZAP
+roles on every socket (docs/security.md): what encryption costs, same run.
 The baseline is raw pyzmq DEALER -> ROUTER echo between two processes,
 measured the same way in the same run. The machines are shared and their
 speed drifts within seconds, so the whole table is measured ROUNDS times,
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -25,7 +28,14 @@ from pathlib import Path
 
 import typer
 from bench_measure import Figures, Run, measure, median_figures
-from bench_zmq import echo_servers, fabric, raw_echo, rust_worker_binary, zmqflow_echo
+from bench_zmq import (
+    curve_keys,
+    echo_servers,
+    fabric,
+    raw_echo,
+    rust_worker_binary,
+    zmqflow_echo,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -44,13 +54,15 @@ class Row:
 
 
 # ---------------------------------------------------------------------- main
-# name, workers, language, journal on
-SETUPS: list[tuple[str, int, str, bool]] = [
-    ("zmqflow, 1 python worker", 1, "python", True),
-    ("zmqflow, 2 python workers", 2, "python", True),
-    ("zmqflow, 1 python worker, no journal", 1, "python", False),
-    ("zmqflow, 1 rust worker", 1, "rust", True),
-    ("zmqflow, 2 rust workers", 2, "rust", True),
+# name, workers, language, journal on, CURVE on every socket (what it costs: issue 13)
+SETUPS: list[tuple[str, int, str, bool, bool]] = [
+    ("zmqflow, 1 python worker", 1, "python", True, False),
+    ("zmqflow, 2 python workers", 2, "python", True, False),
+    ("zmqflow, 1 python worker, no journal", 1, "python", False, False),
+    ("zmqflow, 1 rust worker", 1, "rust", True, False),
+    ("zmqflow, 2 rust workers", 2, "rust", True, False),
+    ("zmqflow, 1 python worker, CURVE", 1, "python", True, True),
+    ("zmqflow, 1 rust worker, CURVE", 1, "rust", True, True),
 ]
 
 
@@ -78,10 +90,18 @@ def main(
         f"{pings} pings, 100-byte echo, {rounds} rounds, {os.cpu_count()} cores"
     )
     setups = SETUPS
-    if rust_worker_binary() is None:
+    binary = rust_worker_binary()
+    if binary is None:
         console.print("[yellow]no Rust worker and no cargo to build it: Rust rows left out[/]")
         setups = [s for s in SETUPS if s[2] != "rust"]
+    elif (
+        "--curve-secret"
+        not in subprocess.run([binary, "--help"], capture_output=True).stdout.decode()
+    ):
+        console.print("[yellow]this Rust worker has no --curve-secret: its CURVE row left out[/]")
+        setups = [s for s in setups if not (s[2] == "rust" and s[4])]
     measured: list[list[Row]] = [[] for _ in range(len(setups) + 1)]  # per system, per round
+    keyring = curve_keys(logs / "keys")
     floor = "raw pyzmq DEALER-ROUTER echo"
     try:
         for round_no in range(1, rounds + 1):
@@ -89,9 +109,10 @@ def main(
             with echo_servers(1, logs) as endpoints:
                 run: Run = partial(raw_echo, endpoints=endpoints)
                 measured[0].append(report(floor, measure(run, count, window, pings, warmup)))
-            for n, (name, workers, language, journal) in enumerate(setups):
-                with fabric(workers, language, "tcp", journal, logs, credit) as front:
-                    run = partial(zmqflow_echo, endpoint=front)
+            for n, (name, workers, language, journal, curve) in enumerate(setups):
+                keys = keyring if curve else None
+                with fabric(workers, language, "tcp", journal, logs, credit, keys) as front:
+                    run = partial(zmqflow_echo, endpoint=front, keys=keys)
                     measured[n + 1].append(report(name, measure(run, count, window, pings, warmup)))
     finally:
         shutil.rmtree(logs, ignore_errors=True)

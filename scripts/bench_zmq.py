@@ -122,10 +122,11 @@ def raw_echo(
 
 # -------------------------------------------------------------------- zmqflow
 def zmqflow_echo(
-    count: int, window: int, endpoint: str, payload_bytes: int = 100
+    count: int, window: int, endpoint: str, payload_bytes: int = 100, keys: Path | None = None
 ) -> tuple[float, list[float]]:
+    """Pipelined echo through zmqflow; with ``keys`` (curve_keys) the client uses CURVE."""
     payload = b"x" * payload_bytes
-    with Client(endpoint, timeout=600) as client:
+    with Client(endpoint, timeout=600, **curve_client(keys)) as client:
         start = time.perf_counter()
         results = list(client.stream("echo", (payload for _ in range(count)), window=window))
         elapsed = time.perf_counter() - start
@@ -209,8 +210,47 @@ def rust_worker(backend: str, credit: int = CREDIT) -> list[str]:
     ]
 
 
-def wait_workers(endpoint: str, count: int) -> None:
-    with Client(endpoint) as client:
+def curve_keys(folder: Path) -> Path:
+    """Key pairs for a CURVE fabric in ``folder``: forwarder, client, worker, and allow-lists."""
+    from zmqflow.security.keys import generate
+
+    generate(folder, "forwarder", "client", "worker")
+    for role in ("client", "worker"):
+        (folder / f"allow-{role}s").mkdir()
+        shutil.copy(folder / f"{role}.key", folder / f"allow-{role}s")
+    return folder
+
+
+def curve_client(keys: Path | None) -> dict[str, Path]:
+    """Client keyword arguments for the client key of ``curve_keys`` (none: plain)."""
+    if keys is None:
+        return {}
+    return {"curve_secret": keys / "client.key_secret", "curve_server": keys / "forwarder.key"}
+
+
+def curve_args(keys: Path | None, role: str) -> list[str]:
+    """Command-line options of the forwarder or a worker for ``curve_keys`` (none: plain)."""
+    if keys is None:
+        return []
+    if role == "forwarder":
+        return [
+            "--curve-secret",
+            str(keys / "forwarder.key_secret"),
+            "--allow-clients",
+            str(keys / "allow-clients"),
+            "--allow-workers",
+            str(keys / "allow-workers"),
+        ]
+    return [
+        "--curve-secret",
+        str(keys / "worker.key_secret"),
+        "--curve-server",
+        str(keys / "forwarder.key"),
+    ]
+
+
+def wait_workers(endpoint: str, count: int, keys: Path | None = None) -> None:
+    with Client(endpoint, **curve_client(keys)) as client:
         wait_until(lambda: len(client.status(5)["workers"]) >= count, 60, "zmqflow workers", 0.1)
 
 
@@ -222,8 +262,12 @@ def fabric(
     journal: bool,
     logs: Path,
     credit: int = CREDIT,
+    keys: Path | None = None,
 ) -> Iterator[str]:
-    """A forwarder and ``workers`` echo workers; yields the clients' endpoint."""
+    """A forwarder and ``workers`` echo workers; yields the clients' endpoint.
+
+    With ``keys`` (``curve_keys``) every socket uses CURVE with the forwarder's roles.
+    """
     # ipc paths must stay under 107 bytes: a short folder of its own under /tmp
     where = Path(tempfile.mkdtemp(prefix="zfb-", dir="/tmp"))
     try:
@@ -234,9 +278,10 @@ def fabric(
             back = f"tcp://127.0.0.1:{free_port()}"
         path = str(where / "journal.db") if journal else ":memory:"
         make = python_worker if language == "python" else rust_worker
-        commands = [forwarder_cmd(path, front, back)] + [make(back, credit) for _ in range(workers)]
+        commands = [forwarder_cmd(path, front, back) + curve_args(keys, "forwarder")]
+        commands += [make(back, credit) + curve_args(keys, "worker") for _ in range(workers)]
         with processes(*commands, logs=logs, name=f"zmqflow-{language}"):
-            wait_workers(front, workers)
+            wait_workers(front, workers, keys)
             yield front
     finally:
         shutil.rmtree(where, ignore_errors=True)
