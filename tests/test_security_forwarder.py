@@ -23,6 +23,9 @@ from fabric import Fabric, free_port, wait_for
 from security_fabric import Keys, SecureFabric, handshake, raw_socket
 
 from zmqflow import protocol as p
+from zmqflow.security.authenticator import RoleAuthenticator, load_allow_list
+from zmqflow.security.keys import load_public
+from zmqflow.security.policy import tcp_exposure
 
 
 @pytest.fixture
@@ -341,3 +344,57 @@ def test_a_port_scan_does_not_disturb_the_forwarder(secure: SecureFabric) -> Non
             conn.sendall(junk)
     assert secure.status()["workers"] == []
     assert forwarder.poll() is None
+
+
+# ---------------------------------------------------------- the pieces alone
+@pytest.mark.parametrize(
+    ("endpoint", "exposure"),
+    [
+        ("tcp://127.0.0.1:5555", "local"),
+        ("tcp://127.0.0.1:*", "local"),
+        ("tcp://127.9.8.7:5555", "local"),
+        ("tcp://localhost:5555", "local"),
+        ("tcp://[::1]:5555", "local"),
+        ("ipc:///run/zmqflow/frontend.sock", "local"),
+        ("inproc://x", "local"),
+        ("tcp://*:5555", "wildcard"),
+        ("tcp://0.0.0.0:5555", "wildcard"),
+        ("tcp://[::]:5555", "wildcard"),
+        ("tcp://192.168.1.10:5555", "network"),
+        ("tcp://eth0:5555", "network"),
+        ("tcp://forwarder:5555", "network"),
+    ],
+)
+def test_tcp_exposure_tells_loopback_from_wildcard_and_network(
+    endpoint: str, exposure: str
+) -> None:
+    assert tcp_exposure(endpoint) == exposure
+
+
+def test_an_unusable_file_in_an_allow_folder_is_skipped_not_fatal(
+    keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    (keys.allow_clients / "broken.key").write_text('curve\n    public-key = "short"\n')
+    allowed = load_allow_list(keys.allow_clients)
+    assert allowed == {load_public(keys.public("client")): "client.key"}
+    assert "broken.key" in caplog.text and "skipped" in caplog.text
+
+
+def test_a_removed_allow_folder_allows_nobody(tmp_path: Path, keys: Keys) -> None:
+    auth = RoleAuthenticator({"zmqflow.clients": keys.allow_clients}, zmq.Context())
+    assert auth.certs["zmqflow.clients"]
+    shutil.rmtree(keys.allow_clients)
+    auth.refresh()
+    assert auth.certs["zmqflow.clients"] == {}
+
+
+def test_refresh_reloads_only_a_folder_that_changed(keys: Keys) -> None:
+    auth = RoleAuthenticator(
+        {"zmqflow.clients": keys.allow_clients, "zmqflow.workers": keys.allow_workers},
+        zmq.Context(),
+    )
+    before = {d: id(c) for d, c in auth.certs.items()}
+    shutil.copy(keys.public("stranger"), keys.allow_workers)
+    auth.refresh()
+    assert id(auth.certs["zmqflow.clients"]) == before["zmqflow.clients"]
+    assert load_public(keys.public("stranger")) in auth.certs["zmqflow.workers"]
