@@ -2,14 +2,20 @@
 //!
 //! Contract: [`Cli::parse_validated`] returns either the `health` probe or a
 //! complete [`Config`]; a missing endpoint, no service, an unknown service
-//! name or a zero concurrency is a usage error (clap's message, exit 2).
-//! A flag wins over its environment variable.
+//! name or a zero concurrency is a usage error (clap's message, exit 2);
+//! so are half a CURVE pair (`--curve-secret` without `--curve-server` or
+//! the other way round), a key file that cannot be read (the message names
+//! the file) and keys given to a libzmq without CURVE. The key files are
+//! read here, once. A flag wins over its environment variable; an empty
+//! variable counts as not set.
 
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::keys::CurveKeys;
+use crate::logging::LogFormat;
 use crate::services;
 
 /// zmqflow worker (Rust): serves built-in services to a zmqflow forwarder.
@@ -52,6 +58,22 @@ pub struct Cli {
     #[arg(long, env = "ZMQFLOW_WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Log lines on stderr: text, or one JSON object per line.
+    #[arg(long, env = "ZMQFLOW_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Our secret key file (NAME.key_secret); CURVE with --curve-server.
+    #[arg(long, env = "ZMQFLOW_CURVE_SECRET")]
+    pub curve_secret: Option<String>,
+
+    /// The forwarder's public key file (NAME.key).
+    #[arg(long, env = "ZMQFLOW_CURVE_SERVER")]
+    pub curve_server: Option<String>,
+
+    /// Prometheus port (http://0.0.0.0:PORT/metrics); 0 turns it off.
+    #[arg(long, env = "ZMQFLOW_METRICS_PORT", default_value_t = 0)]
+    pub metrics_port: u16,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -82,12 +104,17 @@ pub struct Config {
     pub health_file: Option<String>,
     pub worker_id: String,
     pub host: String,
+    pub log_format: LogFormat,
+    /// CURVE keys, when the forwarder is a CURVE server.
+    pub curve: Option<CurveKeys>,
+    /// 0: no metrics.
+    pub metrics_port: u16,
 }
 
 /// What the process was asked to do.
 pub enum Mode {
     Health { file: String, max_age: f64 },
-    Work(Config),
+    Work(Box<Config>),
 }
 
 impl Cli {
@@ -165,7 +192,8 @@ impl Cli {
                 "--worker-id must be 1 to 128 bytes".to_owned(),
             ));
         }
-        Ok(Mode::Work(Config {
+        let curve = curve_keys(self.curve_secret, self.curve_server)?;
+        Ok(Mode::Work(Box::new(Config {
             connect,
             services: names,
             concurrency: self.concurrency,
@@ -176,8 +204,44 @@ impl Cli {
             health_file: self.health_file.filter(|f| !f.is_empty()),
             worker_id,
             host,
-        }))
+            log_format: self.log_format,
+            curve,
+            metrics_port: self.metrics_port,
+        })))
     }
+}
+
+/// Both key files or neither; with both, a libzmq that speaks CURVE.
+fn curve_keys(
+    secret: Option<String>,
+    server: Option<String>,
+) -> Result<Option<CurveKeys>, (ErrorKind, String)> {
+    let given = |f: Option<String>| f.filter(|f| !f.trim().is_empty());
+    let (secret, server) = match (given(secret), given(server)) {
+        (None, None) => return Ok(None),
+        (Some(secret), Some(server)) => (secret, server),
+        _ => {
+            return Err((
+                ErrorKind::ArgumentConflict,
+                "--curve-secret and --curve-server go together (ZMQFLOW_CURVE_SECRET, \
+                 ZMQFLOW_CURVE_SERVER): give both for CURVE, neither for plain"
+                    .to_owned(),
+            ))
+        }
+    };
+    if zmq::has("curve") != Some(true) {
+        let (major, minor, patch) = zmq::version();
+        return Err((
+            ErrorKind::InvalidValue,
+            format!(
+                "CURVE keys given, but this libzmq ({major}.{minor}.{patch}) has no CURVE \
+                 support: link a libzmq built with libsodium (Debian's libzmq5)"
+            ),
+        ));
+    }
+    CurveKeys::load(&secret, &server)
+        .map(Some)
+        .map_err(|e| (ErrorKind::InvalidValue, e.0))
 }
 
 /// Python's level names (WARNING, CRITICAL, any case) as env_logger filters.
@@ -279,6 +343,64 @@ mod tests {
             parse(&["health", "--file", "/tmp/x", "--max-age", "2"]),
             Ok(Mode::Health { max_age, .. }) if max_age == 2.0
         ));
+    }
+
+    #[test]
+    fn new_options_default_to_plain_text_and_no_metrics() {
+        let Ok(Mode::Work(cfg)) = parse(&["--connect", "tcp://x:1", "--service", "echo"]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.metrics_port, 0);
+        assert!(cfg.curve.is_none());
+        let Ok(Mode::Work(cfg)) = parse(&[
+            "--connect",
+            "tcp://x:1",
+            "--service",
+            "echo",
+            "--log-format",
+            "json",
+            "--metrics-port",
+            "9100",
+        ]) else {
+            panic!("expected a config");
+        };
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.metrics_port, 9100);
+    }
+
+    #[test]
+    fn half_a_curve_pair_is_a_usage_error() {
+        let Err((kind, msg)) = parse(&[
+            "--connect",
+            "tcp://x:1",
+            "--service",
+            "echo",
+            "--curve-secret",
+            "/tmp/w.key_secret",
+        ]) else {
+            panic!("expected an error");
+        };
+        assert_eq!(kind, ErrorKind::ArgumentConflict);
+        assert!(msg.contains("go together"));
+    }
+
+    #[test]
+    fn a_missing_key_file_is_a_usage_error_naming_it() {
+        let Err((kind, msg)) = parse(&[
+            "--connect",
+            "tcp://x:1",
+            "--service",
+            "echo",
+            "--curve-secret",
+            "/nonexistent/w.key_secret",
+            "--curve-server",
+            "/nonexistent/forwarder.key",
+        ]) else {
+            panic!("expected an error");
+        };
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert_eq!(msg, "key file /nonexistent/w.key_secret: missing");
     }
 
     #[test]

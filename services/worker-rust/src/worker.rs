@@ -22,6 +22,15 @@
 //!   reset once the forwarder is heard from). Answers produced while the
 //!   link is down (and those sent during the silent window) are sent again
 //!   after the next READY: the forwarder drops late duplicates;
+//! - with CURVE keys the socket is a CURVE client of the forwarder's key.
+//!   Until the forwarder first speaks on a socket, its monitor is watched
+//!   (handshake.rs): a refused handshake (libzmq never retries it) is logged
+//!   at warn naming our key and the endpoint, and takes the silent path
+//!   above at once: socket closed, a new one after the backoff, so that a
+//!   worker allowed later gets in without a restart;
+//! - with metrics, each handler run is counted per service (metrics.rs);
+//! - READY, a lost link and the drained DISCONNECT are logged at info/warn
+//!   with `event` worker.ready / worker.lost (worker.refused) / worker.gone;
 //! - drain on SIGTERM: READY with credit 0, answer everything held,
 //!   DISCONNECT {reason: "drained"}, return Ok (exit 0). A draining worker
 //!   that cannot reach the forwarder (nothing heard for two intervals, or no
@@ -43,6 +52,8 @@ use indexmap::IndexSet;
 use log::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::handshake::{Refusal, Watch};
+use crate::metrics::{Metrics, Outcome};
 use crate::protocol::{
     self, cmd, Dispatch, Done, Failure, Frames, Headers, Item, Message, Ready, Side,
 };
@@ -75,8 +86,9 @@ struct Job {
     payload: Vec<u8>,
 }
 
-/// Run a handler; the internal answer frames for the loop.
-fn execute(job: Job) -> Frames {
+/// Run a handler (counted when `metrics`); the internal answer frames for the loop.
+fn execute(job: Job, metrics: Option<&Metrics>) -> Frames {
+    let started = metrics.map(|_| Instant::now());
     let outcome = match services::lookup(&job.service) {
         Some(handler) => catch_unwind(AssertUnwindSafe(|| handler(&job.payload, &job.headers)))
             .unwrap_or_else(|panic| {
@@ -90,10 +102,21 @@ fn execute(job: Job) -> Frames {
         // Same text as the Python worker.
         None => Err(format!("service '{}' not served here", job.service)),
     };
+    if let (Some(metrics), Some(started)) = (metrics, started) {
+        let counted = match (&outcome, services::lookup(&job.service)) {
+            (_, None) => Outcome::NotServed,
+            (Ok(_), _) => Outcome::Handled,
+            (Err(_), _) => Outcome::Failed,
+        };
+        metrics.record(&job.service, counted, started.elapsed());
+    }
     match outcome {
         Ok(payload) => vec![job.id.into_bytes(), vec![OUTPUT], payload],
         Err(text) => {
-            debug!("task {} failed: {text}", job.id);
+            debug!(
+                event = "task.failed", task_id = job.id.as_str(), service = job.service.as_str();
+                "task {} failed: {text}", job.id
+            );
             vec![job.id.into_bytes(), vec![ERROR], text.into_bytes()]
         }
     }
@@ -138,7 +161,12 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(ctx: &zmq::Context, endpoint: &str, size: usize) -> Result<Pool, String> {
+    fn start(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        size: usize,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Pool, String> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::with_capacity(size);
@@ -150,6 +178,7 @@ impl Pool {
             push.connect(endpoint)
                 .map_err(|e| format!("inproc connect: {e}"))?;
             let rx = Arc::clone(&rx);
+            let metrics = metrics.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("handler-{n}"))
                 .spawn(move || loop {
@@ -158,7 +187,7 @@ impl Pool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    if let Err(e) = push.send_multipart(execute(job), 0) {
+                    if let Err(e) = push.send_multipart(execute(job, metrics.as_deref()), 0) {
                         error!("handler thread cannot reach the loop: {e}");
                         return;
                     }
@@ -204,14 +233,38 @@ enum Drained {
     GaveUp,
 }
 
+/// Whether the forwarder has spoken on a socket yet.
+enum Handshake {
+    /// Not yet: the socket monitor is watched for a refused handshake.
+    Watching(Watch),
+    /// It has: the handshake went through, the watch is gone.
+    Heard,
+}
+
 /// A live socket to the forwarder and its timers.
 struct Link {
     socket: zmq::Socket,
     /// When the forwarder last spoke on this socket (at first: when it opened).
     last_heard: Instant,
-    /// Whether the forwarder has spoken on this socket at all.
-    heard: bool,
+    handshake: Handshake,
     next_heartbeat: Instant,
+}
+
+/// Why a link to the forwarder is given up (and a new socket opened later).
+enum Lost {
+    /// Nothing heard for `liveness` intervals.
+    Silent(Duration),
+    /// The forwarder refused our handshake: libzmq will not try this socket again.
+    Refused(Refusal),
+}
+
+/// What woke the loop up.
+#[derive(Default)]
+struct Woken {
+    signalled: bool,
+    results: bool,
+    socket: bool,
+    monitor: bool,
 }
 
 enum Conn {
@@ -237,10 +290,12 @@ pub struct Worker {
     /// A DISCONNECT arrived: READY goes out once the burst is read (a
     /// restarted forwarder answers every queued message with DISCONNECT).
     ready_wanted: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Worker {
-    pub fn new(cfg: Config, ctx: zmq::Context) -> Worker {
+    /// `metrics`: where handler runs are counted (None: not counted).
+    pub fn new(cfg: Config, ctx: zmq::Context, metrics: Option<Arc<Metrics>>) -> Worker {
         Worker {
             cfg,
             ctx,
@@ -254,6 +309,7 @@ impl Worker {
             draining_since: None,
             health_touched: None,
             ready_wanted: false,
+            metrics,
         }
     }
 
@@ -268,15 +324,24 @@ impl Worker {
         results
             .bind(&endpoint)
             .map_err(|e| format!("bind {endpoint}: {e}"))?;
-        let pool = Pool::start(&self.ctx, &endpoint, self.cfg.concurrency)?;
+        let pool = Pool::start(
+            &self.ctx,
+            &endpoint,
+            self.cfg.concurrency,
+            self.metrics.clone(),
+        )?;
         signals.set_nonblocking(true).map_err(|e| e.to_string())?;
         info!(
-            "worker {} serving {} (concurrency {}, credit {}) via {}",
+            "worker {} serving {} (concurrency {}, credit {}) via {}{}",
             self.cfg.worker_id,
             self.cfg.services.join(","),
             self.cfg.concurrency,
             self.cfg.credit,
-            self.cfg.connect
+            self.cfg.connect,
+            match &self.cfg.curve {
+                Some(keys) => format!(" with CURVE, our key {}", keys.public.z85),
+                None => " (plain, no CURVE keys)".to_owned(),
+            }
         );
 
         let outcome = loop {
@@ -284,26 +349,31 @@ impl Worker {
             if let Some(drained) = self.drain_finished() {
                 break Ok(drained);
             }
-            let (signalled, results_ready, socket_ready) = match self.wait(&results, &signals) {
-                Ok(ready) => ready,
+            let woken = match self.wait(&results, &signals) {
+                Ok(woken) => woken,
                 Err(e) => break Err(format!("poll: {e}")),
             };
-            if signalled {
+            if woken.signalled {
                 let mut sink = [0u8; 64];
                 while matches!(signals.read(&mut sink), Ok(n) if n > 0) {}
                 self.start_drain();
             }
-            if results_ready {
+            if woken.results {
                 while let Ok(frames) = results.recv_multipart(zmq::DONTWAIT) {
                     self.answer(frames);
                 }
             }
-            if socket_ready {
+            if woken.socket {
                 while let Some(frames) = self.recv() {
                     self.handle(frames, &pool);
                 }
                 if std::mem::take(&mut self.ready_wanted) {
                     self.send_ready();
+                }
+            }
+            if woken.monitor {
+                if let Some(refusal) = self.refusal() {
+                    self.lose(Lost::Refused(refusal));
                 }
             }
             self.flush();
@@ -327,11 +397,7 @@ impl Worker {
     }
 
     /// Block in zmq_poll until a socket, the signal pipe or a timer is due.
-    fn wait(
-        &self,
-        results: &zmq::Socket,
-        signals: &UnixStream,
-    ) -> Result<(bool, bool, bool), zmq::Error> {
+    fn wait(&self, results: &zmq::Socket, signals: &UnixStream) -> Result<Woken, zmq::Error> {
         let now = Instant::now();
         let mut deadline = match &self.conn {
             Conn::Up(link) => link.next_heartbeat.min(link.last_heard + self.dead_after()),
@@ -352,14 +418,58 @@ impl Worker {
         ];
         if let Conn::Up(link) = &self.conn {
             items.push(link.socket.as_poll_item(zmq::POLLIN));
+            if let Handshake::Watching(watch) = &link.handshake {
+                items.push(watch.socket.as_poll_item(zmq::POLLIN));
+            }
         }
         match zmq::poll(&mut items, timeout_ms) {
             Ok(_) => {}
-            Err(zmq::Error::EINTR) => return Ok((false, false, false)),
+            Err(zmq::Error::EINTR) => return Ok(Woken::default()),
             Err(e) => return Err(e),
         }
-        let socket_ready = items.get(2).is_some_and(|i| i.is_readable());
-        Ok((items[0].is_readable(), items[1].is_readable(), socket_ready))
+        let readable = |n: usize| items.get(n).is_some_and(|i| i.is_readable());
+        Ok(Woken {
+            signalled: readable(0),
+            results: readable(1),
+            socket: readable(2),
+            monitor: readable(3),
+        })
+    }
+
+    /// A refused handshake waiting on the current socket's monitor.
+    fn refusal(&self) -> Option<Refusal> {
+        match &self.conn {
+            Conn::Up(Link {
+                handshake: Handshake::Watching(watch),
+                ..
+            }) => watch.read(),
+            _ => None,
+        }
+    }
+
+    /// Give the link up: close the socket, open a new one after the backoff.
+    /// What was sent on the old socket may be lost: it is sent again.
+    fn lose(&mut self, why: Lost) {
+        let Conn::Up(link) = &self.conn else { return };
+        let again = self.backoff.as_secs_f64();
+        match why {
+            Lost::Silent(silent) => warn!(
+                event = "worker.lost";
+                "forwarder silent for {:.1}s; new socket in {again:.1}s",
+                silent.as_secs_f64()
+            ),
+            Lost::Refused(refusal) => warn!(
+                event = "worker.refused";
+                "{}; new socket in {again:.1}s", refusal.message()
+            ),
+        }
+        let _ = link.socket.set_linger(0);
+        self.conn = Conn::Down {
+            retry_at: Instant::now() + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let sent = std::mem::take(&mut self.unconfirmed);
+        self.outbox.prepend(sent);
     }
 
     fn dead_after(&self) -> Duration {
@@ -372,20 +482,9 @@ impl Worker {
         let dead_after = self.dead_after();
         match &mut self.conn {
             Conn::Up(link) => {
-                if now.duration_since(link.last_heard) >= dead_after {
-                    warn!(
-                        "forwarder silent for {:.1}s; new socket in {:.1}s",
-                        now.duration_since(link.last_heard).as_secs_f64(),
-                        self.backoff.as_secs_f64()
-                    );
-                    let _ = link.socket.set_linger(0);
-                    self.conn = Conn::Down {
-                        retry_at: now + self.backoff,
-                    };
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    // What was sent on the old socket may be lost: send again.
-                    let sent = std::mem::take(&mut self.unconfirmed);
-                    self.outbox.prepend(sent);
+                let silent = now.duration_since(link.last_heard);
+                if silent >= dead_after {
+                    self.lose(Lost::Silent(silent));
                 } else if now >= link.next_heartbeat {
                     send(&link.socket, protocol::encode(&Message::Heartbeat));
                     link.next_heartbeat = now + self.cfg.heartbeat_interval;
@@ -405,19 +504,27 @@ impl Worker {
         }
     }
 
-    /// A new DEALER, connected, READY sent, pending answers flushed.
+    /// A new DEALER (a CURVE client with keys), watched, connected, READY
+    /// sent, pending answers flushed.
     fn open(&mut self) -> Result<(), zmq::Error> {
         let socket = self.ctx.socket(zmq::DEALER)?;
         socket.set_linger(0)?;
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
         socket.set_maxmsgsize(MAX_MESSAGE_BYTES)?;
+        if let Some(keys) = &self.cfg.curve {
+            socket.set_curve_serverkey(&keys.server.bytes)?;
+            socket.set_curve_publickey(&keys.public.bytes)?;
+            socket.set_curve_secretkey(&keys.secret.bytes)?;
+        }
+        let key = self.cfg.curve.as_ref().map(|k| k.public.z85.as_str());
+        let watch = Watch::new(&self.ctx, &socket, key)?;
         socket.connect(&self.cfg.connect)?;
         let now = Instant::now();
         self.conn = Conn::Up(Link {
             socket,
             last_heard: now,
-            heard: false,
+            handshake: Handshake::Watching(watch),
             next_heartbeat: now + self.cfg.heartbeat_interval,
         });
         info!("connected to {}", self.cfg.connect);
@@ -451,7 +558,17 @@ impl Worker {
             pid: u64::from(std::process::id()),
             host: self.cfg.host.clone(),
         };
-        info!("READY credit {credit}, {} in flight", ready.inflight.len());
+        if credit > 0 {
+            info!(
+                event = "worker.ready";
+                "READY credit {credit}, {} in flight", ready.inflight.len()
+            );
+        } else {
+            info!(
+                event = "worker.draining";
+                "READY credit 0, {} in flight", ready.inflight.len()
+            );
+        }
         send(&link.socket, protocol::encode(&Message::Ready(ready)));
     }
 
@@ -498,7 +615,8 @@ impl Worker {
         let now = Instant::now();
         if let Conn::Up(link) = &mut self.conn {
             link.last_heard = now;
-            link.heard = true;
+            // In: stop watching the monitor (the hot path polls one socket again).
+            link.handshake = Handshake::Heard;
         }
         self.backoff = BACKOFF_MIN;
         self.unconfirmed = Answers::default();
@@ -561,8 +679,8 @@ impl Worker {
             );
         }
         debug!(
-            "task {} ({}, attempt {})",
-            task.id, task.service, task.attempt
+            event = "task.received", task_id = task.id.as_str(), service = task.service.as_str();
+            "task {} ({}, attempt {})", task.id, task.service, task.attempt
         );
         self.held.insert(task.id.clone());
         pool.submit(Job {
@@ -608,22 +726,24 @@ impl Worker {
                     reason: "drained".to_owned(),
                 };
                 send(&link.socket, protocol::encode(&bye));
-                info!("drained; DISCONNECT sent");
+                info!(event = "worker.gone"; "drained; DISCONNECT sent");
                 return Some(Drained::Left);
             }
             // A forwarder that answered on this socket within two intervals is there.
             Conn::Up(link) => {
-                link.heard && link.last_heard.elapsed() <= self.cfg.heartbeat_interval * 2
+                matches!(link.handshake, Handshake::Heard)
+                    && link.last_heard.elapsed() <= self.cfg.heartbeat_interval * 2
             }
             // No socket, nothing to hand back: no forwarder is needed to leave.
             Conn::Down { .. } if nothing_held => {
-                info!("drained with no link to the forwarder and nothing held");
+                info!(event = "worker.gone"; "drained with no link to the forwarder and nothing held");
                 return Some(Drained::Left);
             }
             Conn::Down { .. } => false,
         };
         if !reachable && since.elapsed() >= DRAIN_GIVE_UP {
             warn!(
+                event = "worker.gone";
                 "drain: forwarder unreachable, leaving {} tasks and {} answers behind \
                  (the forwarder requeues them)",
                 self.held.len(),
