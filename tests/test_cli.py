@@ -273,6 +273,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "heartbeat_interval": ("0.25", 0.25),
     "heartbeat_liveness": ("7", 7),
     "log_level": ("DEBUG", "DEBUG"),
+    "log_format": ("json", "json"),
     "frontend": ("tcp://127.0.0.1:1", ["tcp://127.0.0.1:1"]),
     "backend": ("ipc:///tmp/zf-b.sock", ["ipc:///tmp/zf-b.sock"]),
     "events_in": ("tcp://127.0.0.1:3", ["tcp://127.0.0.1:3"]),
