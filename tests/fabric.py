@@ -12,8 +12,10 @@ polling probe with a deadline that tests use instead of sleeps.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,10 +82,14 @@ class Fabric:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self._n += 1
         log = open(self.tmp / f"{self._n:02d}-{name}.log", "wb")  # noqa: SIM115 - owned by Popen
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})}
+        )
         self._procs.append(proc)
         return proc
 
@@ -134,11 +140,17 @@ class Fabric:
         return proc
 
     def start_rust_worker(
-        self, binary: Path, *services: str, connect: str | None = None, **opts: Any
+        self,
+        binary: Path,
+        *services: str,
+        connect: str | None = None,
+        env: dict[str, str] | None = None,
+        **opts: Any,
     ) -> subprocess.Popen[bytes]:
-        """The Rust worker; ``opts`` become options (``credit=3`` is ``--credit 3``)."""
+        """The Rust worker; ``opts`` become options (``credit=3`` is ``--credit 3``),
+        ``env`` adds variables (``ZMQFLOW_*`` ones included)."""
         proc = self._spawn(
-            "worker-rust", rust_args(binary, connect or self.backend, *services, **opts)
+            "worker-rust", rust_args(binary, connect or self.backend, *services, **opts), env
         )
         self.workers.append(proc)
         return proc
@@ -227,6 +239,28 @@ class Fabric:
         self.ipc_dir.rmdir()
 
 
+RUST_CRATE = Path(__file__).resolve().parents[1] / "services" / "worker-rust"
+
+
+@functools.cache
+def rust_worker_binary() -> Path:
+    """services/worker-rust built once per session (``cargo build --release --locked``);
+    a build failure fails the caller (it does not skip)."""
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    assert Path(cargo).exists(), "cargo is not installed: cannot build services/worker-rust"
+    build = subprocess.run(
+        [cargo, "build", "--release", "--locked"],
+        cwd=RUST_CRATE,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert build.returncode == 0, f"cargo build failed:\n{build.stderr[-4000:]}"
+    binary = RUST_CRATE / "target" / "release" / "zmqflow-worker"
+    assert binary.exists()
+    return binary
+
+
 def rust_args(binary: Path, endpoint: str, *services: str, **opts: Any) -> list[str]:
     """The Rust worker's command line; ``opts`` become options (``credit=3``: ``--credit 3``)."""
     args = [str(binary), "--connect", endpoint]
@@ -247,9 +281,14 @@ class FakeForwarder:
     while a batch is half read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, curve_secret: bytes | None = None) -> None:
+        """``curve_secret`` (Z85): a CURVE server; its ZAP handler is the caller's
+        (a zmq.auth authenticator on ``zmq.Context.instance()``)."""
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.linger = 0
+        if curve_secret is not None:
+            self.sock.curve_secretkey = curve_secret
+            self.sock.curve_server = True
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self._items: list[tuple[bytes, Any]] = []

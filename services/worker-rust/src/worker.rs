@@ -29,8 +29,9 @@
 //!   above at once: socket closed, a new one after the backoff, so that a
 //!   worker allowed later gets in without a restart;
 //! - with metrics, each handler run is counted per service (metrics.rs);
-//! - READY, a lost link and the drained DISCONNECT are logged at info/warn
-//!   with `event` worker.ready / worker.lost (worker.refused) / worker.gone;
+//! - READY, a lost link and the drained DISCONNECT are logged at info with
+//!   `event` worker.ready / worker.lost / worker.gone, a refusal at warn
+//!   with worker.refused;
 //! - drain on SIGTERM: READY with credit 0, answer everything held,
 //!   DISCONNECT {reason: "drained"}, return Ok (exit 0). A draining worker
 //!   that cannot reach the forwarder (nothing heard for two intervals, or no
@@ -453,7 +454,8 @@ impl Worker {
         let Conn::Up(link) = &self.conn else { return };
         let again = self.backoff.as_secs_f64();
         match why {
-            Lost::Silent(silent) => warn!(
+            // INFO like every worker arrival, departure and loss (shared contract).
+            Lost::Silent(silent) => info!(
                 event = "worker.lost";
                 "forwarder silent for {:.1}s; new socket in {again:.1}s",
                 silent.as_secs_f64()

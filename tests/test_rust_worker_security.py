@@ -1,0 +1,202 @@
+"""The Rust worker with CURVE keys (issue 13), real processes on loopback.
+
+The worker reads the key files ``zmqflow keys generate`` writes (pyzmq's
+zmq.auth format): ``--curve-secret`` its own ``NAME.key_secret``,
+``--curve-server`` the forwarder's ``NAME.key``, or the ZMQFLOW_CURVE_SECRET /
+ZMQFLOW_CURVE_SERVER variables. The forwarder here is tests/fabric.py's
+FakeForwarder made a CURVE server, with zmq.auth's ThreadAuthenticator as its
+ZAP handler allowing the public keys of one folder (as the real forwarder's
+--allow-workers does): the tests see the worker's READY, or its refusal in its
+log, and the allow-list changes under a running worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+from fabric import Fabric, FakeForwarder, clean_env, rust_worker_binary, wait_for
+from zmq.auth.thread import ThreadAuthenticator
+
+from zmqflow import protocol as p
+from zmqflow.security.keys import generate, load_public, load_secret
+
+
+@pytest.fixture(scope="session")
+def rust_bin() -> Path:
+    return rust_worker_binary()
+
+
+class Keys:
+    """forwarder, w1 and w2 key pairs in ``keys/``; ``allowed/`` is the allow-list."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "keys"
+        generate(self.dir, "forwarder", "w1", "w2")
+        self.allowed = tmp / "allowed"
+        self.allowed.mkdir()
+
+    def secret(self, name: str) -> Path:
+        return self.dir / f"{name}.key_secret"
+
+    def public(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def z85(self, name: str) -> str:
+        return load_public(self.public(name)).decode()
+
+    def allow(self, name: str) -> None:
+        shutil.copy(self.public(name), self.allowed)
+
+    def worker_opts(self, name: str) -> dict[str, str]:
+        return {
+            "curve_secret": str(self.secret(name)),
+            "curve_server": str(self.public("forwarder")),
+        }
+
+
+class CurveForwarder:
+    """A FakeForwarder that is a CURVE server behind a ZAP allow-list."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.auth = ThreadAuthenticator(zmq.Context.instance())
+        self.auth.start()  # before any handshake: without ZAP, CURVE lets every key in
+        self.reload()
+        self.fake = FakeForwarder(curve_secret=load_secret(keys.secret("forwarder"))[1])
+
+    def reload(self) -> None:
+        """Read the allow-list folder again (the real forwarder does it on its own)."""
+        self.auth.configure_curve(domain="*", location=str(self.keys.allowed))
+
+    def close(self) -> None:
+        self.fake.close()
+        self.auth.stop()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path)
+
+
+@pytest.fixture
+def curve(keys: Keys) -> Iterator[CurveForwarder]:
+    fwd = CurveForwarder(keys)
+    try:
+        yield fwd
+    finally:
+        fwd.close()
+
+
+def test_an_allowed_worker_registers_and_serves_over_curve(
+    rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
+) -> None:
+    keys.allow("w1")
+    curve.reload()
+    worker = fabric.start_rust_worker(
+        rust_bin, "echo", connect=curve.fake.endpoint, **keys.worker_opts("w1")
+    )
+    rid, ready = curve.fake.expect(p.Ready)
+    assert ready.language == "rust"
+    curve.fake.task(rid, "t-1", "echo", b"sealed")
+    assert curve.fake.expect(p.Done)[1] == p.Done("t-1", b"sealed")
+    assert worker.poll() is None
+    assert f"with CURVE, our key {keys.z85('w1')}" in fabric.log("worker-rust")
+
+
+def test_the_key_files_can_come_from_zmqflow_variables(
+    rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
+) -> None:
+    keys.allow("w2")
+    curve.reload()
+    fabric.start_rust_worker(
+        rust_bin,
+        "echo",
+        connect=curve.fake.endpoint,
+        env={
+            "ZMQFLOW_CURVE_SECRET": str(keys.secret("w2")),
+            "ZMQFLOW_CURVE_SERVER": str(keys.public("forwarder")),
+        },
+    )
+    curve.fake.expect(p.Ready)
+
+
+def test_a_refused_worker_is_logged_and_gets_in_once_allowed_without_a_restart(
+    rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
+) -> None:
+    keys.allow("w2")  # someone else's key: w1 is not on the list
+    curve.reload()
+    worker = fabric.start_rust_worker(
+        rust_bin,
+        "echo",
+        connect=curve.fake.endpoint,
+        heartbeat_interval=0.5,
+        **keys.worker_opts("w1"),
+    )
+    refused = f"forwarder refused our key {keys.z85('w1')} at {curve.fake.endpoint}"
+    wait_for(lambda: refused in fabric.log("worker-rust"), "the refusal in the worker's log")
+    # libzmq never retries a refused socket: the worker keeps making new ones
+    wait_for(lambda: fabric.log("worker-rust").count(refused) >= 2, "a second refused socket", 15)
+    with pytest.raises(AssertionError, match="nothing from the worker"):
+        curve.fake.recv(timeout=0.5)
+
+    keys.allow("w1")
+    curve.reload()
+    rid, _ = curve.fake.expect(p.Ready, timeout=15)  # the backoff is at most 5 s
+    curve.fake.task(rid, "t-1", "echo", b"in at last")
+    assert curve.fake.expect(p.Done)[1] == p.Done("t-1", b"in at last")
+    assert worker.poll() is None  # the same process all along
+
+
+def test_a_plain_worker_at_a_curve_forwarder_is_told_to_give_keys(
+    rust_bin: Path, curve: CurveForwarder, fabric: Fabric
+) -> None:
+    worker = fabric.start_rust_worker(rust_bin, "echo", connect=curve.fake.endpoint)
+    wait_for(
+        lambda: "refused a plain connection: it wants CURVE" in fabric.log("worker-rust"),
+        "the refusal in the worker's log",
+    )
+    assert worker.poll() is None
+
+
+def run_worker(rust_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(rust_bin), "--connect", "tcp://127.0.0.1:1", "--service", "echo", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=10,
+    )
+
+
+def test_a_bad_key_file_is_a_usage_error_naming_the_file(rust_bin: Path, keys: Keys) -> None:
+    missing = keys.dir / "nobody.key_secret"
+    run = run_worker(
+        rust_bin, "--curve-secret", str(missing), "--curve-server", str(keys.public("forwarder"))
+    )
+    assert run.returncode == 2
+    assert f"key file {missing}: missing" in run.stderr
+
+    # the forwarder's public file given as our secret one
+    public = keys.public("w1")
+    run = run_worker(rust_bin, "--curve-secret", str(public), "--curve-server", str(public))
+    assert run.returncode == 2
+    assert f"key file {public}: no secret-key line" in run.stderr
+
+    broken = keys.dir / "broken.key"
+    broken.write_text('curve\n    public-key = "not z85 at all"\n')
+    run = run_worker(
+        rust_bin, "--curve-secret", str(keys.secret("w1")), "--curve-server", str(broken)
+    )
+    assert run.returncode == 2
+    assert f"key file {broken}: the public key is 14 characters, not 40 of Z85" in run.stderr
+
+
+def test_half_a_key_pair_is_a_usage_error(rust_bin: Path, keys: Keys) -> None:
+    run = run_worker(rust_bin, "--curve-secret", str(keys.secret("w1")))
+    assert run.returncode == 2
+    assert "--curve-secret and --curve-server go together" in run.stderr
