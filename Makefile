@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect bench-airflow clean
+.PHONY: help system-deps venv up keys client-key down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ images: ## build every image we run (no registry needed)
 
 up: venv ## build what is missing, start the stack, wait until healthy (PROFILE=monitoring: Prometheus too)
 	$(if $(PROFILE),COMPOSE_PROFILES=$(PROFILE) ,)bash scripts/stack-up.sh
+
+keys: ## the stack's CURVE keys, once, into its key volumes (make up does it too); lists the public keys
+	bash scripts/compose.sh run --rm --no-deps keys
+
+client-key: venv ## a client key for a program on the host, let in without restarts: make client-key NAME=myapp [DIR=...]
+	bash scripts/client-key.sh $(if $(NAME),$(NAME),$(error NAME=... is required)) $(DIR)
 
 down: ## stop the stack (volumes kept; `make down V=1` drops them)
 	bash scripts/stack-down.sh $(if $(V),--volumes,)

@@ -18,6 +18,17 @@ DockerCompose (Compose v2, ``up --wait``) and driven with the docker SDK.
   ``down()`` removes its containers, volumes and optional-profile services.
 - Nothing is pulled: images are built by scripts/build-images.sh
   (``ensure_images``); Ryuk, which needs a registry image, is off.
+- CURVE is on in compose.yaml, so this process holds keys (``host_keys``):
+  one forwarder key pair and one client key pair made once per process in a
+  temporary folder (never in the repository), exported as
+  ZMQFLOW_CURVE_SECRET / ZMQFLOW_CURVE_SERVER, which every zmqflow Client,
+  AsyncClient and CLI started from here reads. ``up()`` seeds every project's
+  key volumes with them before the stack starts (the compose ``keys``
+  one-shot keeps keys it finds), so all projects of one run share the
+  forwarder key and the client key is in each allow-list from the start.
+  ``curve_socket(kind)`` is a raw pyzmq socket holding the client key (bus
+  probes); ``allow_client(public_key_file)`` copies a public key into the
+  running project's allow-list volume, as ``make client-key`` does.
 - Faults: ``kill``/``restart``/``containers``/``network`` (docker SDK);
   ``scale`` (``up --scale`` of the named services only, waiting until healthy).
 - Probes, each with a deadline: ``status`` (the forwarder's STATUS, None when
@@ -31,25 +42,32 @@ DockerCompose (Compose v2, ``up --wait``) and driven with the docker SDK.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
+import zmq
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 from testcontainers.compose import DockerCompose
 
 from zmqflow.client import Client, ForwarderUnreachable
+from zmqflow.security import generate
+from zmqflow.security.peer import CurveKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 ZMQFLOW = str(Path(sys.executable).with_name("zmqflow"))
@@ -66,6 +84,12 @@ FABRIC_PORTS = (
     "ZMQFLOW_PUBLISH_METRICS_PORT",
 )
 IMAGES = ("postgres", "forwarder", "worker-python", "worker-rust")
+# Images of optional compose profiles (scripts/build-images.sh builds them when named).
+OPTIONAL_IMAGES = ("prometheus",)
+# The keys one-shot of compose.yaml mounts every key volume under /keys/<role>;
+# the containers of the stack run as this uid and read their keys as it.
+KEYS_SERVICE = "keys"
+STACK_UID = 10001
 
 T = TypeVar("T")
 
@@ -101,7 +125,8 @@ def setting(name: str, default: str = "") -> str:
 
 def ensure_images(names: Iterable[str] = IMAGES) -> None:
     """Build the images (scripts/build-images.sh) when one of ``names`` is missing,
-    unless ZMQFLOW_IT_SKIP_BUILD=1 (the caller just built them)."""
+    unless ZMQFLOW_IT_SKIP_BUILD=1 (the caller just built them). Optional images
+    (OPTIONAL_IMAGES) are built when missing, whatever ZMQFLOW_IT_SKIP_BUILD says."""
     client = docker.from_env()
     prefix = setting("ZMQFLOW_IMAGE_PREFIX", "zmqflow")
     tag = setting("ZMQFLOW_IMAGE_TAG", "dev")
@@ -111,8 +136,79 @@ def ensure_images(names: Iterable[str] = IMAGES) -> None:
             client.images.get(f"{prefix}/{name}:{tag}")
         except docker.errors.ImageNotFound:
             missing.append(name)
-    if missing and os.environ.get("ZMQFLOW_IT_SKIP_BUILD") != "1":
-        subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh")], check=True)
+    build = [ROOT / "scripts" / "build-images.sh"]
+    if set(missing) - set(OPTIONAL_IMAGES) and os.environ.get("ZMQFLOW_IT_SKIP_BUILD") != "1":
+        subprocess.run(["bash", *build], check=True)
+    if optional := [name for name in missing if name in OPTIONAL_IMAGES]:
+        subprocess.run(["bash", *build, *optional], check=True)
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """This process's CURVE keys (see the module's contract): files in ``folder``."""
+
+    folder: Path
+    client_name: str = "integration-tests"
+
+    @property
+    def forwarder_public(self) -> Path:
+        return self.folder / "forwarder.key"
+
+    @property
+    def forwarder_secret(self) -> Path:
+        return self.folder / "forwarder.key_secret"
+
+    @property
+    def client_public(self) -> Path:
+        return self.folder / f"{self.client_name}.key"
+
+    @property
+    def client_secret(self) -> Path:
+        return self.folder / f"{self.client_name}.key_secret"
+
+    def client_keys(self) -> CurveKeys:
+        return CurveKeys.from_files(self.client_secret, self.forwarder_public)
+
+    def seed(self) -> bytes:
+        """A tar for /keys of the keys one-shot: the forwarder's pair and our public
+        key in allow-clients, owned by the stack's uid (the secret 0600)."""
+        members = (
+            (f"forwarder/{self.forwarder_public.name}", self.forwarder_public, 0o644),
+            (f"forwarder/{self.forwarder_secret.name}", self.forwarder_secret, 0o600),
+            (f"allow-clients/{self.client_public.name}", self.client_public, 0o644),
+        )
+        return _tar(members)
+
+
+def _tar(members: Iterable[tuple[str, Path, int]]) -> bytes:
+    """A tar of (name, file, mode) entries, owned by STACK_UID."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, path, mode in members:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.uid = info.gid = STACK_UID
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@cache
+def host_keys() -> HostKeys:
+    """Make this process's keys once and export them as ZMQFLOW_CURVE_SECRET/SERVER."""
+    keys = HostKeys(Path(tempfile.mkdtemp(prefix="zmqflow-it-keys-")))
+    generate(keys.folder, "forwarder", keys.client_name)
+    os.environ["ZMQFLOW_CURVE_SECRET"] = str(keys.client_secret)
+    os.environ["ZMQFLOW_CURVE_SERVER"] = str(keys.forwarder_public)
+    return keys
+
+
+def curve_socket(kind: int) -> zmq.Socket:
+    """A raw pyzmq socket of ``kind`` holding this process's client key (before connect)."""
+    sock = zmq.Context.instance().socket(kind)
+    sock.linger = 0
+    host_keys().client_keys().apply(sock)
+    return sock
 
 
 class _ProjectCompose(DockerCompose):
@@ -164,6 +260,7 @@ class ComposeProject:
             **(env or {}),
         }
         self.compose = _ProjectCompose(project, self.variables, self.services)
+        self.keys = host_keys()
         self.docker = docker.from_env()
         self.env_name = self.variables.get("ZMQFLOW_ENV") or setting("ZMQFLOW_ENV", "dev")
         self.heartbeat_interval = float(
@@ -184,6 +281,7 @@ class ComposeProject:
         """Start ``services``; returns once each is healthy (or raises, with the logs printed)."""
         self.down()  # a project left over from an interrupted run keeps its old ports
         try:
+            self.seed_keys()
             self.compose.start()  # testcontainers: `up --wait SERVICES`
             if self.replicas:
                 self.scale(self.replicas)
@@ -202,23 +300,52 @@ class ComposeProject:
         )  # fmt: skip
 
     def compose_cmd(
-        self, *args: str, timeout: float = 300, check: bool = True
+        self, *args: str, timeout: float = 300, check: bool = True, input: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`docker compose ARGS` for this project; RuntimeError with stderr's tail on failure."""
+        """`docker compose ARGS` for this project (``input`` on its stdin); RuntimeError
+        with stderr's tail on failure."""
         out = subprocess.run(
             [*self.compose.compose_command_property, *args],
             cwd=ROOT,
             capture_output=True,
-            text=True,
+            input=input,
             timeout=timeout,
             check=False,
         )
-        if check and out.returncode != 0:
+        result = subprocess.CompletedProcess(
+            out.args, out.returncode, out.stdout.decode(errors="replace"),
+            out.stderr.decode(errors="replace"),
+        )  # fmt: skip
+        if check and result.returncode != 0:
             raise RuntimeError(
-                f"docker compose {' '.join(args)} failed ({out.returncode}): "
-                f"{out.stderr.strip()[-1500:]}"
+                f"docker compose {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.strip()[-1500:]}"
             )
-        return out
+        return result
+
+    # ------------------------------------------------------------ keys
+    def keys_run(self, *command: str, input: bytes | None = None) -> str:
+        """Run ``command`` in a throwaway container of the keys one-shot (every key
+        volume under /keys/<role>); its stdout."""
+        out = self.compose_cmd(
+            "run", "--rm", "--no-deps", "-T", KEYS_SERVICE, *command, input=input, timeout=120
+        )
+        return out.stdout
+
+    def seed_keys(self) -> None:
+        """Put this process's forwarder key pair and client public key into the
+        project's key volumes (made here), before the stack starts."""
+        self.keys_run("tar", "-x", "-C", "/keys", input=self.keys.seed())
+
+    def allow_client(self, public_key: Path, name: str | None = None) -> None:
+        """Copy a client's public key file into the running project's allow-list
+        (renamed into place: the forwarder's folder watch sees a whole file)."""
+        name = name or public_key.name
+        self.keys_run(
+            "sh", "-c", 'cat > "/keys/allow-clients/.$1.tmp" && mv "/keys/allow-clients/.$1.tmp" '
+            '"/keys/allow-clients/$1"', "sh", name,
+            input=public_key.read_bytes(),
+        )  # fmt: skip
 
     def exec(
         self, service: str, *command: str, timeout: float = 300, check: bool = False

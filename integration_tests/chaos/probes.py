@@ -20,6 +20,8 @@ import zmq
 from zmqflow import events
 from zmqflow.events import Event
 
+from ..harness import curve_socket
+
 
 class EventWatcher:
     def __init__(self, events_out: str, events_in: str, env: str = "dev") -> None:
@@ -42,8 +44,7 @@ class EventWatcher:
         self._thread.join(5)
 
     def _run(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.linger = 0
+        sock = curve_socket(zmq.SUB)  # the bus is CURVE too: the harness's client key
         sock.subscribe(f"{self.prefix}worker.".encode())
         sock.subscribe(f"{self.prefix}forwarder.".encode())
         sock.subscribe(f"{self.prefix}chaos.".encode())
@@ -64,8 +65,7 @@ class EventWatcher:
 
     def wait_subscribed(self, timeout: float = 10.0) -> None:
         """Publish probe events until one comes back: the subscription is live."""
-        pub = zmq.Context.instance().socket(zmq.PUB)
-        pub.linger = 0
+        pub = curve_socket(zmq.PUB)
         pub.connect(self.events_in)
         encoder = events.EventEncoder(self.prefix.rstrip("."), events.new_source("chaos"))
         deadline = time.monotonic() + timeout
