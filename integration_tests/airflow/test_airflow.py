@@ -20,7 +20,7 @@ import zmq
 from integration_tests.airflow.api import wait_for
 from integration_tests.airflow.conftest import AirflowStack
 from integration_tests.airflow.inside import run_inside
-from integration_tests.harness import ZMQFLOW
+from integration_tests.harness import ZMQFLOW, curve_socket
 from zmqflow.examples import sales
 
 pytestmark = pytest.mark.timeout(900)
@@ -124,8 +124,7 @@ def test_fanout_survives_a_triggerer_restart_while_deferred(
 
 
 def _subscribe(endpoint: str, topic: str) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.linger = 0
+    sock = curve_socket(zmq.SUB)  # the bus is CURVE: the harness's client key
     sock.setsockopt_string(zmq.SUBSCRIBE, topic)
     sock.connect(endpoint)
     return sock

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from integration_tests.harness import ComposeProject, wait_for
+from integration_tests.harness import ComposeProject, curve_socket, wait_for
 from zmqflow import events
 
 FLOW_RUN_ID = re.compile(r"UUID:\s*([0-9a-f-]{36})")
@@ -116,8 +116,7 @@ class BusRecorder:
             self._thread.join(10)
 
     def _run(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.linger = 0
+        sock = curve_socket(zmq.SUB)  # the bus is CURVE: the harness's client key
         sock.subscribe(self.topic.encode())
         sock.connect(self.endpoint)
         self._ready.set()
