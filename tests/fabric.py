@@ -281,10 +281,12 @@ class FakeForwarder:
     while a batch is half read.
     """
 
-    def __init__(self, curve_secret: bytes | None = None) -> None:
+    def __init__(
+        self, curve_secret: bytes | None = None, ctx: zmq.Context[Any] | None = None
+    ) -> None:
         """``curve_secret`` (Z85): a CURVE server; its ZAP handler is the caller's
-        (a zmq.auth authenticator on ``zmq.Context.instance()``)."""
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        (a zmq.auth authenticator on ``ctx``, by default ``zmq.Context.instance()``)."""
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.ROUTER)
         self.sock.linger = 0
         if curve_secret is not None:
             self.sock.curve_secretkey = curve_secret

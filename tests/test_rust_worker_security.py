@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -64,10 +65,14 @@ class CurveForwarder:
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
-        self.auth = ThreadAuthenticator(zmq.Context.instance())
+        # A context of its own: ZAP's inproc endpoint is per context, and the last
+        # test's authenticator may not have released it yet.
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.auth = ThreadAuthenticator(self.ctx)
         self.auth.start()  # before any handshake: without ZAP, CURVE lets every key in
         self.reload()
-        self.fake = FakeForwarder(curve_secret=load_secret(keys.secret("forwarder"))[1])
+        secret = load_secret(keys.secret("forwarder"))[1]
+        self.fake = FakeForwarder(curve_secret=secret, ctx=self.ctx)
 
     def reload(self) -> None:
         """Read the allow-list folder again (the real forwarder does it on its own)."""
@@ -76,6 +81,7 @@ class CurveForwarder:
     def close(self) -> None:
         self.fake.close()
         self.auth.stop()
+        self.ctx.term()
 
 
 @pytest.fixture
