@@ -148,3 +148,36 @@ def test_status_watch_refreshes_a_bounded_number_of_times(fabric: Fabric) -> Non
 
     screen = status_cli(fabric, "--watch", "--interval", "0.05", "--refreshes", "2").stdout
     assert "1 workers" in screen and "echo" in screen
+
+
+def test_the_recorder_observes_each_answered_task_with_its_own_stamps() -> None:
+    from zmqflow.forwarder.broker import TaskEntry
+    from zmqflow.forwarder.metrics import BOUNDS, Recorder
+
+    def entry(task_id: str, service: str, accepted: float, dispatched: float) -> TaskEntry:
+        task = TaskEntry(task_id, service, None, {}, b"", 5, 1, b"c", 0, True, accepted)
+        task.worker, task.dispatched_at = b"w", dispatched
+        return task
+
+    tasks = {
+        "a1": entry("a1", "echo", 10.0, 10.0),  # waited 0, ran 0.02
+        "a2": entry("a2", "echo", 10.0, 10.0),
+        "b1": entry("b1", "echo", 9.0, 10.0),  # waited 1.0, ran 0.02
+        "c1": entry("c1", "sleep", 10.0, 10.0),
+    }
+    tasks["q1"] = entry("q1", "echo", 10.0, 10.0)
+    tasks["q1"].worker = None  # queued again: its answer is late, not observed
+    recorder = Recorder()
+    recorder.accepted([["a1", "echo"], ["a2", "echo"], ["c1", "sleep"], ["b1", "echo"]])
+    answers = [["a1", b""], ["a2", b""], ["b1", b""], ["c1", b""], ["q1", b""], ["gone", b""]]
+    recorder.answered(tasks, answers, failed=False, now=10.02)
+
+    echo, sleep = recorder.services["echo"], recorder.services["sleep"]
+    assert (echo.accepted, echo.completed, echo.failed) == (3, 3, 0)
+    assert (sleep.accepted, sleep.completed) == (1, 1)
+    le = {bound: i for i, bound in enumerate(BOUNDS)}
+    assert echo.queue_wait.counts[0] == 2 and echo.queue_wait.counts[le[1.0]] == 1
+    assert echo.service_time.counts[le[0.025]] == 3
+    assert echo.round_trip.counts[le[0.025]] == 2 and echo.round_trip.counts[le[2.5]] == 1
+    assert abs(echo.round_trip.sum - (0.02 * 2 + 1.02)) < 1e-9
+    assert sum(echo.round_trip.counts) == 3 and sum(sleep.round_trip.counts) == 1

@@ -27,7 +27,10 @@ from prometheus_client.registry import Collector
 from zmqflow.histogram import Buckets
 
 #: handler duration buckets in seconds, as the Rust worker has them
-HANDLER_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HANDLER_BOUNDS = (
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0),
+)
 
 
 class ServiceCounts:

@@ -44,8 +44,11 @@ if TYPE_CHECKING:
     from zmqflow.journal import Journal
 
 #: histogram bucket upper bounds in seconds (``le``); one more bucket holds the rest (+Inf)
-BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-COMMIT_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+BOUNDS = (
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+COMMIT_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class ServiceStats:
@@ -88,53 +91,66 @@ class Recorder:
 
     # ----------------------------------------------------------- loop side
     def accepted(self, items: list[Any]) -> None:
-        """New tasks taken, as SUBMIT item arrays (``item[1]`` is the service)."""
-        service = None
-        stats = None
+        """New tasks taken, as SUBMIT item arrays (``item[1]`` is the service):
+        counted per run of one service (a SUBMIT usually holds one)."""
+        service, count = items[0][1] if items else "", 0
         for item in items:
-            if item[1] is not service:
-                service = item[1]
-                stats = self.service(service)
-            stats.accepted += 1  # type: ignore[union-attr]
+            if item[1] != service:
+                self.service(service).accepted += count
+                service, count = item[1], 0
+            count += 1
+        if count:
+            self.service(service).accepted += count
 
     def answered(
         self, tasks: dict[str, TaskEntry], answers: list[Any], failed: bool, now: float
     ) -> None:
         """A worker's answers (item arrays, ``answer[0]`` the id), before the broker
         finishes them: counts and the three timings of each task still in flight.
-        ``now`` is the broker's clock (monotonic seconds), like the stamps."""
-        bounds, where, get = BOUNDS, bisect_left, tasks.get
-        service = None
-        stats = wait = run = trip = None
-        done = 0
+        ``now`` is the broker's clock (monotonic seconds), like the stamps.
+
+        Tasks of one SUBMIT share their acceptance time and tasks of one dispatch
+        their dispatch time, so a message's answers come in runs of equal stamps:
+        each run is observed once, with its length as the weight."""
+        get = tasks.get
+        service, accepted, dispatched, count = "", 0.0, 0.0, 0
         for answer in answers:
             task = get(answer[0])
             if task is None or task.worker is None:  # late, or queued again meanwhile
                 continue
-            if task.service is not service:
-                if stats is not None:
-                    self._count(stats, done, failed)
-                service, done = task.service, 0
-                stats = self.service(service)
-                wait, run, trip = stats.queue_wait, stats.service_time, stats.round_trip
-            done += 1
-            accepted, dispatched = task.accepted_at, task.dispatched_at
-            waited, ran, total = dispatched - accepted, now - dispatched, now - accepted
-            wait.counts[where(bounds, waited)] += 1  # type: ignore[union-attr]
-            wait.sum += waited  # type: ignore[union-attr]
-            run.counts[where(bounds, ran)] += 1  # type: ignore[union-attr]
-            run.sum += ran  # type: ignore[union-attr]
-            trip.counts[where(bounds, total)] += 1  # type: ignore[union-attr]
-            trip.sum += total  # type: ignore[union-attr]
-        if stats is not None:
-            self._count(stats, done, failed)
+            if (
+                task.accepted_at != accepted
+                or task.dispatched_at != dispatched
+                or task.service != service
+            ):
+                if count:
+                    self._observe(service, accepted, dispatched, now, count, failed)
+                service, accepted, dispatched, count = (
+                    task.service,
+                    task.accepted_at,
+                    task.dispatched_at,
+                    0,
+                )
+            count += 1
+        if count:
+            self._observe(service, accepted, dispatched, now, count, failed)
 
-    @staticmethod
-    def _count(stats: ServiceStats, done: int, failed: bool) -> None:
+    def _observe(
+        self, service: str, accepted: float, dispatched: float, now: float, n: int, failed: bool
+    ) -> None:
+        """``n`` answered tasks of ``service`` with these stamps."""
+        stats = self.service(service)
         if failed:
-            stats.failed += done
+            stats.failed += n
         else:
-            stats.completed += done
+            stats.completed += n
+        for buckets, seconds in (
+            (stats.queue_wait, dispatched - accepted),
+            (stats.service_time, now - dispatched),
+            (stats.round_trip, now - accepted),
+        ):
+            buckets.counts[bisect_left(BOUNDS, seconds)] += n
+            buckets.sum += seconds * n
 
     def requeued(self, service: str) -> None:
         self.service(service).requeued += 1
