@@ -3,11 +3,15 @@
 The worker reads the key files ``zmqflow keys generate`` writes (pyzmq's
 zmq.auth format): ``--curve-secret`` its own ``NAME.key_secret``,
 ``--curve-server`` the forwarder's ``NAME.key``, or the ZMQFLOW_CURVE_SECRET /
-ZMQFLOW_CURVE_SERVER variables. The forwarder here is tests/fabric.py's
-FakeForwarder made a CURVE server, with zmq.auth's ThreadAuthenticator as its
-ZAP handler allowing the public keys of one folder (as the real forwarder's
---allow-workers does): the tests see the worker's READY, or its refusal in its
-log, and the allow-list changes under a running worker.
+ZMQFLOW_CURVE_SERVER variables. Two forwarders:
+- the real one (``zmqflow forwarder --curve-secret --allow-clients
+  --allow-workers``, tests/security_fabric.py's SecureFabric): tasks from a
+  keyed client served by the Rust worker; a worker holding a client key or a
+  stranger's is not registered until its key is copied into the workers'
+  allow-list, then it is, with no restart of either;
+- tests/fabric.py's FakeForwarder made a CURVE server, with zmq.auth's
+  ThreadAuthenticator as its ZAP handler allowing the public keys of one
+  folder: the worker's READY or its refusal, message by message.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 import pytest
 import zmq
 from fabric import Fabric, FakeForwarder, clean_env, rust_worker_binary, wait_for
+from security_fabric import Keys as ForwarderKeys
+from security_fabric import SecureFabric
 from zmq.auth.thread import ThreadAuthenticator
 
 from zmqflow import protocol as p
@@ -96,6 +102,62 @@ def curve(keys: Keys) -> Iterator[CurveForwarder]:
         yield fwd
     finally:
         fwd.close()
+
+
+# ------------------------------------------------------------ the real forwarder
+
+
+@pytest.fixture
+def secure(tmp_path: Path) -> Iterator[SecureFabric]:
+    fab = SecureFabric(tmp_path, ForwarderKeys(tmp_path / "fwd-keys"))
+    try:
+        yield fab
+    finally:
+        fab.stop()
+
+
+def rust_keys(keys: ForwarderKeys, name: str) -> dict[str, str]:
+    return {
+        "curve_secret": str(keys.secret(name)),
+        "curve_server": str(keys.public("forwarder")),
+    }
+
+
+def test_the_rust_worker_serves_a_curve_forwarder_s_clients(
+    rust_bin: Path, secure: SecureFabric
+) -> None:
+    secure.start_secure_forwarder()
+    secure.start_rust_worker(rust_bin, "echo", "sha256", **rust_keys(secure.keys, "worker"))
+    (listed,) = secure.wait_workers(1)["workers"]
+    assert listed["language"] == "rust"
+    with secure.client() as c:
+        results = c.map("echo", [b"%d" % i for i in range(300)], timeout=60)
+    assert [r.payload for r in results] == [b"%d" % i for i in range(300)]
+    assert {r.worker for r in results} == {listed["id"]}
+
+
+@pytest.mark.parametrize("key", ["client", "stranger"])
+def test_a_rust_worker_refused_by_the_forwarder_gets_in_once_its_key_is_allowed(
+    rust_bin: Path, secure: SecureFabric, key: str
+) -> None:
+    secure.start_secure_forwarder()
+    worker = secure.start_rust_worker(
+        rust_bin, "echo", heartbeat_interval=0.5, **rust_keys(secure.keys, key)
+    )
+    refused = f"forwarder refused our key {secure.keys.z85(key)} at {secure.backend}"
+    wait_for(lambda: refused in secure.log("worker-rust"), "the refusal in the worker's log")
+    assert secure.status()["workers"] == []
+    assert secure.keys.z85(key) in secure.log("forwarder")  # it names the key too
+
+    shutil.copy(secure.keys.public(key), secure.keys.allow_workers)
+    secure.wait_workers(1, timeout=20)  # the folder watch, then our backoff (5 s at most)
+    with secure.client() as c:
+        assert c.map("echo", [b"in"], timeout=30)[0].payload == b"in"
+    assert worker.poll() is None  # neither was restarted
+    assert secure.forwarder is not None and secure.forwarder.poll() is None
+
+
+# ------------------------------------------------- a scripted CURVE forwarder
 
 
 def test_an_allowed_worker_registers_and_serves_over_curve(
