@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import os
 import random
-import shutil
 import signal
 import subprocess
 import threading
@@ -27,36 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fabric import Fabric, FakeForwarder, clean_env, wait_for
+from fabric import Fabric, FakeForwarder, clean_env, rust_worker_binary, wait_for
 
 from zmqflow import Client
 from zmqflow import protocol as p
 from zmqflow.handlers import BUILTIN
-
-ROOT = Path(__file__).resolve().parents[1]
-CRATE = ROOT / "services" / "worker-rust"
-BIN = CRATE / "target" / "release" / "zmqflow-worker"
-
 
 # ------------------------------------------------------------------ helpers
 
 
 @pytest.fixture(scope="session")
 def rust_bin() -> Path:
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    if not Path(cargo).exists():
-        pytest.fail("cargo is not installed: cannot build services/worker-rust")
-    build = subprocess.run(
-        [cargo, "build", "--release", "--locked"],
-        cwd=CRATE,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if build.returncode != 0:
-        pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
-    assert BIN.exists()
-    return BIN
+    return rust_worker_binary()
 
 
 # ------------------------------------------------ against a scripted forwarder

@@ -10,8 +10,8 @@ ZMQFLOW_CURVE_SERVER variables. Two forwarders:
   stranger's is not registered until its key is copied into the workers'
   allow-list, then it is, with no restart of either;
 - tests/fabric.py's FakeForwarder made a CURVE server, with zmq.auth's
-  ThreadAuthenticator as its ZAP handler allowing the public keys of one
-  folder: the worker's READY or its refusal, message by message.
+  ThreadAuthenticator as its ZAP handler allowing the public keys of the
+  same workers' folder: the worker's READY or its refusal, message by message.
 """
 
 from __future__ import annotations
@@ -25,45 +25,16 @@ from typing import Any
 import pytest
 import zmq
 from fabric import Fabric, FakeForwarder, clean_env, rust_worker_binary, wait_for
-from security_fabric import Keys as ForwarderKeys
-from security_fabric import SecureFabric
+from security_fabric import Keys, SecureFabric
 from zmq.auth.thread import ThreadAuthenticator
 
 from zmqflow import protocol as p
-from zmqflow.security.keys import generate, load_public, load_secret
+from zmqflow.security.keys import load_secret
 
 
 @pytest.fixture(scope="session")
 def rust_bin() -> Path:
     return rust_worker_binary()
-
-
-class Keys:
-    """forwarder, w1 and w2 key pairs in ``keys/``; ``allowed/`` is the allow-list."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp / "keys"
-        generate(self.dir, "forwarder", "w1", "w2")
-        self.allowed = tmp / "allowed"
-        self.allowed.mkdir()
-
-    def secret(self, name: str) -> Path:
-        return self.dir / f"{name}.key_secret"
-
-    def public(self, name: str) -> Path:
-        return self.dir / f"{name}.key"
-
-    def z85(self, name: str) -> str:
-        return load_public(self.public(name)).decode()
-
-    def allow(self, name: str) -> None:
-        shutil.copy(self.public(name), self.allowed)
-
-    def worker_opts(self, name: str) -> dict[str, str]:
-        return {
-            "curve_secret": str(self.secret(name)),
-            "curve_server": str(self.public("forwarder")),
-        }
 
 
 class CurveForwarder:
@@ -82,7 +53,7 @@ class CurveForwarder:
 
     def reload(self) -> None:
         """Read the allow-list folder again (the real forwarder does it on its own)."""
-        self.auth.configure_curve(domain="*", location=str(self.keys.allowed))
+        self.auth.configure_curve(domain="*", location=str(self.keys.allow_workers))
 
     def close(self) -> None:
         self.fake.close()
@@ -92,7 +63,8 @@ class CurveForwarder:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path)
+    """worker.key in allow_workers; client, client2 and stranger not there."""
+    return Keys(tmp_path / "keys")
 
 
 @pytest.fixture
@@ -108,15 +80,15 @@ def curve(keys: Keys) -> Iterator[CurveForwarder]:
 
 
 @pytest.fixture
-def secure(tmp_path: Path) -> Iterator[SecureFabric]:
-    fab = SecureFabric(tmp_path, ForwarderKeys(tmp_path / "fwd-keys"))
+def secure(tmp_path: Path, keys: Keys) -> Iterator[SecureFabric]:
+    fab = SecureFabric(tmp_path, keys)
     try:
         yield fab
     finally:
         fab.stop()
 
 
-def rust_keys(keys: ForwarderKeys, name: str) -> dict[str, str]:
+def rust_keys(keys: Keys, name: str) -> dict[str, str]:
     return {
         "curve_secret": str(keys.secret(name)),
         "curve_server": str(keys.public("forwarder")),
@@ -163,30 +135,26 @@ def test_a_rust_worker_refused_by_the_forwarder_gets_in_once_its_key_is_allowed(
 def test_an_allowed_worker_registers_and_serves_over_curve(
     rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
 ) -> None:
-    keys.allow("w1")
-    curve.reload()
     worker = fabric.start_rust_worker(
-        rust_bin, "echo", connect=curve.fake.endpoint, **keys.worker_opts("w1")
+        rust_bin, "echo", connect=curve.fake.endpoint, **rust_keys(keys, "worker")
     )
     rid, ready = curve.fake.expect(p.Ready)
     assert ready.language == "rust"
     curve.fake.task(rid, "t-1", "echo", b"sealed")
     assert curve.fake.expect(p.Done)[1] == p.Done("t-1", b"sealed")
     assert worker.poll() is None
-    assert f"with CURVE, our key {keys.z85('w1')}" in fabric.log("worker-rust")
+    assert f"with CURVE, our key {keys.z85('worker')}" in fabric.log("worker-rust")
 
 
 def test_the_key_files_can_come_from_zmqflow_variables(
     rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
 ) -> None:
-    keys.allow("w2")
-    curve.reload()
     fabric.start_rust_worker(
         rust_bin,
         "echo",
         connect=curve.fake.endpoint,
         env={
-            "ZMQFLOW_CURVE_SECRET": str(keys.secret("w2")),
+            "ZMQFLOW_CURVE_SECRET": str(keys.secret("worker")),
             "ZMQFLOW_CURVE_SERVER": str(keys.public("forwarder")),
         },
     )
@@ -196,23 +164,21 @@ def test_the_key_files_can_come_from_zmqflow_variables(
 def test_a_refused_worker_is_logged_and_gets_in_once_allowed_without_a_restart(
     rust_bin: Path, keys: Keys, curve: CurveForwarder, fabric: Fabric
 ) -> None:
-    keys.allow("w2")  # someone else's key: w1 is not on the list
-    curve.reload()
     worker = fabric.start_rust_worker(
         rust_bin,
         "echo",
         connect=curve.fake.endpoint,
         heartbeat_interval=0.5,
-        **keys.worker_opts("w1"),
+        **rust_keys(keys, "stranger"),
     )
-    refused = f"forwarder refused our key {keys.z85('w1')} at {curve.fake.endpoint}"
+    refused = f"forwarder refused our key {keys.z85('stranger')} at {curve.fake.endpoint}"
     wait_for(lambda: refused in fabric.log("worker-rust"), "the refusal in the worker's log")
     # libzmq never retries a refused socket: the worker keeps making new ones
     wait_for(lambda: fabric.log("worker-rust").count(refused) >= 2, "a second refused socket", 15)
     with pytest.raises(AssertionError, match="nothing from the worker"):
         curve.fake.recv(timeout=0.5)
 
-    keys.allow("w1")
+    shutil.copy(keys.public("stranger"), keys.allow_workers)
     curve.reload()
     rid, _ = curve.fake.expect(p.Ready, timeout=15)  # the backoff is at most 5 s
     curve.fake.task(rid, "t-1", "echo", b"in at last")
@@ -242,7 +208,7 @@ def run_worker(rust_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_bad_key_file_is_a_usage_error_naming_the_file(rust_bin: Path, keys: Keys) -> None:
-    missing = keys.dir / "nobody.key_secret"
+    missing = keys.folder / "nobody.key_secret"
     run = run_worker(
         rust_bin, "--curve-secret", str(missing), "--curve-server", str(keys.public("forwarder"))
     )
@@ -250,21 +216,21 @@ def test_a_bad_key_file_is_a_usage_error_naming_the_file(rust_bin: Path, keys: K
     assert f"key file {missing}: missing" in run.stderr
 
     # the forwarder's public file given as our secret one
-    public = keys.public("w1")
+    public = keys.public("worker")
     run = run_worker(rust_bin, "--curve-secret", str(public), "--curve-server", str(public))
     assert run.returncode == 2
     assert f"key file {public}: no secret-key line" in run.stderr
 
-    broken = keys.dir / "broken.key"
+    broken = keys.folder / "broken.key"
     broken.write_text('curve\n    public-key = "not z85 at all"\n')
     run = run_worker(
-        rust_bin, "--curve-secret", str(keys.secret("w1")), "--curve-server", str(broken)
+        rust_bin, "--curve-secret", str(keys.secret("worker")), "--curve-server", str(broken)
     )
     assert run.returncode == 2
     assert f"key file {broken}: the public key is 14 characters, not 40 of Z85" in run.stderr
 
 
 def test_half_a_key_pair_is_a_usage_error(rust_bin: Path, keys: Keys) -> None:
-    run = run_worker(rust_bin, "--curve-secret", str(keys.secret("w1")))
+    run = run_worker(rust_bin, "--curve-secret", str(keys.secret("worker")))
     assert run.returncode == 2
     assert "--curve-secret and --curve-server go together" in run.stderr
