@@ -131,10 +131,10 @@ def worker(batches: int, metrics: bool = False) -> None:
     if metrics:  # what --metrics-port adds to a handler thread (worker_metrics.py)
         from zmqflow.worker_metrics import WorkerMetrics
 
-        stats = WorkerMetrics("w", "1").for_thread()
+        stats = WorkerMetrics("w", "1").for_thread(runner._run_handler)
 
         def run(handler, task):  # type: ignore[no-untyped-def]
-            return stats.timed(runner._run_handler, handler, task)
+            return stats.timed((handler, task))
 
     messages = [
         p.encode(p.Tasks([p.Dispatch(new_id(), "echo", {}, 1, b"x" * 100) for _ in range(BATCH)]))

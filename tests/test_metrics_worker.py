@@ -29,10 +29,10 @@ def test_handler_runs_are_counted_per_service_across_threads() -> None:
         raise RuntimeError("no")
 
     def thread_body(offset: int) -> None:
-        stats = metrics.for_thread()
+        stats = metrics.for_thread(Worker._run_handler)
         for n in range(100):
-            stats.timed(Worker._run_handler, ok, _task("echo", offset + n))
-        stats.timed(Worker._run_handler, bad, _task("boom", offset))
+            stats.timed((ok, _task("echo", offset + n)))
+        stats.timed((bad, _task("boom", offset)))
 
     threads = [threading.Thread(target=thread_body, args=(k * 1000,)) for k in range(3)]
     for thread in threads:

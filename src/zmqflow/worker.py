@@ -486,7 +486,7 @@ class Worker:
         self._todo.put((handler, task))
 
     def _handler_thread(self) -> None:
-        stats = self.metrics.for_thread() if self.metrics is not None else None
+        stats = self.metrics.for_thread(self._run_handler) if self.metrics is not None else None
         while True:
             job = self._todo.get()
             if job is None:
@@ -494,7 +494,7 @@ class Worker:
             if stats is None:
                 self._done.put(self._run_handler(*job))
             else:  # counted and timed per service (worker_metrics.py)
-                self._done.put(stats.timed(self._run_handler, *job))
+                self._done.put(stats.timed(job))
             # The loop empties the pipe, clears the flag, then reads answers: an answer
             # put after that read finds the flag clear, or a wake-up still to come.
             if not self._wake_pending:

@@ -16,6 +16,7 @@ so threads never share a counter and need no lock; a scrape adds them up.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,36 +34,35 @@ HANDLER_BOUNDS = (
 )
 
 
-class ServiceCounts:
-    __slots__ = ("duration", "failed", "handled")
-
-    def __init__(self) -> None:
-        self.handled = 0
-        self.failed = 0
-        self.duration = Buckets(HANDLER_BOUNDS)
+# a service's row in ThreadStats: handled, failed, duration sum, then one count per bucket
+_HANDLED, _FAILED, _SUM, _BUCKET0 = 0, 1, 2, 3
 
 
 class ThreadStats:
-    """One handler thread's counts, per service."""
+    """One handler thread's counts: a row per service (see ``_HANDLED`` ...), a list
+    rather than objects, since the handler thread updates it for every task."""
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.services: dict[str, ServiceCounts] = {}
+    def __init__(
+        self, run: Callable[..., Any], clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.services: dict[str, list[Any]] = {}
+        self._run = run
         self._clock = clock
 
-    def timed(self, run: Callable[..., Any], handler: Any, task: Any) -> Any:
-        """``run(handler, task)`` (the worker's answer tuple: id, output, error),
-        counted under ``task.service``: handled if output is not None, else failed."""
-        start = self._clock()
-        answer = run(handler, task)
-        elapsed = self._clock() - start
-        counts = self.services.get(task.service)
-        if counts is None:
-            counts = self.services[task.service] = ServiceCounts()
-        if answer[1] is None:
-            counts.failed += 1
-        else:
-            counts.handled += 1
-        counts.duration.observe(elapsed)
+    def timed(self, job: tuple[Any, Any]) -> Any:
+        """``run(*job)`` (a handler and its task; the worker's answer: id, output,
+        error), counted under the task's service: handled if output is not None."""
+        clock = self._clock
+        start = clock()
+        answer = self._run(*job)
+        elapsed = clock() - start
+        service = job[1].service
+        row = self.services.get(service)
+        if row is None:
+            row = self.services[service] = [0, 0, 0.0, *[0] * (len(HANDLER_BOUNDS) + 1)]
+        row[answer[1] is None] += 1  # _HANDLED (0) or _FAILED (1)
+        row[_SUM] += elapsed
+        row[_BUCKET0 + bisect_left(HANDLER_BOUNDS, elapsed)] += 1
         return answer
 
 
@@ -75,8 +75,9 @@ class WorkerMetrics(Collector):
         ProcessCollector(registry=self.registry)
         self._server: Any = None
 
-    def for_thread(self) -> ThreadStats:
-        stats = ThreadStats()
+    def for_thread(self, run: Callable[..., Any]) -> ThreadStats:
+        """The counts of one handler thread that runs its jobs with ``run``."""
+        stats = ThreadStats(run)
         self.threads.append(stats)
         return stats
 
@@ -115,10 +116,13 @@ class WorkerMetrics(Collector):
         """Every thread's counts added up, per service."""
         totals: dict[str, tuple[int, int, Buckets]] = {}
         for thread in list(self.threads):
-            for service, counts in list(thread.services.items()):
+            for service, row in list(thread.services.items()):
+                row = list(row)  # one copy: the thread goes on counting
                 ok, bad, buckets = totals.get(service) or (0, 0, Buckets(HANDLER_BOUNDS))
-                buckets.add(counts.duration)
-                totals[service] = (ok + counts.handled, bad + counts.failed, buckets)
+                for i, count in enumerate(row[_BUCKET0:]):
+                    buckets.counts[i] += count
+                buckets.sum += row[_SUM]
+                totals[service] = (ok + row[_HANDLED], bad + row[_FAILED], buckets)
         return totals
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:

@@ -86,7 +86,9 @@ class TaskEntry:
     worker: bytes | None = None  # routing id while in flight
     # other ids joined to it by its key, with their clients; a tuple, rarely replaced
     aliases: tuple[tuple[str, bytes], ...] = ()
-    dispatched_at: float = 0.0  # monotonic time it last went in flight (metrics read it)
+    # monotonic time it last went in flight, set by _run_on (metrics read it): not
+    # set at creation, where it would cost every task, only once in flight
+    dispatched_at: float = field(init=False, repr=False)
 
     @classmethod
     def from_stored(cls, stored: StoredTask) -> TaskEntry:
