@@ -7,8 +7,9 @@
 - ``--log-format json`` (or ZMQFLOW_LOG_FORMAT=json): every line on stderr is
   one JSON object with the shared keys (ts, level, logger, message, and
   event, task_id, service, worker_id, language when known); the worker's
-  arrival, loss and departure are INFO lines with event worker.ready,
-  worker.lost and worker.gone.
+  start, arrival, loss and departure are INFO lines with event
+  worker.start, worker.ready / worker.connected, worker.lost and
+  worker.gone.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def test_json_log_lines_carry_the_shared_keys_and_the_worker_life_events(
         assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR"}
         assert (line["worker_id"], line["language"]) == ("rust-j1", "rust")
     events = {(line.get("event"), line["level"]) for line in lines}
-    for event in ("worker.ready", "worker.lost", "worker.gone"):
+    for event in ("worker.start", "worker.ready", "worker.connected", "worker.lost"):
+        assert (event, "INFO") in events, event
+    for event in ("worker.draining", "worker.gone"):
         assert (event, "INFO") in events, event
     (received,) = [line for line in lines if line.get("event") == "task.received"]
     assert (received["task_id"], received["service"], received["level"]) == (

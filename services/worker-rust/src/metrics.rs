@@ -4,10 +4,14 @@
 //! (src/zmqflow/worker_metrics.py; notes: shared contract):
 //! - `zmqflow_worker_tasks_handled_total{service}`: tasks whose handler returned;
 //! - `zmqflow_worker_task_failures_total{service}`: tasks whose handler
-//!   failed or panicked, or whose service is not served here;
+//!   failed or panicked;
 //! - `zmqflow_worker_handler_duration_seconds{service}`: every handler run
 //!   (buckets [`HANDLER_BUCKETS`]);
 //! - `zmqflow_worker_info{worker_id,language,version}` = 1.
+//!
+//! A task no handler ran for (a service not served here, a malformed task)
+//! is not counted: the forwarder counts it among its failed tasks, and a
+//! label per unknown service name would let the sender make series at will.
 //!
 //! The services offered start at zero, so rates exist from the first scrape.
 //! Handler threads count through handles made once per service (atomic
@@ -59,8 +63,6 @@ pub enum Outcome {
     Handled,
     /// The handler returned an error or panicked.
     Failed,
-    /// No handler for the service: nothing ran.
-    NotServed,
 }
 
 fn new_histogram() -> Histogram {
@@ -77,7 +79,6 @@ struct ServiceMetrics {
 /// The worker's registry and the handles the handler threads count through.
 pub struct Metrics {
     registry: Registry,
-    failures: Family<ServiceLabel, Counter>,
     services: HashMap<String, ServiceMetrics>,
 }
 
@@ -127,30 +128,20 @@ impl Metrics {
                 (name.clone(), handles)
             })
             .collect();
-        Metrics {
-            registry,
-            failures,
-            services,
-        }
+        Metrics { registry, services }
     }
 
-    /// Count one task of `service`; `elapsed` is the handler's run time.
+    /// Count one handler run of `service` (one we offer: others are not
+    /// counted); `elapsed` is its run time.
     pub fn record(&self, service: &str, outcome: Outcome, elapsed: Duration) {
         let Some(handles) = self.services.get(service) else {
-            // Only a service we do not offer gets here (the forwarder sends none).
-            let label = ServiceLabel {
-                service: service.to_owned(),
-            };
-            self.failures.get_or_create(&label).inc();
             return;
         };
         match outcome {
             Outcome::Handled => handles.handled.inc(),
-            Outcome::Failed | Outcome::NotServed => handles.failures.inc(),
+            Outcome::Failed => handles.failures.inc(),
         };
-        if outcome != Outcome::NotServed {
-            handles.duration.observe(elapsed.as_secs_f64());
-        }
+        handles.duration.observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
@@ -204,7 +195,7 @@ mod tests {
         m.record("echo", Outcome::Handled, Duration::from_micros(300));
         m.record("echo", Outcome::Handled, Duration::from_millis(30));
         m.record("echo", Outcome::Failed, Duration::from_secs(20));
-        m.record("sha256", Outcome::NotServed, Duration::ZERO);
+        m.record("nope", Outcome::Failed, Duration::ZERO);
         let text = m.render();
 
         // OpenMetrics names a counter's family without _total, its sample with it
@@ -228,13 +219,14 @@ mod tests {
         );
         assert_eq!(
             s(r#"zmqflow_worker_task_failures_total{service="sha256"}"#),
-            Some(1.0)
+            Some(0.0)
         );
         assert_eq!(
             s(r#"zmqflow_worker_info{worker_id="rust-h-1-abcd",language="rust",version="0.1.0"}"#),
             Some(1.0)
         );
-        // every handler run is timed, a service that is not served is not
+        // every handler run is timed; a service not offered makes no series
+        assert!(!text.contains("nope"));
         assert_eq!(
             s(r#"zmqflow_worker_handler_duration_seconds_count{service="echo"}"#),
             Some(3.0)
@@ -271,19 +263,5 @@ mod tests {
         assert_eq!(bucket("0.05"), Some(2.0));
         assert_eq!(bucket("10.0"), Some(2.0));
         assert_eq!(bucket("+Inf"), Some(3.0));
-    }
-
-    #[test]
-    fn a_service_not_offered_is_counted_as_a_failure() {
-        let m = Metrics::new("w", "0.1.0", &["echo".into()]);
-        m.record("nope", Outcome::NotServed, Duration::ZERO);
-        let text = m.render();
-        assert_eq!(
-            sample(
-                &text,
-                r#"zmqflow_worker_task_failures_total{service="nope"}"#
-            ),
-            Some(1.0)
-        );
     }
 }

@@ -29,9 +29,11 @@
 //!   above at once: socket closed, a new one after the backoff, so that a
 //!   worker allowed later gets in without a restart;
 //! - with metrics, each handler run is counted per service (metrics.rs);
-//! - READY, a lost link and the drained DISCONNECT are logged at info with
-//!   `event` worker.ready / worker.lost / worker.gone, a refusal at warn
-//!   with worker.refused;
+//! - the start, READY, the first word from the forwarder on a socket, a lost
+//!   link and the drained DISCONNECT are logged at info with `event`
+//!   worker.start / worker.ready / worker.connected / worker.lost /
+//!   worker.gone, a refusal at warn with worker.refused, a failed task at
+//!   info with task.failed (task_id, service);
 //! - drain on SIGTERM: READY with credit 0, answer everything held,
 //!   DISCONNECT {reason: "drained"}, return Ok (exit 0). A draining worker
 //!   that cannot reach the forwarder (nothing heard for two intervals, or no
@@ -104,17 +106,17 @@ fn execute(job: Job, metrics: Option<&Metrics>) -> Frames {
         None => Err(format!("service '{}' not served here", job.service)),
     };
     if let (Some(metrics), Some(started)) = (metrics, started) {
-        let counted = match (&outcome, services::lookup(&job.service)) {
-            (_, None) => Outcome::NotServed,
-            (Ok(_), _) => Outcome::Handled,
-            (Err(_), _) => Outcome::Failed,
+        let counted = match &outcome {
+            Ok(_) => Outcome::Handled,
+            Err(_) => Outcome::Failed,
         };
+        // (a service not served here ran no handler: `record` skips it)
         metrics.record(&job.service, counted, started.elapsed());
     }
     match outcome {
         Ok(payload) => vec![job.id.into_bytes(), vec![OUTPUT], payload],
         Err(text) => {
-            debug!(
+            info!(
                 event = "task.failed", task_id = job.id.as_str(), service = job.service.as_str();
                 "task {} failed: {text}", job.id
             );
@@ -333,6 +335,7 @@ impl Worker {
         )?;
         signals.set_nonblocking(true).map_err(|e| e.to_string())?;
         info!(
+            event = "worker.start";
             "worker {} serving {} (concurrency {}, credit {}) via {}{}",
             self.cfg.worker_id,
             self.cfg.services.join(","),
@@ -617,8 +620,14 @@ impl Worker {
         let now = Instant::now();
         if let Conn::Up(link) = &mut self.conn {
             link.last_heard = now;
-            // In: stop watching the monitor (the hot path polls one socket again).
-            link.handshake = Handshake::Heard;
+            if let Handshake::Watching(_) = link.handshake {
+                // In: stop watching the monitor (the hot path polls one socket again).
+                link.handshake = Handshake::Heard;
+                info!(
+                    event = "worker.connected";
+                    "forwarder at {} answered", self.cfg.connect
+                );
+            }
         }
         self.backoff = BACKOFF_MIN;
         self.unconfirmed = Answers::default();
@@ -697,7 +706,10 @@ impl Worker {
     fn refuse_task(&mut self, bad: protocol::BadTask) {
         match bad.id {
             Some(id) => {
-                warn!("malformed task {id}: {}", bad.error);
+                warn!(
+                    event = "task.malformed", task_id = id.as_str();
+                    "malformed task {id}: {}", bad.error
+                );
                 let error = format!("malformed task: {}", bad.error);
                 self.outbox.failed.push(Failure { id, error });
             }
