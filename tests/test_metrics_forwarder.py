@@ -17,6 +17,7 @@ from typing import Any
 from fabric import Fabric, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+ZMQFLOW = (sys.executable, "-m", "zmqflow")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -181,3 +182,37 @@ def test_the_recorder_observes_each_answered_task_with_its_own_stamps() -> None:
     assert echo.round_trip.counts[le[0.025]] == 2 and echo.round_trip.counts[le[2.5]] == 1
     assert abs(echo.round_trip.sum - (0.02 * 2 + 1.02)) < 1e-9
     assert sum(echo.round_trip.counts) == 3 and sum(sleep.round_trip.counts) == 1
+
+
+def test_event_bus_messages_are_counted_in_out_and_dropped(fabric: Fabric) -> None:
+    port = free_port()
+    fabric.start_forwarder("--metrics-port", str(port))
+    subscriber = subprocess.Popen(
+        [*ZMQFLOW, "subscribe", "--connect", fabric.events_out, "--topic", "", "--timeout", "60"],
+        stdout=subprocess.DEVNULL,
+        env=fabric.env,
+    )
+    try:
+        for env, count in (("dev", 3), ("elsewhere", 2)):
+            subprocess.run(
+                [
+                    *(*ZMQFLOW, "publish", "--connect", fabric.events_in, "--kind", "demo.hello"),
+                    *("--env", env, "--count", str(count), "--wait-subscriber", "20"),
+                ],
+                env=fabric.env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+
+        def counted() -> Samples | None:
+            metrics = scrape(port)
+            return metrics if value(metrics, "zmqflow_event_bus_dropped_total") == 2 else None
+
+        metrics = wait_for(counted, "the forwarder to count 2 dropped events")
+        assert value(metrics, "zmqflow_event_bus_messages_total", direction="in") == 5
+        # out: the 3 in its env, and the forwarder's own events (it saw a subscriber)
+        assert (value(metrics, "zmqflow_event_bus_messages_total", direction="out") or 0) >= 3
+    finally:
+        subscriber.kill()
+        subscriber.wait(timeout=30)
