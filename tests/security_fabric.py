@@ -218,8 +218,26 @@ def rogue_message(rng: random.Random) -> list[bytes]:
     return [rng.choice(_SIGNATURES), command, msgpack.packb(_junk_value(rng), use_bin_type=True)]
 
 
-def run_rogue(endpoint: str, secret_file: str, server_file: str, seed: int, count: int) -> None:
-    """Send ``count`` rogue messages from a DEALER holding a (valid) key; never read replies."""
+_WORKER_COMMANDS = [bytes((int(c),)) for c in p.Command if int(c) >= 0x10]
+
+
+def rogue_worker_message(rng: random.Random) -> list[bytes]:
+    """One random, malformed worker message: the client-side kinds, mostly worker-signed."""
+    frames = rogue_message(rng)
+    if rng.random() < 0.7:
+        frames[0] = p.WORKER_SIGNATURE
+        if len(frames) > 1 and rng.random() < 0.8:
+            frames[1] = rng.choice(_WORKER_COMMANDS)
+    return frames
+
+
+def run_rogue(
+    endpoint: str, secret_file: str, server_file: str, seed: int, count: int, worker: bool = False
+) -> None:
+    """Send ``count`` rogue messages from a DEALER holding a (valid) key; never read replies.
+
+    ``worker``: worker-side messages (``rogue_worker_message``) for the backend.
+    """
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     sock.sndhwm = 1000
@@ -227,7 +245,8 @@ def run_rogue(endpoint: str, secret_file: str, server_file: str, seed: int, coun
     sock.curve_serverkey = load_public(server_file)
     sock.connect(endpoint)
     rng = random.Random(seed)
+    make = rogue_worker_message if worker else rogue_message
     for _ in range(count):
-        sock.send_multipart(rogue_message(rng))  # blocks at the high-water mark, as a peer would
+        sock.send_multipart(make(rng))  # blocks at the high-water mark, as a peer would
     print(json.dumps({"sent": count}), flush=True)
     sock.close(linger=60_000)  # let the last ones reach the forwarder
