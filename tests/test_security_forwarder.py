@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -400,3 +401,44 @@ def test_refresh_reloads_only_a_folder_that_changed(keys: Keys) -> None:
     auth.refresh()
     assert id(auth.certs["zmqflow.clients"]) == before["zmqflow.clients"]
     assert load_public(keys.public("stranger")) in auth.certs["zmqflow.workers"]
+
+
+def test_handshakes_and_refused_events_are_counted_in_the_metrics(
+    secure: SecureFabric, keys: Keys
+) -> None:
+    port = free_port()
+    secure.start_secure_forwarder("--metrics-port", str(port))
+    assert handshake(secure.frontend, keys.secret("client"), keys.server) == "succeeded"
+    assert handshake(secure.frontend, keys.secret("stranger"), keys.server) == "refused"
+    assert handshake(secure.backend, keys.secret("client"), keys.server) == "refused"
+    assert handshake(secure.frontend, None, None) != "succeeded"
+    sub = raw_socket(secure.events_out, zmq.SUB, keys.secret("client"), keys.server)
+    sub.subscribe(b"")
+    pub = raw_socket(secure.events_in, zmq.XPUB, keys.secret("client"), keys.server)
+    assert pub.poll(20_000) and pub.recv() == b"\x01"
+    pub.send_multipart([b"prod.x", b""])
+    pub.send_multipart([b"dev.x", b""])
+    assert sub.poll(20_000)  # dev.x came out: prod.x was handled before it
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(("zmqflow_handshakes", "zmqflow_events_refused"))
+        }
+
+    wanted = {
+        'zmqflow_handshakes_total{domain="zmqflow.clients",outcome="accepted"}': 3.0,  # + the bus
+        'zmqflow_handshakes_total{domain="zmqflow.clients",outcome="refused"}': 1.0,
+        'zmqflow_handshakes_total{domain="zmqflow.workers",outcome="refused"}': 1.0,
+        "zmqflow_events_refused_total": 1.0,
+    }
+    figures = wait_for(
+        lambda: (f := scrape()) and all(f.get(k, 0) >= v for k, v in wanted.items()) and f,
+        "the metrics to show the handshakes",
+    )
+    assert figures["zmqflow_handshakes_failed_total"] >= 1  # the plain peer
+    pub.close()
+    sub.close()

@@ -37,6 +37,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from zmqflow.histogram import Buckets
+from zmqflow.security.metrics import SecurityCollector
 
 if TYPE_CHECKING:
     from zmqflow.forwarder.broker import Broker, TaskEntry
@@ -334,4 +335,5 @@ def serve(forwarder: Forwarder, port: int, addr: str = "0.0.0.0") -> None:
     """Count, and answer Prometheus scrapes on ``port`` (a thread of this process)."""
     recorder = install(forwarder)
     REGISTRY.register(BrokerCollector(forwarder.broker, recorder, forwarder))
+    REGISTRY.register(SecurityCollector(forwarder))  # handshakes, refused events
     start_http_server(port, addr)
