@@ -23,18 +23,20 @@ cuts it into messages of at most ``max_items`` items and
 fits it (``split_ids``), so no sender emits a frame its peer refuses.
 
 Each field rule is written once: ``uint`` for every counting field,
-``valid_id`` / ``valid_service`` for names, and one usual-item test per
-batched kind (``usual_task``, ``usual_dispatch``, ``usual_done``,
-``usual_result``) that both the hot-path decoders (``decode_worker_results``,
-``decode_client_results``, the forwarder's SUBMIT) and the checked item
-decoders use: an item that passes is decoded as is, any other is checked
-field by field, which says what is wrong.
+``valid_ids`` / ``valid_service`` for names, and one usual-item test per
+batched kind (``usual_tasks``, ``usual_dispatches``, ``usual_dones``,
+``usual_results``) that both the hot-path decoders (``decode_worker_results``,
+``decode_client_results``, ``decode_task_items``, the forwarder's SUBMIT) and
+the checked item decoders use: an item that passes is decoded as is, any
+other is checked field by field, which says what is wrong. The name rule and
+the usual tests are written for a whole batch (one call per message, not per
+item, on the hot paths); the test of one item is the batch of that one item.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -48,7 +50,11 @@ MAX_MAP_BYTES = 64 * 1024  # a map frame, and a task's headers once encoded
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_BATCH = 1000  # items per batched message, unless the forwarder's max_batch says otherwise
 
-_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+# The id rule, once: 1-64 of these characters. Tested on ids joined by a
+# newline (not an id character), so that a whole message's ids take one
+# regex match: ``valid_ids``.
+_ID = r"[A-Za-z0-9._:-]{1,64}"
+_IDS_RE = re.compile(rf"{_ID}(?:\n{_ID})*\Z")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
@@ -82,12 +88,18 @@ class ProtocolError(ValueError):
         self.ids = ids or []
 
 
-# the id rule as a C call, for callers that know they hold a str (hot paths)
-match_id = _ID_RE.match
+def valid_ids(ids: Sequence[str]) -> bool:
+    """Every id (each a str: the caller saw to it) follows the id rule: one
+    regex match for all of them (a message's ids on the hot path). Joined by
+    newlines, the ids come apart exactly when none holds one (the count)."""
+    if not ids:
+        return True
+    joined = "\n".join(ids)
+    return joined.count("\n") == len(ids) - 1 and _IDS_RE.match(joined) is not None
 
 
 def valid_id(value: object) -> bool:
-    return isinstance(value, str) and match_id(value) is not None
+    return isinstance(value, str) and valid_ids((value,))
 
 
 def uint(value: object) -> bool:
@@ -601,55 +613,94 @@ def _wrong(name: str, field_name: str, item_id: str) -> ProtocolError:
 # The usual items: one test each, which the hot-path decoders and the checked
 # decoders below share. An item that passes is valid; one that does not takes
 # the checked decoder, which says what is wrong (or accepts a rarer valid form).
+# Each test is written for a whole batch (one loop, inlined: a call per item
+# costs as much as the test); the test of one item is the batch of that item.
+
+
+def usual_tasks(items: Sequence[Any]) -> bool:
+    """Every item is a SUBMIT item of the usual task: ``id``, ``service``
+    strings, a ``bin`` payload, no key, empty headers, no retries (``fresh``
+    and later fields may follow). Ids and services are not checked against
+    their patterns here: the forwarder does that against the services it knows."""
+    for item in items:
+        if not (
+            type(item) is list
+            and len(item) >= 6
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and type(item[2]) is bytes
+            and item[3] is None
+            and type(item[4]) is dict
+            and not item[4]
+            and item[5] is None
+        ):
+            return False
+    return True
 
 
 def usual_task(item: Any) -> bool:
-    """A SUBMIT item of the usual task: ``id``, ``service`` strings, a ``bin``
-    payload, no key, empty headers, no retries (``fresh`` and later fields may
-    follow). Its id and service are not checked against their patterns here:
-    the forwarder does that against the services it knows."""
-    return (
-        type(item) is list
-        and len(item) >= 6
-        and type(item[0]) is str
-        and type(item[1]) is str
-        and type(item[2]) is bytes
-        and item[3] is None
-        and type(item[4]) is dict
-        and not item[4]
-        and item[5] is None
-    )
+    """``usual_tasks`` of one item."""
+    return usual_tasks((item,))
+
+
+def usual_dispatches(items: Sequence[Any]) -> bool:
+    """Every item is a TASK item with every field of the right type."""
+    for item in items:
+        if not (
+            type(item) is list
+            and len(item) >= 5
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and type(item[2]) is dict
+            and uint(item[3])
+            and type(item[4]) is bytes
+        ):
+            return False
+    return True
 
 
 def usual_dispatch(item: Any) -> bool:
-    """A TASK item with every field of the right type."""
-    return (
-        type(item) is list
-        and len(item) >= 5
-        and type(item[0]) is str
-        and type(item[1]) is str
-        and type(item[2]) is dict
-        and uint(item[3])
-        and type(item[4]) is bytes
-    )
+    """``usual_dispatches`` of one item."""
+    return usual_dispatches((item,))
+
+
+def usual_dones(items: Sequence[Any]) -> bool:
+    """Every item is a worker RESULT item with every field of the right type."""
+    for item in items:
+        if not (
+            type(item) is list
+            and len(item) >= 2
+            and type(item[0]) is str
+            and type(item[1]) is bytes
+        ):
+            return False
+    return True
 
 
 def usual_done(item: Any) -> bool:
-    """A worker RESULT item with every field of the right type."""
-    return type(item) is list and len(item) >= 2 and type(item[0]) is str and type(item[1]) is bytes
+    """``usual_dones`` of one item."""
+    return usual_dones((item,))
+
+
+def usual_results(items: Sequence[Any]) -> bool:
+    """Every item is a client RESULT item with every field of the right type."""
+    for item in items:
+        if not (
+            type(item) is list
+            and len(item) >= 5
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and uint(item[2])
+            and type(item[3]) is bool
+            and type(item[4]) is bytes
+        ):
+            return False
+    return True
 
 
 def usual_result(item: Any) -> bool:
-    """A client RESULT item with every field of the right type."""
-    return (
-        type(item) is list
-        and len(item) >= 5
-        and type(item[0]) is str
-        and type(item[1]) is str
-        and uint(item[2])
-        and type(item[3]) is bool
-        and type(item[4]) is bytes
-    )
+    """``usual_results`` of one item."""
+    return usual_results((item,))
 
 
 def _dispatch_from(item: Any) -> Dispatch:
@@ -686,10 +737,18 @@ def _task_from(item: Any) -> Task:
     return Task(task_id, service, payload, key, headers, retries, is_fresh(item))
 
 
+def all_fresh(items: Sequence[list[Any]]) -> bool:
+    """Every SUBMIT item's ``fresh`` flag is set: it came with a later revision
+    of version 2, so absent means false, and only ``true`` is true."""
+    for item in items:  # noqa: SIM110 (a loop: a generator costs a frame per item)
+        if not (len(item) > 6 and item[6] is True):
+            return False
+    return True
+
+
 def is_fresh(item: list[Any]) -> bool:
-    """A SUBMIT item's ``fresh`` flag: it came with a later revision of version
-    2, so absent means false, and only ``true`` is true."""
-    return len(item) > 6 and item[6] is True
+    """A SUBMIT item's ``fresh`` flag (``all_fresh`` of one item)."""
+    return all_fresh((item,))
 
 
 def _result_from(item: Any) -> Result:
@@ -752,9 +811,11 @@ def _all(items: list[Any], decode_item: Callable[[Any], Any]) -> list[Any]:
     return [decode_item(item) for item in items]
 
 
-def _usual_items(frames: list[bytes], usual: Callable[[Any], bool]) -> list[list[Any]] | None:
+def _usual_items(
+    frames: list[bytes], usual: Callable[[Sequence[Any]], bool]
+) -> list[list[Any]] | None:
     """A batched message's items as arrays when it is one body frame of a
-    non-empty array whose items all pass ``usual``; None otherwise, and for
+    non-empty array whose items all pass ``usual`` (a batch test); None otherwise, and for
     anything malformed: the caller then takes ``decode`` (or the item-by-item
     decoder) and its error reporting. The hot paths use this, without an
     object per item."""
@@ -764,24 +825,21 @@ def _usual_items(frames: list[bytes], usual: Callable[[Any], bool]) -> list[list
         items = msgpack.unpackb(frames[2], raw=False, strict_map_key=True)
     except Exception:  # msgpack raises several unrelated types
         return None
-    if type(items) is not list or not items:
+    if type(items) is not list or not items or not usual(items):
         return None
-    for item in items:  # a loop, not all(map()): a call from bytecode is cheaper
-        if not usual(item):
-            return None
     return items
 
 
 def decode_worker_results(frames: list[bytes]) -> list[list[Any]] | None:
     """A worker RESULT's items as ``[id, payload, ...]`` arrays (``usual_done``),
     or None (the forwarder's hot path)."""
-    return _usual_items(frames, usual_done)
+    return _usual_items(frames, usual_dones)
 
 
 def decode_client_results(frames: list[bytes]) -> list[list[Any]] | None:
     """A client RESULT's items as ``[id, worker, attempts, cached, payload, ...]``
     arrays (``usual_result``), or None (the client's hot path)."""
-    return _usual_items(frames, usual_result)
+    return _usual_items(frames, usual_results)
 
 
 def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
@@ -790,7 +848,10 @@ def decode_task_items(frames: list[bytes]) -> list[Dispatch | ProtocolError]:
     A bad item is a ``ProtocolError`` whose ``ids`` hold its id when it could
     be read (the worker answers it FAILED ``malformed task: ...``).
     """
-    return _each(_batch_body(frames, "TASK"), _dispatch_from)
+    items = _batch_body(frames, "TASK")
+    if usual_dispatches(items):  # the usual batch: one test, no call per item
+        return [Dispatch(i[0], i[1], i[2], i[3], i[4]) for i in items]
+    return _each(items, _dispatch_from)
 
 
 def submit_items(frames: list[bytes]) -> list[Any]:

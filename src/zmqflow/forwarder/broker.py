@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -291,27 +291,22 @@ class Broker:
         self._submit(rid, [p.decode_task(item) for item in items])
 
     def _submit_usual(self, rid: bytes, items: list[Any]) -> bool:
-        """Take a SUBMIT whose items are all ``p.usual_task``, fresh, new, pass
+        """Take a SUBMIT whose items are all ``p.usual_tasks``, fresh, new, pass
         ``_problem`` and fit ``_room``, without a ``Task`` per item (the hot
         path); False, having changed nothing, when any of them does not:
-        ``_submit`` then handles the message item by item."""
-        usual, fresh, problem, held = p.usual_task, p.is_fresh, self._problem, self._held
-        size = 0
-        seen: set[str] = set()
-        for item in items:
-            if not usual(item):
-                return False
-            task_id, payload = item[0], item[2]
-            if (
-                not fresh(item)  # not fresh: it may have a stored answer
-                or problem(task_id, item[1], payload, None) is not None
-                or held(task_id)
-                or task_id in seen
-            ):
-                return False
-            seen.add(task_id)
-            size += len(payload)
-        if self._room(len(items), size) is not None:
+        ``_submit`` then handles the message item by item. Each rule is called
+        once for the whole message (its batch form), not once per task."""
+        if not (p.usual_tasks(items) and p.all_fresh(items)):  # not fresh: may have an answer
+            return False
+        ids = [item[0] for item in items]
+        payloads = [item[2] for item in items]
+        new = set(ids)
+        if (
+            len(new) < len(ids)  # an id twice in one message
+            or self._problem(ids, {item[1] for item in items}, payloads, None) is not None
+            or self._held(new)
+            or self._room(len(items), sum(map(len, payloads))) is not None
+        ):
             return False
         self._admit(rid, items, self.clock())
         return True  # their ACCEPTED leaves once journaled, or their answer does
@@ -326,10 +321,10 @@ class Broker:
             if isinstance(item, p.ProtocolError):
                 refused.setdefault((item.code, item.reason), []).extend(item.ids)
                 continue
-            problem = self._problem(item.id, item.service, item.payload, item.key)
+            problem = self._problem((item.id,), (item.service,), (item.payload,), item.key)
             if problem:
                 refused.setdefault(problem, []).append(item.id)
-            elif self._held(item.id):  # a re-sent SUBMIT: the same task
+            elif self._held((item.id,)):  # a re-sent SUBMIT: the same task
                 self._rebind(item.id, rid)
                 if not self._journal_now(item.id):  # (that queues its ACCEPTED)
                     accepted.append(item.id)
@@ -341,7 +336,7 @@ class Broker:
         stored = self.journal.answers(probe) if probe else {}
         now = self.clock()  # one acceptance time for the message
         for task in new:
-            if self._held(task.id):  # twice in one message
+            if self._held((task.id,)):  # twice in one message
                 self._rebind(task.id, rid)
                 if not self._journal_now(task.id):
                     accepted.append(task.id)
@@ -364,20 +359,31 @@ class Broker:
 
     # The rules of taking a task, each in one place: both SUBMIT paths call them.
     def _problem(
-        self, task_id: str, service: str, payload: bytes, key: str | None
+        self,
+        ids: Collection[str],
+        services: Collection[str],
+        payloads: Collection[bytes],
+        key: str | None,
     ) -> tuple[str, str] | None:
-        """Why a task cannot be taken, whatever the forwarder holds: a refusal
-        (code, reason), or None. ``task_id`` is a str (the decoders saw to it)."""
-        if p.match_id(task_id) is None:
+        """Why tasks cannot be taken, whatever the forwarder holds: a refusal
+        (code, reason), or None when every one can. Given one task (the checked
+        path: its own refusal) or, for keyless tasks, a whole message's ids,
+        services and payloads (the usual path: None exactly when no task of it
+        has a problem, as each rule is "every one passes"). Ids are strs (the
+        decoders saw to it)."""
+        if not p.valid_ids(ids):
             return ("malformed", "task id must be 1-64 characters of [A-Za-z0-9._:-]")
-        if service not in self.known_services:  # known ones were checked at READY
+        known = self.known_services
+        if not known.issuperset(services):  # known ones were checked at READY
+            service = next(s for s in services if s not in known)
             if not p.valid_service(service):
                 return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
             return ("unknown_service", f"no worker has ever offered service {service!r}")
-        if len(payload) > self.limits.max_payload_bytes:
+        largest = max(map(len, payloads))
+        if largest > self.limits.max_payload_bytes:
             return (
                 "too_large",
-                f"payload of {len(payload)} bytes exceeds {self.limits.max_payload_bytes}",
+                f"payload of {largest} bytes exceeds {self.limits.max_payload_bytes}",
             )
         if key is not None and not 0 < len(key.encode()) <= 256:
             return ("malformed", "idempotency key must be 1-256 bytes")
@@ -397,9 +403,10 @@ class Broker:
             )
         return None
 
-    def _held(self, task_id: str) -> bool:
-        """An unfinished task (or an id joined to one) is held in memory under this id."""
-        return task_id in self.tasks or task_id in self.aliases
+    def _held(self, ids: Collection[str]) -> bool:
+        """An unfinished task (or an id joined to one) is held in memory under
+        one of these ids (one id, or a whole message's as a set)."""
+        return not (self.tasks.keys().isdisjoint(ids) and self.aliases.keys().isdisjoint(ids))
 
     def _rebind(self, task_id: str, rid: bytes) -> None:
         """The results of a held id now go to ``rid`` (the last to submit or collect it)."""
@@ -544,7 +551,7 @@ class Broker:
     def _collect(self, rid: bytes, ids: list[str]) -> None:
         pending: list[str] = []
         for task_id in ids:
-            if self._held(task_id):
+            if self._held((task_id,)):
                 self._rebind(task_id, rid)
                 if not self._journal_now(task_id):
                     pending.append(task_id)
@@ -572,7 +579,7 @@ class Broker:
             letters = letters[: len(p.split_ids([d.id for d in letters])[0])]
         found = {d.id for d in letters}
         for stored in letters:
-            if self._held(stored.id):  # retried already in this loop turn
+            if self._held((stored.id,)):  # retried already in this loop turn
                 self._rebind(stored.id, rid)
                 continue
             stored.attempts = 0
