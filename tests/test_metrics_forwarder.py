@@ -207,7 +207,7 @@ def test_event_bus_messages_are_counted_in_out_and_dropped(fabric: Fabric) -> No
 
         def counted() -> Samples | None:
             metrics = scrape(port)
-            return metrics if value(metrics, "zmqflow_event_bus_dropped_total") == 2 else None
+            return metrics if value(metrics, "zmqflow_events_refused_total") == 2 else None
 
         metrics = wait_for(counted, "the forwarder to count 2 dropped events")
         assert value(metrics, "zmqflow_event_bus_messages_total", direction="in") == 5

@@ -201,10 +201,9 @@ def journal_bytes(path: str) -> int:
 class BrokerCollector(Collector):
     """The forwarder's metric families, built at scrape time (docs/observability.md)."""
 
-    def __init__(self, broker: Broker, recorder: Recorder, device: Forwarder | None = None) -> None:
+    def __init__(self, broker: Broker, recorder: Recorder) -> None:
         self.broker = broker
         self.recorder = recorder
-        self.device = device
 
     def collect(self) -> Iterator[Any]:
         broker, rec = self.broker, self.recorder
@@ -286,12 +285,6 @@ class BrokerCollector(Collector):
         family.add_metric(["in"], rec.events_in)
         family.add_metric(["out"], rec.events_out)
         yield family
-        family = CounterMetricFamily(
-            "zmqflow_event_bus_dropped",
-            "Event-bus messages dropped: topic outside this forwarder's env",
-        )
-        family.add_metric([], getattr(self.device, "events_refused", 0))
-        yield family
 
         for attr, name, doc in (
             ("queue_wait", "zmqflow_task_queue_wait_seconds", "Acceptance to (last) dispatch"),
@@ -334,6 +327,6 @@ def install(forwarder: Forwarder) -> Recorder:
 def serve(forwarder: Forwarder, port: int, addr: str = "0.0.0.0") -> None:
     """Count, and answer Prometheus scrapes on ``port`` (a thread of this process)."""
     recorder = install(forwarder)
-    REGISTRY.register(BrokerCollector(forwarder.broker, recorder, forwarder))
+    REGISTRY.register(BrokerCollector(forwarder.broker, recorder))
     REGISTRY.register(SecurityCollector(forwarder))  # handshakes, refused events
     start_http_server(port, addr)
