@@ -216,3 +216,27 @@ def test_event_bus_messages_are_counted_in_out_and_dropped(fabric: Fabric) -> No
     finally:
         subscriber.kill()
         subscriber.wait(timeout=30)
+
+
+def test_a_service_nobody_serves_shows_zero_workers_alive(tmp_path: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from zmqflow import protocol as p
+    from zmqflow.forwarder.broker import Broker, Limits
+    from zmqflow.forwarder.metrics import BrokerCollector, Recorder
+    from zmqflow.journal import Journal
+
+    broker = Broker(Journal(str(tmp_path / "j.db")), Limits())
+    ready = p.Ready("w1", "rust", ["echo", "resize"], 4, [], "1", 1, "h")
+    broker.on_worker(b"w1", p.encode(ready), 0.0)
+    broker.on_worker(b"w1", p.encode(p.Disconnect("bye")), 0.0)  # it leaves
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(broker, Recorder()))
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
+    }
+    assert value(samples, "zmqflow_workers_alive", service="echo", language="") == 0
+    assert value(samples, "zmqflow_workers_alive", service="resize", language="") == 0
+    assert value(samples, "zmqflow_queue_depth", service="resize") == 0
