@@ -8,7 +8,9 @@ bus (``events_in``) as ``<env>.prefect.flow-run.<state>`` /
 ``<env>.prefect.task-run.<state>``. Its own topics are never sent back. Bad
 events are logged and dropped; the process stays up. The health file is
 touched every ``health_interval_s`` while both directions run; when one of
-them ends, the process exits non-zero so that Compose restarts it.
+them ends, the process exits non-zero so that Compose restarts it. Both bus
+sockets carry the CURVE keys the files ZMQFLOW_CURVE_SECRET and
+ZMQFLOW_CURVE_SERVER name (``zmqflow.security.peer.resolve``), if set.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefect_zmqflow.states import OWN_KIND_PREFIX, STATE_PREFIXES, prefect_event, state_event
 from zmqflow import events as bus
+from zmqflow.security.peer import resolve
 
 log = logging.getLogger("prefect_zmqflow.bridge")
 
@@ -47,9 +50,16 @@ class BridgeSettings(BaseSettings):
     health_interval_s: float = 5.0
 
 
+def _curve(sock: zmq.Socket) -> None:
+    keys = resolve()  # ZMQFLOW_CURVE_SECRET/SERVER; checked at start by run()
+    if keys is not None:
+        keys.apply(sock)
+
+
 async def bus_to_prefect(settings: BridgeSettings, ctx: zmq.asyncio.Context) -> None:
     sock = ctx.socket(zmq.SUB)
     sock.linger = 0
+    _curve(sock)
     for kind in settings.kinds:
         if not kind.startswith(OWN_KIND_PREFIX):
             sock.subscribe(f"{settings.env}.{kind}".encode())
@@ -82,6 +92,7 @@ async def bus_to_prefect(settings: BridgeSettings, ctx: zmq.asyncio.Context) -> 
 async def prefect_to_bus(settings: BridgeSettings, ctx: zmq.asyncio.Context) -> None:
     sock = ctx.socket(zmq.PUB)
     sock.linger = 1000
+    _curve(sock)
     sock.connect(settings.events_in)
     encoder = bus.EventEncoder(settings.env, bus.new_source("prefect-bridge"))
     # From now on: the subscriber backfills what matches the filter, and
@@ -112,6 +123,7 @@ async def keep_healthy(settings: BridgeSettings) -> None:
 
 async def run(settings: BridgeSettings) -> None:
     """Until SIGTERM/SIGINT; raises when one direction stops on its own."""
+    resolve()  # a bad key file stops the bridge here, naming the file
     ctx = zmq.asyncio.Context()
     jobs = [bus_to_prefect(settings, ctx), keep_healthy(settings)]
     if settings.states:

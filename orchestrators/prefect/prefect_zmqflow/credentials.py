@@ -5,8 +5,13 @@ endpoint, its event endpoints, the event environment and the CurveZMQ keys
 (secret fields, stored encrypted by Prefect). ``connect()`` returns a
 zmqflow ``Client`` only once the forwarder has answered a STATUS request:
 tenacity retries with exponential backoff, then ``ForwarderUnreachableError``
-says which endpoint was tried, how often and for how long. Keys that are set
-while the installed zmqflow cannot use them are an error, never ignored.
+says which endpoint was tried, how often and for how long, or, when the
+forwarder refused our key, which key it refused. ``curve_keys()``: the
+block's keys (Z85 text: the forwarder's public key and this client's secret
+key, its public key optional and checked) as the client's
+``zmqflow.security.peer.CurveKeys``, never written to a file; half a pair
+or text that is no key is a ``ZmqflowError`` naming the field. A block
+without keys uses the files ZMQFLOW_CURVE_SECRET/SERVER name, if any.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tenacity import (
 )
 
 from prefect_zmqflow.errors import ForwarderUnreachableError, ZmqflowError
-from zmqflow.client import Client, ForwarderUnreachable
+from zmqflow.client import Client, CurveKeys, ForwarderRefused, ForwarderUnreachable
 
 
 class ZmqflowCredentials(Block):
@@ -67,21 +72,44 @@ class ZmqflowCredentials(Block):
         default=None, description="CurveZMQ secret key of this client (Z85)."
     )
 
-    def _check_keys(self) -> None:
-        keys = (self.curve_server_public_key, self.curve_public_key, self.curve_secret_key)
-        if any(k is not None for k in keys):
-            # zmqflow's Client takes no CURVE keys yet (the security work adds them):
-            # connecting without them would send in clear what the user meant to protect.
-            raise ZmqflowError(
-                "CurveZMQ keys are set on this block, but the installed zmqflow client "
-                "cannot use them yet; clear the keys or upgrade zmqflow"
+    def curve_keys(self) -> CurveKeys | None:
+        """The block's CURVE keys; None when it holds none."""
+        text = {
+            name: value.get_secret_value().strip() or None
+            for name, value in (
+                ("curve_server_public_key", self.curve_server_public_key),
+                ("curve_public_key", self.curve_public_key),
+                ("curve_secret_key", self.curve_secret_key),
             )
+            if value is not None
+        }
+        given = [name for name, value in text.items() if value]
+        if not given:
+            return None
+        server, secret = text.get("curve_server_public_key"), text.get("curve_secret_key")
+        if server is None or secret is None:
+            raise ZmqflowError(
+                f"zmqflow block: {', '.join(given)} set, but CURVE needs "
+                f"curve_server_public_key and curve_secret_key (curve_public_key is optional)"
+            )
+        try:
+            return CurveKeys.from_z85(
+                secret=secret,
+                server=server,
+                public=text.get("curve_public_key"),
+                names=("curve_secret_key", "curve_server_public_key", "curve_public_key"),
+            )
+        except ValueError as exc:
+            raise ZmqflowError(f"zmqflow block: {exc}") from None
 
     def connect(self) -> Client:
         """A Client whose forwarder has answered; raises ForwarderUnreachableError."""
-        self._check_keys()
+        curve = self.curve_keys()
         started = time.monotonic()
-        client = Client(self.frontend, timeout=self.timeout_s)
+        try:
+            client = Client(self.frontend, timeout=self.timeout_s, curve=curve)
+        except ValueError as exc:  # ZMQFLOW_CURVE_* naming a file that cannot be used
+            raise ZmqflowError(f"zmqflow block: CURVE keys: {exc}") from None
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(self.connect_attempts),
@@ -90,8 +118,14 @@ class ZmqflowCredentials(Block):
             ):
                 with attempt:
                     client.status(timeout=self.probe_timeout_s)
-        except RetryError:
+        except RetryError as failed:
             client.close()
+            last = failed.last_attempt.exception()
+            if isinstance(last, ForwarderRefused):
+                raise ForwarderUnreachableError(
+                    f"the zmqflow forwarder at {self.frontend} refused this block's key "
+                    f"after {self.connect_attempts} attempts: {last}"
+                ) from None
             raise ForwarderUnreachableError(
                 f"no zmqflow forwarder answered at {self.frontend}: {self.connect_attempts} "
                 f"STATUS probes of {self.probe_timeout_s:g}s each, with exponential backoff, "

@@ -4,7 +4,9 @@ Contract: ``python -m prefect_zmqflow.setup [NAME]`` saves (overwrites) the
 ``ZmqflowCredentials`` document NAME (default ``fabric``) with the endpoints
 and keys from ZMQFLOW_PREFECT_* environment variables; the deploy one-shot
 runs it after ``prefect block register -m prefect_zmqflow``. Flows load the
-block by that name.
+block by that name. Keys: the Z85 text in ZMQFLOW_PREFECT_CURVE_*, or else
+the key files ZMQFLOW_CURVE_SECRET and ZMQFLOW_CURVE_SERVER name (as every
+zmqflow client reads them), copied into the block's secret fields.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefect_zmqflow.credentials import ZmqflowCredentials
+from zmqflow.security.peer import resolve
 
 DEFAULT_BLOCK = "fabric"
 
@@ -34,7 +37,14 @@ class BlockSettings(BaseSettings):
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_BLOCK
-    block = ZmqflowCredentials(**BlockSettings().model_dump())
+    values = BlockSettings().model_dump()
+    keys = ("curve_server_public_key", "curve_public_key", "curve_secret_key")
+    if all(values[k] is None for k in keys):
+        curve = resolve()  # the key files, if ZMQFLOW_CURVE_SECRET/SERVER name them
+        if curve is not None:
+            texts = (curve.server.decode(), curve.public_text, curve.secret.decode())
+            values.update(zip(keys, texts, strict=True))
+    block = ZmqflowCredentials(**values)
     block.save(name, overwrite=True)
     print(f"saved zmqflow-credentials/{name}: frontend {block.frontend}, env {block.env}")
 
