@@ -36,6 +36,7 @@ import test_client_frontends
 import zmq
 import zmq.auth
 from fabric import Fabric, clean_env, wait_for
+from security_fabric import Keys, SecureFabric
 from zmq.auth.thread import ThreadAuthenticator
 
 from zmqflow import protocol as p
@@ -541,3 +542,100 @@ def test_key_files_are_read_once_per_client_not_per_socket(
         os.unlink(secret)
         client._io(REOPEN, None)  # a new socket, the same keys
         assert [r.payload for r in client.map("echo", [b"k"])] == [b"k"]
+
+
+# ------------------------------------------------- the real forwarder, with keys
+@pytest.fixture
+def real_keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path / "real-keys")
+
+
+@pytest.fixture
+def secure(tmp_path: Path, real_keys: Keys) -> Iterator[SecureFabric]:
+    fab = SecureFabric(tmp_path, real_keys)
+    try:
+        fab.start_secure_forwarder()
+        yield fab
+    finally:
+        fab.stop()
+
+
+def test_a_client_refused_by_the_forwarder_completes_its_tasks_once_its_key_is_copied_in(
+    secure: SecureFabric, real_keys: Keys, connect: Any, said: Said
+) -> None:
+    secure.start_keyed_worker("worker", "echo")
+    secure.wait_workers(1)
+    client = connect(
+        secure.frontend,
+        timeout=60,
+        heartbeat_interval=secure.heartbeat_interval,
+        curve_secret=real_keys.secret("stranger"),
+        curve_server=real_keys.public("forwarder"),
+    )
+    copied = threading.Thread(
+        target=lambda: (
+            said.wait(f"forwarder refused our key {real_keys.z85('stranger')}"),
+            shutil.copy(real_keys.public("stranger"), real_keys.allow_clients),
+        )
+    )
+    copied.start()
+
+    results = client.map("echo", [b"r%d" % n for n in range(20)])  # the same client throughout
+
+    copied.join()
+    assert [r.payload for r in results] == [b"r%d" % n for n in range(20)]
+    assert secure.frontend in said.wait("forwarder refused our key")
+
+
+def test_a_worker_refused_by_the_forwarder_registers_once_its_key_is_copied_in(
+    secure: SecureFabric, real_keys: Keys
+) -> None:
+    worker = secure.start_keyed_worker("stranger", "echo")
+    z85 = real_keys.z85("stranger")
+    wait_for(
+        lambda: f"forwarder refused our key {z85} at {secure.backend}" in secure.log("worker"),
+        "the worker's refusal in its log",
+    )
+    assert secure.status()["workers"] == []
+
+    shutil.copy(real_keys.public("stranger"), real_keys.allow_workers)
+
+    registered = secure.wait_workers(1, timeout=30)["workers"]
+    assert [w["pid"] for w in registered] == [worker.pid]  # the same process, not restarted
+    with secure.client() as client:
+        results = client.map("echo", [b"a", b"b"], timeout=60)
+    assert [r.payload for r in results] == [b"a", b"b"]
+    assert worker.poll() is None
+
+
+@pytest.mark.parametrize("who", ["stranger", "worker", None])
+def test_submit_with_an_unknown_key_a_worker_key_or_no_key_completes_none_and_says_why(
+    secure: SecureFabric, real_keys: Keys, who: str | None
+) -> None:
+    secure.start_keyed_worker("worker", "echo")
+    secure.wait_workers(1)
+    keys = real_keys.peer_args(who) if who else ()
+    done = _cli(
+        *("submit", "--connect", secure.frontend, "--service", "echo", "--count", "3"),
+        *("--timeout", "3", "--json", *keys),
+    )
+
+    assert done.returncode == 1
+    assert '"completed": 0' in done.stdout
+    if who:
+        assert f"forwarder refused our key {real_keys.z85(who)}" in done.stderr
+    else:
+        assert "refused a plain connection" in done.stderr
+
+
+def test_submit_with_an_allowed_key_completes_through_the_real_forwarder(
+    secure: SecureFabric, real_keys: Keys
+) -> None:
+    secure.start_keyed_worker("worker", "echo")
+    secure.wait_workers(1)
+
+    summary = secure.summary(
+        secure.submit_cli("--service", "echo", "--count", "200", *real_keys.peer_args("client"))
+    )
+
+    assert (summary["completed"], summary["lost"], summary["reconnects"]) == (200, 0, 0)
