@@ -691,7 +691,7 @@ class Broker:
             worker.inflight.add(task_id)
             task = self.tasks.get(task_id)
             if task is not None and task.worker is None:  # queued: don't run it twice
-                self._run_on(task, rid, now)
+                self._run_on([task], rid, now)
         for service in msg.services:
             self.by_service.setdefault(service, []).append(worker)
             if service not in self.known_services:
@@ -710,15 +710,16 @@ class Broker:
         and output (RESULT) or error text (``failed``: FAILED), from a worker we
         know or not (``None``). Both RESULT paths and FAILED call it, once per
         message. The first answer of an unfinished task wins."""
-        tasks, counters, finish = self.tasks, self.counters, self._finish
+        tasks, counters = self.tasks, self.counters
         if self.stats is not None:
             self.stats.answered(tasks, answers, failed, self.clock())
         inflight = worker.inflight if worker is not None else set()
-        name = worker.id if worker is not None else "unknown"
+        finished: list[TaskEntry] = []
+        outputs: list[Any] = []
         for answer in answers:
             task_id = answer[0]
             inflight.discard(task_id)
-            task = tasks.get(task_id)
+            task = tasks.pop(task_id, None)  # out of the table: a second answer is late
             if task is None:
                 counters["late_results"] += 1  # already answered by another worker
                 continue
@@ -726,59 +727,84 @@ class Broker:
                 self.queued_bytes -= len(task.payload)
             if task.attempts < 1:  # it ran, even if not dispatched by us
                 task.attempts = 1
+            finished.append(task)
+            outputs.append(answer[1])
+        if finished:
+            name = worker.id if worker is not None else "unknown"
             if failed:
-                finish(task, "failed", None, answer[1], "handler_error", name)
+                self._finish(finished, "failed", outputs, "handler_error", name)
             else:
-                finish(task, "done", answer[1], None, None, name)
+                self._finish(finished, "done", outputs, None, name)
 
     def _finish(
         self,
-        task: TaskEntry,
+        tasks: list[TaskEntry],
         state: str,
-        result: bytes | None,
-        error: str | None,
+        outputs: list[Any],
         code: str | None,
         worker: str | None,
     ) -> None:
-        del self.tasks[task.id]  # a copy left in a queue is skipped by _next
-        if task.key:
-            self.keys.pop(task.key, None)
-        if task.journaled:
-            self.journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
-        else:  # finished before its first write: written once, finished
-            del self.unjournaled[task.id]
-            task.journaled = True
-            self.journal.record_finished_new(task, state, result, error, code, worker)
-            # no ACCEPTED: the RESULT or FAILED, sent after the same commit, acknowledges
+        """The one finish of tasks, all in one ``state``, taken out of
+        ``self.tasks`` by the caller (a copy left in a queue is skipped by
+        ``_next``): ``outputs`` holds each one's result (done) or error text
+        (failed, dead). Journaled, answered to their clients and aliases,
+        counted. One call per message: calls per task cost."""
+        journal, keys, unjournaled = self.journal, self.keys, self.unjournaled
+        done = state == "done"
+        name, why = worker or "", code or ""
+        answers: dict[bytes, list[list[Any]]] = {}  # per client, in order
+        for task, output in zip(tasks, outputs, strict=True):
+            result, error = (output, None) if done else (None, output)
+            if task.key:
+                keys.pop(task.key, None)
+            if task.journaled:
+                journal.record_finished(task.id, state, result, error, code, worker, task.attempts)
+            else:  # finished before its first write: written once, finished
+                del unjournaled[task.id]
+                task.journaled = True
+                journal.record_finished_new(task, state, result, error, code, worker)
+                # no ACCEPTED: the RESULT or FAILED, sent after the same commit, acknowledges
+            if done:
+                item = p.result_item(task.id, name, task.attempts, False, result or b"")
+            else:
+                item = p.failed_item(task.id, why, error or "", worker, task.attempts)
+            items = answers.get(task.client)
+            if items is None:
+                answers[task.client] = [item]
+            else:
+                items.append(item)
+            if task.aliases:
+                for alias_id, client in task.aliases:
+                    if done:
+                        alias = p.result_item(alias_id, name, task.attempts, True, result or b"")
+                    else:
+                        alias = p.failed_item(alias_id, why, error or "", worker, task.attempts)
+                    answers.setdefault(client, []).append(alias)
+                journal.record_aliases_finished(task.id)
+                for alias_id, _client in task.aliases:
+                    self.aliases.pop(alias_id, None)
         outbox = self.outbox_clients
-        if state == "done":
-            self.counters["completed"] += 1
-            out, name = result or b"", worker or ""
-            outbox.result(task.client, p.result_item(task.id, name, task.attempts, False, out))
-            for alias_id, client in task.aliases:
-                outbox.result(client, p.result_item(alias_id, name, task.attempts, True, out))
+        send = outbox.results if done else outbox.failures
+        for client, items in answers.items():
+            send(client, items)
+        if done:
+            self.counters["completed"] += len(tasks)
             if self.task_events:
-                self.events(
-                    "task.completed", {"id": task.id, "service": task.service, "worker": worker}
-                )
+                for task in tasks:
+                    self.events(
+                        "task.completed", {"id": task.id, "service": task.service, "worker": worker}
+                    )
         else:
-            self.counters["dead_lettered" if state == "dead" else "failed"] += 1
-            why, text = code or "", error or ""
-            outbox.failure(task.client, p.failed_item(task.id, why, text, worker, task.attempts))
-            for alias_id, client in task.aliases:
-                outbox.failure(client, p.failed_item(alias_id, why, text, worker, task.attempts))
-            self.events(
-                "task.dead_lettered" if state == "dead" else "task.failed",
-                {"id": task.id, "service": task.service, "error": error},
-            )
-        if task.aliases:
-            self.journal.record_aliases_finished(task.id)
-            for alias_id, _client in task.aliases:
-                self.aliases.pop(alias_id, None)
+            self.counters["dead_lettered" if state == "dead" else "failed"] += len(tasks)
+            kind = "task.dead_lettered" if state == "dead" else "task.failed"
+            for task, error in zip(tasks, outputs, strict=True):
+                self.events(kind, {"id": task.id, "service": task.service, "error": error})
 
     # ---------------------------------------------------------- routing
     def dispatch(self) -> None:
-        """Hand queued tasks to workers with free credit, one each per round."""
+        """Hand queued tasks to workers with free credit, one each per round; a
+        worker alone in its round takes every task it has room for at once
+        (the tasks the rounds would give it, in one go)."""
         while self.dirty:
             service = self.dirty.pop()
             queue = self.queues.get(service)
@@ -786,38 +812,47 @@ class Broker:
             if not queue or not peers:
                 continue
             ready = deque(w for w in peers if w.free > 0)
-            run_on, send, now = self._run_on, self.outbox_workers.task, self.clock()
+            send, now = self.outbox_workers.tasks, self.clock()
             while ready:
-                task = self._next(queue)
-                if task is None:
-                    break
                 worker = ready.popleft()
-                run_on(task, worker.rid, now)
-                worker.inflight.add(task.id)
+                batch = self._next(queue, 1 if ready else worker.free)
+                if not batch:
+                    break
+                self._run_on(batch, worker.rid, now)
+                worker.inflight.update([task.id for task in batch])
                 send(
                     worker.rid,
-                    p.dispatch_item(
-                        task.id, task.service, task.headers, task.attempts, task.payload
-                    ),
+                    [
+                        p.dispatch_item(t.id, t.service, t.headers, t.attempts, t.payload)
+                        for t in batch
+                    ],
                 )
                 if worker.free > 0:
                     ready.append(worker)
             if len(peers) > 1:  # the next round starts with another worker
                 peers.append(peers.pop(0))
 
-    def _next(self, queue: deque[TaskEntry]) -> TaskEntry | None:
-        while queue:
+    def _next(self, queue: deque[TaskEntry], count: int) -> list[TaskEntry]:
+        """Up to ``count`` tasks from the front of ``queue``, skipping the copies
+        left there by tasks finished or run meanwhile."""
+        tasks = self.tasks
+        taken: list[TaskEntry] = []
+        while queue and len(taken) < count:
             task = queue.popleft()
-            if task.worker is None and self.tasks.get(task.id) is task:
-                return task
-        return None
+            if task.worker is None and tasks.get(task.id) is task:
+                taken.append(task)
+        return taken
 
-    def _run_on(self, task: TaskEntry, rid: bytes, now: float) -> None:
-        """A queued task is in flight on worker ``rid`` from ``now``: one more attempt."""
-        task.worker = rid
-        task.dispatched_at = now
-        task.attempts += 1
-        self.queued_bytes -= len(task.payload)
+    def _run_on(self, tasks: list[TaskEntry], rid: bytes, now: float) -> None:
+        """Queued tasks are in flight on worker ``rid`` from ``now``: one more
+        attempt each."""
+        size = 0
+        for task in tasks:
+            task.worker = rid
+            task.dispatched_at = now
+            task.attempts += 1
+            size += len(task.payload)
+        self.queued_bytes -= size
 
     def worker_unreachable(self, rid: bytes) -> None:
         """The device could not send to this routing id: the peer is gone."""
@@ -878,11 +913,11 @@ class Broker:
         # oldest first at the front, so order is kept
         for task in sorted(requeue, key=lambda t: t.arrival, reverse=True):
             if lost and task.attempts > task.retries:
+                del self.tasks[task.id]
                 self._finish(
-                    task,
+                    [task],
                     "dead",
-                    None,
-                    f"worker lost on each of {task.attempts} attempts",
+                    [f"worker lost on each of {task.attempts} attempts"],
                     "dead_letter",
                     None,
                 )

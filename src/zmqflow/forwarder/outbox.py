@@ -10,8 +10,9 @@ Contract: the broker queues messages during a turn; the device calls
   queued.
 - Then the batched ones, one message per destination and kind holding
   everything queued for it this turn, in the order queued: TASK per worker
-  (``WorkerOutbox.task``), RESULT then FAILED per client
-  (``ClientOutbox.result`` / ``failure``). Items are queued as the arrays
+  (``WorkerOutbox.tasks``), RESULT then FAILED per client
+  (``ClientOutbox.results`` / ``failures``), each queued a list at a time
+  (one call per destination per message, not per item). Items are queued as the arrays
   that go on the wire (``protocol.dispatch_item`` and friends): no object
   per item on the hot path. A batch larger than ``max_batch`` items or
   64 MiB is split into several messages (``protocol.encode_items``).
@@ -30,6 +31,16 @@ from zmqflow import protocol as p
 
 Frames = list[bytes]
 Item = list[Any]  # one batch item, fields in wire order
+
+
+def _queue(batches: dict[bytes, list[Item]], rid: bytes, items: list[Item]) -> None:
+    """Items queued for ``rid``, after those queued before them this turn (the
+    list given may become the queue: callers hand over a new list)."""
+    queued = batches.get(rid)
+    if queued is None:
+        batches[rid] = items
+    else:
+        queued.extend(items)
 
 
 class _Outbox:
@@ -62,14 +73,10 @@ class WorkerOutbox(_Outbox):
         super().__init__(max_batch)
         self._tasks: dict[bytes, list[Item]] = {}
 
-    def task(self, rid: bytes, item: Item) -> None:
-        """Queue a TASK item (``protocol.dispatch_item``) for worker ``rid`` (the
+    def tasks(self, rid: bytes, items: list[Item]) -> None:
+        """Queue TASK items (``protocol.dispatch_item``) for worker ``rid`` (the
         broker has checked its credit)."""
-        items = self._tasks.get(rid)
-        if items is None:
-            self._tasks[rid] = [item]
-        else:
-            items.append(item)
+        _queue(self._tasks, rid, items)
 
     def take(self) -> list[tuple[bytes, Frames]]:
         out = self._take_control()
@@ -87,30 +94,22 @@ class ClientOutbox(_Outbox):
         self._results: dict[bytes, list[Item]] = {}
         self._failures: dict[bytes, list[Item]] = {}
 
-    def result(self, rid: bytes, item: Item) -> None:
-        """Queue a RESULT item (``protocol.result_item``) for client ``rid``."""
-        items = self._results.get(rid)
-        if items is None:
-            self._results[rid] = [item]
-        else:
-            items.append(item)
+    def results(self, rid: bytes, items: list[Item]) -> None:
+        """Queue RESULT items (``protocol.result_item``) for client ``rid``."""
+        _queue(self._results, rid, items)
 
-    def failure(self, rid: bytes, item: Item) -> None:
-        """Queue a FAILED item (``protocol.failed_item``) for client ``rid``."""
-        items = self._failures.get(rid)
-        if items is None:
-            self._failures[rid] = [item]
-        else:
-            items.append(item)
+    def failures(self, rid: bytes, items: list[Item]) -> None:
+        """Queue FAILED items (``protocol.failed_item``) for client ``rid``."""
+        _queue(self._failures, rid, items)
 
     def answer(self, rid: bytes, answer: p.Result | p.Failed) -> None:
         """Queue either kind of answer, given as its object."""
         if isinstance(answer, p.Result):
             a = answer
-            self.result(rid, p.result_item(a.id, a.worker, a.attempts, a.cached, a.payload))
+            self.results(rid, [p.result_item(a.id, a.worker, a.attempts, a.cached, a.payload)])
         else:
             f = answer
-            self.failure(rid, p.failed_item(f.id, f.code, f.error, f.worker, f.attempts))
+            self.failures(rid, [p.failed_item(f.id, f.code, f.error, f.worker, f.attempts)])
 
     def take(self) -> list[tuple[bytes, Frames]]:
         out = self._take_control()
