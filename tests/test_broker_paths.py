@@ -417,6 +417,46 @@ def test_a_client_result_the_hot_decoder_takes_decodes_alike_on_the_checked_one(
             p.decode(frames)
 
 
+# ------------------------------------ batch forms of the rules: the same rule
+
+# ids near the id rule's edges, and ones that would fake a boundary where
+# valid_ids joins a message's ids with newlines
+EDGE_IDS = IDS | st.sampled_from(["a\n", "\nb", "a\nb", "\n", "x" * 64, "é", "a b"])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(EDGE_IDS, max_size=6))
+def test_the_ids_of_a_message_pass_together_exactly_when_each_passes_alone(ids):
+    assert p.valid_ids(ids) == all(p.valid_id(i) for i in ids)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(submit_items, max_size=6), st.lists(done_items, max_size=4))
+def test_a_batch_is_usual_exactly_when_each_of_its_items_is(tasks, dones):
+    assert p.usual_tasks(tasks) == all(p.usual_task(i) for i in tasks)
+    usual = [i for i in tasks if p.usual_task(i)]
+    assert p.all_fresh(usual) == all(p.is_fresh(i) for i in usual)
+    assert p.usual_dones(dones) == all(p.usual_done(i) for i in dones)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(EDGE_IDS, SERVICES, st.binary(max_size=20)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_a_message_has_no_problem_exactly_when_none_of_its_tasks_has_one(tasks):
+    broker = Side(Clock(), fast=True).broker
+    broker.on_worker(b"w1", FIRST[2], 1000.0)
+    ids, services, payloads = (list(column) for column in zip(*tasks, strict=True))
+    alone = [broker._problem((i,), (s,), (pl,), None) for i, s, pl in tasks]
+    assert (broker._problem(ids, set(services), payloads, None) is None) == (
+        alone == [None] * len(tasks)
+    )
+
+
 # -------------------------------------------------- which path ran, and when
 
 

@@ -412,6 +412,9 @@ def encode_split(
     docs/protocol.md for senders.
     """
     if isinstance(msg, Accepted | Collect | Retry | Refused | Ready):
+        whole = encode(msg)
+        if len(whole[2]) <= MAX_MAP_BYTES:  # the usual case: packed once, no count per id
+            return [whole]
         return [encode(part) for part in _split_id_list(msg)]
     as_array = _BATCHES[type(msg)][2]
     return encode_items(type(msg), [as_array(item) for item in _items(msg)], max_items, max_bytes)
