@@ -127,15 +127,11 @@ def worker(batches: int, metrics: bool = False) -> None:
     settings = WorkerSettings(connect="tcp://127.0.0.1:1", concurrency=1, worker_id="w")
     runner = Worker(settings, {"echo": BUILTIN["echo"]})
     runner._sock = Sink()  # type: ignore[assignment]
-    run = runner._run_handler
+    stats = None
     if metrics:  # what --metrics-port adds to a handler thread (worker_metrics.py)
         from zmqflow.worker_metrics import WorkerMetrics
 
         stats = WorkerMetrics("w", "1").for_thread(runner._run_handler)
-
-        def run(handler, task):  # type: ignore[no-untyped-def]
-            return stats.timed((handler, task))
-
     messages = [
         p.encode(p.Tasks([p.Dispatch(new_id(), "echo", {}, 1, b"x" * 100) for _ in range(BATCH)]))
         for _ in range(BATCHES)
@@ -145,7 +141,10 @@ def worker(batches: int, metrics: bool = False) -> None:
         while not runner._todo.empty():
             job = runner._todo.get_nowait()
             assert job is not None
-            runner._done.put(run(*job))
+            if stats is None:  # as Worker._handler_thread runs a job
+                runner._done.put(runner._run_handler(*job))
+            else:
+                runner._done.put(stats.timed(job))
         runner._send_answers()
 
 
