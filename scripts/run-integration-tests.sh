@@ -11,6 +11,7 @@ PY=${VENV:-.venv}/bin
 
 bash scripts/install-compose-v2.sh
 bash scripts/build-images.sh
+bash scripts/build-images.sh prometheus   # test_monitoring's (compose profile monitoring)
 
 # Ryuk (testcontainers' reaper) is an image from a registry: not here.
 export TESTCONTAINERS_RYUK_DISABLED=true

@@ -40,6 +40,8 @@ What runs where
                      events out     tcp://$(port forwarder 5558)   (XPUB: subscribe here; also ipc:///run/zmqflow/events.sock)
                      metrics        http://$(port forwarder 9100)/metrics
                      journal        volume forwarder-journal -> /var/lib/zmqflow/journal.db
+                     CURVE          every socket; keys made once by the keys one-shot (volumes keys-*)
+                                    a host program's key: make client-key NAME=me (prints the two ZMQFLOW_CURVE_* to export)
   worker-python      $(compose ps -q worker-python | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-python=N)
   worker-rust        $(compose ps -q worker-rust | wc -l) replica(s) over tcp   (scale: docker compose up -d --scale worker-rust=N)
   events-log         worker arrivals/departures over ipc (volume zmqflow-ipc -> /run/zmqflow): docker compose logs events-log
@@ -63,9 +65,14 @@ echo
 
 compose ps --format 'table {{.Service}}\t{{.Name}}\t{{.Status}}'
 echo
-if [[ -x .venv/bin/zmqflow ]] && .venv/bin/zmqflow status --connect "tcp://${client}" 2>/dev/null; then
+# From the host only with a client key of one's own (make client-key);
+# else inside the forwarder, as its healthcheck's client key.
+if [[ -x .venv/bin/zmqflow && -n ${ZMQFLOW_CURVE_SECRET:-} ]] \
+    && .venv/bin/zmqflow status --connect "tcp://${client}" 2>/dev/null; then
     :
-elif compose exec -T forwarder zmqflow status --connect tcp://127.0.0.1:5555 2>/dev/null; then
+elif compose exec -T -e ZMQFLOW_CURVE_SECRET=/etc/zmqflow/keys/forwarder-health.key_secret \
+        -e ZMQFLOW_CURVE_SERVER=/etc/zmqflow/keys/forwarder.key \
+        forwarder zmqflow status --connect tcp://127.0.0.1:5555 2>/dev/null; then
     :
 else
     log "no status table (zmqflow status not available yet)"
