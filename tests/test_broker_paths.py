@@ -440,6 +440,16 @@ def test_a_batch_is_usual_exactly_when_each_of_its_items_is(tasks, dones):
 
 
 @settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(INTS, max_size=4), st.lists(st.tuples(IDS, INTS, PAYLOADS), max_size=4))
+def test_counting_fields_and_their_items_pass_together_exactly_when_each_does(values, fields):
+    assert p.uints(values) == all(p.uint(v) for v in values)
+    dispatches = [[i, "echo", {}, n, pl] for i, n, pl in fields]
+    results = [[i, "w", n, False, pl] for i, n, pl in fields]
+    assert p.usual_dispatches(dispatches) == all(p.usual_dispatch(i) for i in dispatches)
+    assert p.usual_results(results) == all(p.usual_result(i) for i in results)
+
+
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.lists(
         st.tuples(EDGE_IDS, SERVICES, st.binary(max_size=20)),
