@@ -382,11 +382,11 @@ def _items(msg: Batch) -> list[Any]:
 
 # Item arrays built directly, for senders on the hot path (the forwarder's
 # outboxes): the same fields, in the same order, as the classes above.
-def dispatch_item(
-    task_id: str, service: str, headers: dict[str, Any], attempt: int, payload: bytes
-) -> list[Any]:
-    """A TASK item (``Dispatch``)."""
-    return [task_id, service, headers, attempt, payload]
+def dispatch_items(tasks: Iterable[Any]) -> list[list[Any]]:
+    """TASK items (``Dispatch``) of the forwarder's tasks: objects with ``id``,
+    ``service``, ``headers``, ``attempts`` (the attempt this is) and ``payload``.
+    One call for a batch."""
+    return [[t.id, t.service, t.headers, t.attempts, t.payload] for t in tasks]
 
 
 def result_item(

@@ -820,13 +820,7 @@ class Broker:
                     break
                 self._run_on(batch, worker.rid, now)
                 worker.inflight.update([task.id for task in batch])
-                send(
-                    worker.rid,
-                    [
-                        p.dispatch_item(t.id, t.service, t.headers, t.attempts, t.payload)
-                        for t in batch
-                    ],
-                )
+                send(worker.rid, p.dispatch_items(batch))
                 if worker.free > 0:
                     ready.append(worker)
             if len(peers) > 1:  # the next round starts with another worker

@@ -13,7 +13,7 @@ Contract: the broker queues messages during a turn; the device calls
   (``WorkerOutbox.tasks``), RESULT then FAILED per client
   (``ClientOutbox.results`` / ``failures``), each queued a list at a time
   (one call per destination per message, not per item). Items are queued as the arrays
-  that go on the wire (``protocol.dispatch_item`` and friends): no object
+  that go on the wire (``protocol.dispatch_items``, ``result_item``, ``failed_item``): no object
   per item on the hot path. A batch larger than ``max_batch`` items or
   64 MiB is split into several messages (``protocol.encode_items``).
 
@@ -74,7 +74,7 @@ class WorkerOutbox(_Outbox):
         self._tasks: dict[bytes, list[Item]] = {}
 
     def tasks(self, rid: bytes, items: list[Item]) -> None:
-        """Queue TASK items (``protocol.dispatch_item``) for worker ``rid`` (the
+        """Queue TASK items (``protocol.dispatch_items``) for worker ``rid`` (the
         broker has checked its credit)."""
         _queue(self._tasks, rid, items)
 
