@@ -175,6 +175,9 @@ class Said(logging.Handler):
         self._changed = threading.Condition()
         self._logger = logging.getLogger(name)
         self._logger.addHandler(self)
+        # whatever level an earlier test left the root at, warnings reach this handler
+        self._level = self._logger.level
+        self._logger.setLevel(logging.WARNING)
 
     def emit(self, record: logging.LogRecord) -> None:
         with self._changed:
@@ -191,6 +194,7 @@ class Said(logging.Handler):
 
     def close(self) -> None:
         self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
         super().close()
 
 

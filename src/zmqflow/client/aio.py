@@ -21,7 +21,7 @@ import zmq.asyncio
 from zmqflow import protocol as p
 from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, ClientCore, Op, Steps
 from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeWatch
+from zmqflow.security.handshake import HandshakeWatch, Refusal
 from zmqflow.security.peer import CurveKeys, resolve
 
 T = TypeVar("T")
@@ -107,8 +107,16 @@ class AsyncClient:
                     return True
                 on_message(frames)
         if op == SEND:
-            for frames in arg:
-                await self._sock.send_multipart(frames)
+            sock = self._sock
+            try:
+                for frames in arg:
+                    await sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:  # no pipe: the handshake was refused (HWM is unlimited)
+                refusal = await self._watch.aread() if self._watch is not None else None
+                if refusal is None:  # not read yet from the monitor: fewer details
+                    key = None if self.curve is None else self.curve.public_text
+                    refusal = Refusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
+                return refusal
         elif op == REOPEN:
             self._close_watch()
             self._sock.close(linger=0)

@@ -39,9 +39,9 @@ from zmqflow.client.core import (
     Steps,
 )
 from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeWatch
+from zmqflow.security.handshake import HandshakeWatch, Refusal
 from zmqflow.security.peer import CurveKeys, resolve
-from zmqflow.transport import recv_frames
+from zmqflow.transport import recv_frames, send_frames
 
 T = TypeVar("T")
 
@@ -99,6 +99,13 @@ class Client:
         sock.connect(self.endpoint)
         return sock
 
+    def _refusal(self) -> Refusal:
+        refusal = self._watch.read() if self._watch is not None else None
+        if refusal is None:  # not read yet from the monitor: the same fact, fewer details
+            key = None if self.curve is None else self.curve.public_text
+            refusal = Refusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
+        return refusal
+
     def _close_watch(self) -> None:
         if self._watch is not None:
             self._watch.close()
@@ -127,8 +134,12 @@ class Client:
                     return True
                 on_message(frames)
         if op == SEND:
-            for frames in arg:
-                self._sock.send_multipart(frames)
+            sock = self._sock
+            try:
+                for frames in arg:
+                    send_frames(sock, frames)
+            except zmq.Again:  # no pipe: the handshake was refused (HWM is unlimited)
+                return self._refusal()
         elif op == REOPEN:
             self._close_watch()
             self._sock.close(linger=0)

@@ -11,7 +11,9 @@ is the operation's result; its exceptions are the operation's.
 Requests, as ``(op, argument)`` tuples (plain tuples: the pump runs per
 message batch on the hot path):
 
-- ``(SEND, [frames, ...])`` -> None: send these messages in order;
+- ``(SEND, [frames, ...])`` -> None: send these messages in order, or a
+  Refusal when the socket takes none: a DEALER refused at the handshake has
+  no pipe left, and a blocking send on it would never return;
 - ``(RECV, seconds)`` -> bool or Refusal: wait up to ``seconds`` for input,
   hand every message waiting to ``session.on_message``; True when anything
   came; a ``security.handshake.Refusal`` (falsy) as soon as the socket's
@@ -95,7 +97,16 @@ class ClientCore:
     # ---------------------------------------------------------- plumbing
     def send(self, messages: list[list[bytes]]) -> Steps[None]:
         if messages:
-            yield (SEND, messages)
+            if self.refused is not None:
+                # a refused socket may have no pipe left, and a send on it would
+                # block for ever: a new socket (resync and backoff come with pump)
+                yield (REOPEN, None)
+                self.refused = None
+            refused = yield (SEND, messages)
+            if refused is not None:  # lost with the socket; resync sends what matters
+                self.refused = refused
+                log.warning("%s", refused.message)
+                return
             self.last_sent = time.monotonic()
 
     def recv(self, wait_s: float) -> Steps[bool]:
@@ -122,11 +133,14 @@ class ClientCore:
             self.last_heard = now
         wait = max(0.0, min(until, self.last_sent + self.interval) - now)
         yield from self.recv(wait)
+        if self.refused is not None:
+            yield from self.reconnect(until)
+            return
         now = time.monotonic()
         if now - self.last_sent >= self.interval:
             yield from self.send([_HEARTBEAT])
         session = self.session
-        if self.refused is not None or now - self.last_heard > self.deadline_s:
+        if now - self.last_heard > self.deadline_s:
             yield from self.reconnect(until)
         elif session.outstanding and now - session.last_progress > 2 * self.deadline_s:
             yield from self.send(session.resync_frames())
