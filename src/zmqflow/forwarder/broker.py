@@ -25,7 +25,10 @@ there is room (``_room``), whether an id is held (``_held``), taking tasks
 (``_complete``, ``_finish``). The hot paths (a SUBMIT of usual tasks, a
 worker RESULT of well-typed items: ``fast_paths``) differ from the checked
 ones only in how they decode, and call the same rules; ``paths`` counts the
-messages each path took (tests/test_broker_paths.py proves them equal).
+messages each path took (tests/test_broker_paths.py proves them equal). The
+rules take a whole message (ids, services, payloads; a list of tasks), so
+that the hot paths call each once per message, not once per task; the
+checked path hands them one task.
 Time comes from ``clock`` (monotonic seconds), so tests drive it.
 
 Bad input becomes a REFUSED or DISCONNECT reply and a log line, never an
