@@ -20,7 +20,7 @@ DockerCompose (Compose v2, ``up --wait``) and driven with the docker SDK.
   (``ensure_images``); Ryuk, which needs a registry image, is off.
 - CURVE is on in compose.yaml, so this process holds keys (``host_keys``):
   one forwarder key pair and one client key pair made once per process in a
-  temporary folder (never in the repository), exported as
+  temporary folder (never in the repository; removed at exit), exported as
   ZMQFLOW_CURVE_SECRET / ZMQFLOW_CURVE_SERVER, which every zmqflow Client,
   AsyncClient and CLI started from here reads. ``up()`` seeds every project's
   key volumes with them before the stack starts (the compose ``keys``
@@ -42,9 +42,11 @@ DockerCompose (Compose v2, ``up --wait``) and driven with the docker SDK.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,6 +199,7 @@ def _tar(members: Iterable[tuple[str, Path, int]]) -> bytes:
 def host_keys() -> HostKeys:
     """Make this process's keys once and export them as ZMQFLOW_CURVE_SECRET/SERVER."""
     keys = HostKeys(Path(tempfile.mkdtemp(prefix="zmqflow-it-keys-")))
+    atexit.register(shutil.rmtree, keys.folder, ignore_errors=True)
     generate(keys.folder, "forwarder", keys.client_name)
     os.environ["ZMQFLOW_CURVE_SECRET"] = str(keys.client_secret)
     os.environ["ZMQFLOW_CURVE_SERVER"] = str(keys.forwarder_public)
