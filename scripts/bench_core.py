@@ -6,6 +6,9 @@ Every system answers 100-byte echo tasks; each is measured twice:
 - latency: M tasks one at a time (ping-pong), p50 and p99 round trip.
 The "CURVE" rows run the same fabric with CurveZMQ and the forwarder's ZAP
 roles on every socket (docs/security.md): what encryption costs, same run.
+The "metrics" rows give the forwarder and the worker a --metrics-port
+(docs/observability.md): what counting costs, same run (a scrape is not
+part of it: Prometheus reads every 15 s).
 The baseline is raw pyzmq DEALER -> ROUTER echo between two processes,
 measured the same way in the same run. The machines are shared and their
 speed drifts within seconds, so the whole table is measured ROUNDS times,
@@ -54,15 +57,18 @@ class Row:
 
 
 # ---------------------------------------------------------------------- main
-# name, workers, language, journal on, CURVE on every socket (what it costs: issue 13)
-SETUPS: list[tuple[str, int, str, bool, bool]] = [
-    ("zmqflow, 1 python worker", 1, "python", True, False),
-    ("zmqflow, 2 python workers", 2, "python", True, False),
-    ("zmqflow, 1 python worker, no journal", 1, "python", False, False),
-    ("zmqflow, 1 rust worker", 1, "rust", True, False),
-    ("zmqflow, 2 rust workers", 2, "rust", True, False),
-    ("zmqflow, 1 python worker, CURVE", 1, "python", True, True),
-    ("zmqflow, 1 rust worker, CURVE", 1, "rust", True, True),
+# name, workers, language, journal on, CURVE on every socket (what it costs: issue 13),
+# metrics ports on the forwarder and the workers (what counting costs: issue 14)
+SETUPS: list[tuple[str, int, str, bool, bool, bool]] = [
+    ("zmqflow, 1 python worker", 1, "python", True, False, False),
+    ("zmqflow, 2 python workers", 2, "python", True, False, False),
+    ("zmqflow, 1 python worker, no journal", 1, "python", False, False, False),
+    ("zmqflow, 1 rust worker", 1, "rust", True, False, False),
+    ("zmqflow, 2 rust workers", 2, "rust", True, False, False),
+    ("zmqflow, 1 python worker, CURVE", 1, "python", True, True, False),
+    ("zmqflow, 1 rust worker, CURVE", 1, "rust", True, True, False),
+    ("zmqflow, 1 python worker, metrics", 1, "python", True, False, True),
+    ("zmqflow, 1 rust worker, metrics", 1, "rust", True, False, True),
 ]
 
 
@@ -109,9 +115,11 @@ def main(
             with echo_servers(1, logs) as endpoints:
                 run: Run = partial(raw_echo, endpoints=endpoints)
                 measured[0].append(report(floor, measure(run, count, window, pings, warmup)))
-            for n, (name, workers, language, journal, curve) in enumerate(setups):
+            for n, (name, workers, language, journal, curve, metrics) in enumerate(setups):
                 keys = keyring if curve else None
-                with fabric(workers, language, "tcp", journal, logs, credit, keys) as front:
+                with fabric(
+                    workers, language, "tcp", journal, logs, credit, keys, metrics
+                ) as front:
                     run = partial(zmqflow_echo, endpoint=front, keys=keys)
                     measured[n + 1].append(report(name, measure(run, count, window, pings, warmup)))
     finally:

@@ -263,10 +263,12 @@ def fabric(
     logs: Path,
     credit: int = CREDIT,
     keys: Path | None = None,
+    metrics: bool = False,
 ) -> Iterator[str]:
     """A forwarder and ``workers`` echo workers; yields the clients' endpoint.
 
-    With ``keys`` (``curve_keys``) every socket uses CURVE with the forwarder's roles.
+    With ``keys`` (``curve_keys``) every socket uses CURVE with the forwarder's roles;
+    with ``metrics`` every process serves Prometheus metrics on a port of its own.
     """
     # ipc paths must stay under 107 bytes: a short folder of its own under /tmp
     where = Path(tempfile.mkdtemp(prefix="zfb-", dir="/tmp"))
@@ -280,6 +282,8 @@ def fabric(
         make = python_worker if language == "python" else rust_worker
         commands = [forwarder_cmd(path, front, back) + curve_args(keys, "forwarder")]
         commands += [make(back, credit) + curve_args(keys, "worker") for _ in range(workers)]
+        if metrics:
+            commands = [[*command, "--metrics-port", str(free_port())] for command in commands]
         with processes(*commands, logs=logs, name=f"zmqflow-{language}"):
             wait_workers(front, workers, keys)
             yield front
