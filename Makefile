@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up keys client-key down ps logs scale images test test-rust test-fast test-integration lint chaos soak bench bench-core bench-prefect bench-airflow clean
+.PHONY: help system-deps venv up keys client-key down ps logs scale images test test-rust test-fast test-integration test-prefect lint chaos soak bench bench-core bench-prefect bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,7 +61,11 @@ test-rust: ## the Rust worker: protocol and service vectors, unit tests, clippy
 test-integration: venv ## integration tests against the running stack (testcontainers)
 	bash scripts/run-integration-tests.sh
 
-test: test-rust test-fast test-integration ## everything CI runs
+test-prefect: ## the Prefect package's fast tests, in .venv-prefect (Prefect apart from Airflow, as in the images)
+	PYTHON=$(PYTHON) bash scripts/prefect-venv.sh
+	.venv-prefect/bin/pytest -q -p no:cacheprovider orchestrators/prefect/tests
+
+test: test-rust test-fast test-integration test-prefect ## everything CI runs
 
 chaos: venv ## kill, freeze, cut off and scale peers under load; a table per scenario
 	bash scripts/chaos.sh
@@ -82,4 +86,4 @@ bench-airflow: venv ## 10,000 items: deferrable operator vs dynamic task mapping
 	$(BIN)/python scripts/bench_airflow.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-prefect .pytest_cache .ruff_cache
