@@ -1545,3 +1545,29 @@ def test_a_batch_from_an_unknown_worker_is_used_and_answered_with_one_disconnect
     assert [type(m) for m in out.to(b"w1")] == [p.Disconnect]  # one, not one per answer
     assert out.to(b"w1")[0].reason == "unknown worker"
     assert [r.id for r in answers(out.to(b"c1"))] == ["a", "b"]
+
+
+def test_a_flood_of_malformed_messages_from_one_client_is_counted_and_warned_about_once_a_minute(
+    fwd, caplog
+):
+    caplog.set_level("WARNING", logger="zmqflow.forwarder")
+    for _ in range(1000):
+        fwd.client(b"rogue", [b"nonsense", b"\x01"])
+    assert fwd.broker.counters["malformed"] == 1000
+    assert len(fwd.turn().to(b"rogue")) == 1000  # every message still gets its refusal
+    warned = [r.getMessage() for r in caplog.records if b"rogue".hex() in r.getMessage()]
+    assert len(warned) == 1
+    fwd.tick(61)
+    fwd.client(b"rogue", [b"nonsense", b"\x01"])
+    warned = [r.getMessage() for r in caplog.records if b"rogue".hex() in r.getMessage()]
+    assert len(warned) == 2 and warned[-1].endswith("; 999 more since the last warning")
+
+
+def test_a_flood_of_malformed_messages_from_one_worker_is_warned_about_once_a_minute(fwd, caplog):
+    caplog.set_level("WARNING", logger="zmqflow.forwarder")
+    fwd.ready(b"w1")
+    for _ in range(100):
+        fwd.worker(b"w1", [b"ZFW2", b"\x0f"])
+    warned = [r for r in caplog.records if "bad message dropped" in r.getMessage()]
+    assert len(warned) == 1
+    assert fwd.broker.counters["malformed"] == 100

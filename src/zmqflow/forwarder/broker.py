@@ -50,6 +50,7 @@ from zmqflow import __version__
 from zmqflow import protocol as p
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Answer, Journal, StoredTask
+from zmqflow.repeats import Repeats, since
 
 if TYPE_CHECKING:
     from zmqflow.forwarder.metrics import Recorder
@@ -156,6 +157,7 @@ class Broker:
         self.journal = journal
         # monotonic seconds: acceptance times, journal deadlines, worker silence
         self.clock = clock
+        self._repeats = Repeats()  # warnings about a peer's bad messages
         self._identity = {"id": forwarder_id or "", "version": __version__, "env": env}
         self._started = clock()
         # The usual SUBMIT and worker RESULT take a path without an object per
@@ -273,7 +275,9 @@ class Broker:
             self.stats.refusal(code, max(1, len(ids)))
         if code in ("malformed", "unknown_command", "bad_version"):
             self.counters["malformed"] += 1
-            log.warning("client %s: refused (%s): %s", rid.hex(), code, reason)
+            quiet = self._repeats.due((rid, code), self.clock())
+            if quiet is not None:  # a peer cannot flood the log: counted, written once a minute
+                log.warning("client %s: refused (%s): %s%s", rid.hex(), code, reason, since(quiet))
         self.outbox_clients.reply(rid, p.Refused(ids, code, reason))
 
     def _on_submit(self, rid: bytes, frames: Frames) -> None:
@@ -615,7 +619,15 @@ class Broker:
             msg = p.decode(frames)
         except p.ProtocolError as exc:
             self.counters["malformed"] += 1
-            log.warning("worker %s: bad message dropped (%s): %s", rid.hex(), exc.code, exc.reason)
+            quiet = self._repeats.due((rid, exc.code), self.clock())
+            if quiet is not None:
+                log.warning(
+                    "worker %s: bad message dropped (%s): %s%s",
+                    rid.hex(),
+                    exc.code,
+                    exc.reason,
+                    since(quiet),
+                )
             self.outbox_workers.send(rid, p.encode(p.Disconnect(f"{exc.code}: {exc.reason}")))
             return
         match msg:

@@ -37,12 +37,11 @@ from zmq.auth.base import CURVE_ALLOW_ANY, VERSION, Authenticator
 from zmq.auth.thread import AuthenticationThread
 from zmq.utils import z85
 
+from zmqflow.repeats import Repeats, since
 from zmqflow.security.keys import PUBLIC_SUFFIX, KeyFileError, load_public
 
 log = logging.getLogger("zmqflow.security")
 
-_REPEAT_S = 60.0  # a refusal of the same key, address and domain is logged again after this
-_MAX_REMEMBERED = 10_000  # refusals remembered for the repeat rule; forgotten past this
 
 Snapshot = tuple[tuple[str, int, int, int], ...] | None
 
@@ -99,7 +98,7 @@ class RoleAuthenticator(Authenticator):
         self.refused: Counter[str] = Counter()
         self._snapshots: dict[str, Snapshot] = {}
         self._peer = ""
-        self._last_warned: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self._repeats = Repeats()  # one warning per key, address and domain a minute
         for domain, folder in self.roles.items():
             self.configure_curve(domain, folder)
 
@@ -172,18 +171,16 @@ class RoleAuthenticator(Authenticator):
 
     def _refused(self, domain: str, key: str, address: str, why: str) -> None:
         self.refused[domain] += 1
-        now = time.monotonic()
-        seen = (key, address, domain)
-        last, quiet = self._last_warned.get(seen, (-_REPEAT_S, 0))
-        if now - last < _REPEAT_S:
-            self._last_warned[seen] = (last, quiet + 1)
+        quiet = self._repeats.due((key, address, domain), time.monotonic())
+        if quiet is None:
             return
-        if len(self._last_warned) >= _MAX_REMEMBERED:
-            self._last_warned.clear()
-        self._last_warned[seen] = (now, 0)
-        since = f"; {quiet} more times since the last warning" if quiet else ""
         log.warning(
-            "refused CURVE key %s from %s for %s: %s%s", key, address or "?", domain, why, since
+            "refused CURVE key %s from %s for %s: %s%s",
+            key,
+            address or "?",
+            domain,
+            why,
+            since(quiet),
         )
 
 

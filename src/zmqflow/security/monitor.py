@@ -23,6 +23,8 @@ import time
 
 import zmq
 
+from zmqflow.repeats import Repeats, since
+
 log = logging.getLogger("zmqflow.security")
 
 _EVENTS = (
@@ -42,7 +44,6 @@ _HINTS = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: "a plain (non-CURVE) peer",
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: "a peer with the wrong server public key?",
 }
-_REPEAT_S = 60.0
 
 
 class HandshakeMonitor:
@@ -54,7 +55,7 @@ class HandshakeMonitor:
         self._stop = f"inproc://zmqflow-monitor-stop-{id(self)}"
         self._wake: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
-        self._warned: dict[tuple[str, str], tuple[float, int]] = {}
+        self._repeats = Repeats()  # one warning per socket and reason a minute
 
     def start(self) -> None:
         for name, sock in self.sockets.items():
@@ -124,11 +125,7 @@ class HandshakeMonitor:
             self._warn(name, endpoint, reason + (f": {hint}" if hint else ""))
 
     def _warn(self, name: str, endpoint: str, reason: str) -> None:
-        now = time.monotonic()
-        last, quiet = self._warned.get((name, reason), (-_REPEAT_S, 0))
-        if now - last < _REPEAT_S:
-            self._warned[(name, reason)] = (last, quiet + 1)
+        quiet = self._repeats.due((name, reason), time.monotonic())
+        if quiet is None:
             return
-        self._warned[(name, reason)] = (now, 0)
-        since = f"; {quiet} more since the last warning" if quiet else ""
-        log.warning("%s: handshake failed on %s: %s%s", name, endpoint, reason, since)
+        log.warning("%s: handshake failed on %s: %s%s", name, endpoint, reason, since(quiet))
