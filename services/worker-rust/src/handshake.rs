@@ -91,7 +91,9 @@ impl Refusal {
                 "forwarder refused our key {key} at {endpoint} (ZAP status {status}): \
                  its allow-list does not hold this public key"
             ),
-            (Cause::MechanismMismatch, None) => format!(
+            // A mechanism mismatch, or the forwarder hung up first (NO_DETAIL):
+            // on a plain socket both mean a CURVE forwarder, as in handshake.py.
+            (Cause::MechanismMismatch | Cause::NoDetail | Cause::Protocol { .. }, None) => format!(
                 "forwarder at {endpoint} refused a plain connection: it wants CURVE \
                  (give --curve-secret and --curve-server)"
             ),
@@ -188,6 +190,18 @@ mod tests {
         assert!(r
             .message()
             .contains("give --curve-secret and --curve-server"));
+    }
+
+    #[test]
+    fn a_plain_worker_the_forwarder_hung_up_on_is_told_to_give_keys_too() {
+        // libzmq reports NO_DETAIL when the CURVE server closes before the
+        // mismatch is seen on our side: the same advice, as in handshake.py.
+        let r = Refusal::from_frames(&frames(SocketEvent::HANDSHAKE_FAILED_NO_DETAIL, 0), None)
+            .unwrap();
+        assert_eq!(r.cause, Cause::NoDetail);
+        assert!(r
+            .message()
+            .contains("refused a plain connection: it wants CURVE"));
     }
 
     #[test]
