@@ -74,7 +74,11 @@ def test_every_socket_tcp_and_ipc_is_a_curve_server_that_refuses_plain_peers(
     for endpoint, kind in every_endpoint(secure):
         # the peer sees the mismatch, or the forwarder hanging up on it first
         assert handshake(endpoint, None, None, kind) in ("plain refused", "failed"), endpoint
-    assert "zmtp_mechanism_mismatch: a plain (non-CURVE) peer" in secure.log("forwarder")
+    # the forwarder's monitor thread writes it: wait for the line, not a moment
+    wait_for(
+        lambda: "zmtp_mechanism_mismatch: a plain (non-CURVE) peer" in secure.log("forwarder"),
+        "the forwarder's warning about a plain peer",
+    )
 
 
 def test_a_key_is_let_in_only_where_its_role_allows_it(secure: SecureFabric, keys: Keys) -> None:
