@@ -119,15 +119,20 @@ class Fabric:
         self.wait_forwarder()
         return self.forwarder
 
-    def wait_forwarder(self, timeout: float = 10.0) -> None:
+    def wait_forwarder(self, timeout: float = 20.0) -> None:
         until = time.monotonic() + timeout
+        last: Exception | None = None
         while time.monotonic() < until:
             try:
-                self.status(timeout=0.5)
+                self.status(timeout=1.0)
                 return
-            except Exception:
+            except Exception as exc:  # not up yet: ask again
+                last = exc
                 time.sleep(0.05)
-        raise TimeoutError("forwarder did not answer")
+        raise TimeoutError(
+            f"forwarder did not answer in {timeout:g}s (last: {last!r}); "
+            f"its log ends: {self.log('forwarder')[-2000:]}"
+        )
 
     def start_worker(
         self, *services: str, connect: str | None = None, extra: tuple[str, ...] = ()
