@@ -678,7 +678,8 @@ def test_the_heartbeat_reply_names_the_forwarder_instance():
     broker.on_client(b"c1", p.encode(p.Heartbeat()))
 
     ((rid, frames),) = broker.outbox_clients.take()
-    assert (rid, p.decode(frames)) == (b"c1", p.Heartbeat("forwarder-h-1-ab12"))
+    # (and its max_batch, which clients cut their SUBMITs to)
+    assert (rid, p.decode(frames)) == (b"c1", p.HeartbeatReply("forwarder-h-1-ab12", 1000))
 
 
 def test_a_status_request_is_answered_with_the_tables(fwd):

@@ -348,3 +348,45 @@ def test_refusals_without_ids_are_kept_only_up_to_a_bound(session):
         session.on_message(p.encode(p.Refused([], "malformed", "not msgpack")))
 
     assert len(session.errors) == ERRORS_KEPT
+
+
+def test_the_forwarders_max_batch_from_its_heartbeat_reply_cuts_later_submits(session):
+    feed(session, p.HeartbeatReply("forwarder-a", 2))
+
+    frames = session.submit_frames(task(f"t-{i}") for i in range(5))
+
+    assert session.max_batch == 2
+    assert [len(p.decode(f).tasks) for f in frames] == [2, 2, 1]
+
+
+def test_a_heartbeat_reply_without_max_batch_keeps_the_protocols_default(session):
+    feed(session, p.Heartbeat("forwarder-a"))
+
+    assert (session.max_batch, session.limits_heard) == (p.MAX_BATCH, True)
+
+
+def test_a_whole_submit_refused_too_large_before_the_limit_is_heard_is_sent_again_cut():
+    session = ClientSession(max_batch=4)
+    (_sent,) = session.submit_frames(task(f"t-{i}") for i in range(4))
+    ids = [f"t-{i}" for i in range(4)]
+
+    feed(session, p.Refused(ids, "too_large", "SUBMIT holds 4 tasks, more than max_batch 2"))
+
+    assert not session.ready  # held, not surfaced
+    assert session.want_heartbeat  # the core asks the forwarder for its limits now
+    feed(session, p.HeartbeatReply("forwarder-a", 2))
+    assert session.last_progress == float("-inf")  # the core resyncs at once
+    again = [p.decode(f) for f in session.resync_frames()]
+    assert [[t.id for t in m.tasks] for m in again] == [ids[:2], ids[2:]]
+
+
+def test_a_too_large_refusal_of_a_submit_cut_to_the_heard_limit_surfaces(session):
+    feed(session, p.HeartbeatReply("forwarder-a", 2))
+    session.submit_frames([task("t-0"), task("t-1")])
+
+    feed(session, p.Refused(["t-0", "t-1"], "too_large", "payload of 9 bytes exceeds 8"))
+
+    assert [(r.task_id, r.code) for r in session.ready] == [
+        ("t-0", "too_large"),
+        ("t-1", "too_large"),
+    ]

@@ -74,3 +74,21 @@ def test_5000_outstanding_tasks_are_all_collected_after_a_forwarder_sigkill_and_
     assert status["counters"]["malformed"] == 0  # no COLLECT refused as oversize
     assert status["counters"]["refused"] == 0
     assert "unfinished tasks queued again" in fabric.log("forwarder")
+
+
+def test_a_forwarder_with_max_batch_500_completes_all_2000_tasks_of_one_submit(
+    fabric: Fabric,
+) -> None:
+    """The client cuts its batches to the forwarder's max_batch, which the
+    forwarder tells in its HEARTBEAT reply (issue 23: every task was refused
+    ``too_large`` while the client cut at 1,000 whatever the forwarder said)."""
+    fabric.start_forwarder("--max-batch", "500")
+    fabric.start_worker("echo")
+    fabric.wait_workers(1)
+
+    summary = fabric.summary(fabric.submit_cli("--service", "echo", "--count", "2000"))
+
+    assert (summary["submitted"], summary["completed"]) == (2000, 2000)
+    assert (summary["failed"], summary["lost"]) == (0, 0)
+    counters = fabric.status()["counters"]
+    assert counters["completed"] == 2000

@@ -22,6 +22,7 @@ from pathlib import Path
 import zmq
 
 from zmqflow import protocol as p
+from zmqflow.limits import curve_pair_rule
 
 
 def file_is_fresh(path: str, max_age_s: float) -> str | None:
@@ -38,10 +39,10 @@ def _curve(sock: zmq.Socket) -> None:
     only: settings and the client package cost more CPU than the probe)."""
     secret_file = os.environ.get("ZMQFLOW_CURVE_SECRET")
     server_file = os.environ.get("ZMQFLOW_CURVE_SERVER")
-    if not secret_file and not server_file:
+    if not curve_pair_rule(
+        secret_file, server_file, ("ZMQFLOW_CURVE_SECRET", "ZMQFLOW_CURVE_SERVER")
+    ):
         return
-    if not secret_file or not server_file:
-        raise ValueError("ZMQFLOW_CURVE_SECRET and ZMQFLOW_CURVE_SERVER go together")
     from zmqflow.security.keys import load_public, load_secret
 
     sock.curve_publickey, sock.curve_secretkey = load_secret(secret_file)

@@ -35,7 +35,6 @@ item, on the hot paths); the test of one item is the batch of that one item.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
@@ -43,19 +42,22 @@ from typing import Any
 
 import msgpack
 
+# The limits and name rules live in zmqflow.limits; their protocol names stay here.
+from zmqflow.limits import (
+    MAX_BATCH,
+    MAX_MAP_BYTES,
+    MAX_MESSAGE_BYTES,
+    uint,
+    uints,
+    valid_id,
+    valid_service,
+)
+from zmqflow.limits import (
+    valid_ids as valid_ids,  # re-exported: the protocol's name for the rule
+)
+
 CLIENT_SIGNATURE = b"ZFC2"
 WORKER_SIGNATURE = b"ZFW2"
-
-MAX_MAP_BYTES = 64 * 1024  # a map frame, and a task's headers once encoded
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MAX_BATCH = 1000  # items per batched message, unless the forwarder's max_batch says otherwise
-
-# The id rule, once: 1-64 of these characters. Tested on ids joined by a
-# newline (not an id character), so that a whole message's ids take one
-# regex match: ``valid_ids``.
-_ID = r"[A-Za-z0-9._:-]{1,64}"
-_IDS_RE = re.compile(rf"{_ID}(?:\n{_ID})*\Z")
-_SERVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 class Command(IntEnum):
@@ -86,40 +88,6 @@ class ProtocolError(ValueError):
         self.code = code
         self.reason = reason
         self.ids = ids or []
-
-
-def valid_ids(ids: Sequence[str]) -> bool:
-    """Every id (each a str: the caller saw to it) follows the id rule: one
-    regex match for all of them (a message's ids on the hot path). Joined by
-    newlines, the ids come apart exactly when none holds one (the count)."""
-    if not ids:
-        return True
-    joined = "\n".join(ids)
-    return joined.count("\n") == len(ids) - 1 and _IDS_RE.match(joined) is not None
-
-
-def valid_id(value: object) -> bool:
-    return isinstance(value, str) and valid_ids((value,))
-
-
-def uints(values: Iterable[object]) -> bool:
-    """The one rule for every unsigned integer field (``retries``, READY's
-    ``credit`` and ``pid``, ``attempt``, ``attempts``): each an int >= 0 and
-    not a bool (msgpack's true is a Python bool, an int subclass; the Rust
-    side's u64 refuses it). For a batch's field at once (one call)."""
-    for value in values:  # noqa: SIM110 (a loop: a generator costs a frame per item)
-        if type(value) is not int or value < 0:
-            return False
-    return True
-
-
-def uint(value: object) -> bool:
-    """``uints`` of one value."""
-    return uints((value,))
-
-
-def valid_service(value: object) -> bool:
-    return isinstance(value, str) and _SERVICE_RE.match(value) is not None
 
 
 # --------------------------------------------------------------- client side
@@ -198,9 +166,19 @@ class Refused:
 @dataclass(slots=True)
 class Heartbeat:
     """HEARTBEAT (0x06). The forwarder's reply names the forwarder instance
-    (``forwarder``), so a client sees a restart at once; a client's has none."""
+    (``forwarder``), so a client sees a restart at once; a client's has none.
+    A reply that also says the forwarder's limits is a ``HeartbeatReply``."""
 
     forwarder: str | None = None
+
+
+@dataclass(slots=True)
+class HeartbeatReply(Heartbeat):
+    """The forwarder's HEARTBEAT reply with its ``max_batch`` (tasks per
+    SUBMIT), so a client cuts its batches to fit (a later key of the map:
+    a reply without it decodes as a plain ``Heartbeat``)."""
+
+    max_batch: int = MAX_BATCH
 
 
 @dataclass(slots=True)
@@ -528,6 +506,9 @@ def encode(msg: Message) -> list[bytes]:
         case Refused(ids, code, reason):
             body = {"ids": ids, "code": code, "reason": reason}
             return [CLIENT_SIGNATURE, _cmd(Command.REFUSED), _pack(body)]
+        case HeartbeatReply(forwarder, max_batch):
+            body = {"forwarder": forwarder, "max_batch": max_batch}
+            return [CLIENT_SIGNATURE, _cmd(Command.HEARTBEAT), _pack(body)]
         case Heartbeat(forwarder):
             if forwarder is None:
                 return [CLIENT_SIGNATURE, _cmd(Command.HEARTBEAT)]
@@ -932,7 +913,14 @@ def decode(frames: list[bytes]) -> Message:
         if len(frames) == 2:
             return Heartbeat()
         _body_count(frames, 1, "HEARTBEAT")
-        return Heartbeat(_field(_unpack(frames[2]), "forwarder", str))
+        b = _unpack(frames[2])
+        forwarder = _field(b, "forwarder", str)
+        max_batch = b.get("max_batch")
+        if max_batch is None:
+            return Heartbeat(forwarder)
+        if not (uint(max_batch) and max_batch >= 1):
+            raise ProtocolError("malformed", "HEARTBEAT max_batch must be a positive int")
+        return HeartbeatReply(forwarder, max_batch)
     if code is Command.COLLECT:
         _body_count(frames, 1, "COLLECT")
         return Collect(_id_list(frames[2]))

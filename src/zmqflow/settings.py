@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from zmqflow.protocol import MAX_MAP_BYTES, MAX_MESSAGE_BYTES
+from zmqflow.limits import (
+    ENV_NAME_PATTERN,
+    MAX_BATCH,
+    MAX_BATCH_CEILING,
+    MAX_MAP_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_PAYLOAD_BYTES,
+    validate_endpoint,
+    validate_endpoints,
+)
 
 EndpointList = Annotated[list[str], NoDecode]
 
@@ -22,15 +31,6 @@ def _split(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def _check_endpoints(values: list[str]) -> list[str]:
-    for ep in values:
-        if not ep.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError(f"endpoint {ep!r} must start with tcp://, ipc:// or inproc://")
-        if ep.startswith("ipc://") and len(ep) - len("ipc://") > 107:
-            raise ValueError(f"ipc path of {ep!r} is longer than 107 bytes")
-    return values
 
 
 class _Base(BaseSettings):
@@ -69,16 +69,21 @@ class ForwarderSettings(_Base):
     journal_defer_ms: float = Field(
         10.0, ge=0, le=1000, description="how long a new task may wait to be journaled"
     )
-    env: str = Field("dev", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="event topic prefix")
+    env: str = Field("dev", pattern=ENV_NAME_PATTERN, description="event topic prefix")
     max_retries: int = Field(5, ge=0, le=1000, description="requeues before a dead letter")
     max_queue: int = Field(100_000, ge=1, description="unfinished tasks held in all at most")
     max_queue_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="queued payload bytes in all at most"
     )
     max_payload_bytes: int = Field(
-        1024 * 1024, ge=1, le=64 * 1024 * 1024 - 65536, description="one task's payload at most"
+        MAX_PAYLOAD_BYTES,
+        ge=1,
+        le=MAX_MESSAGE_BYTES - MAX_MAP_BYTES,
+        description="one task's payload at most",
     )
-    max_batch: int = Field(1000, ge=1, le=10_000, description="tasks per SUBMIT or TASK message")
+    max_batch: int = Field(
+        MAX_BATCH, ge=1, le=MAX_BATCH_CEILING, description="tasks per SUBMIT or TASK message"
+    )
     result_ttl_s: float = Field(3600.0, gt=0, description="seconds answers stay collectable")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 turns it off")
     # Security (docs/security.md): with curve_secret every bound socket is a CURVE server.
@@ -105,7 +110,7 @@ class ForwarderSettings(_Base):
     @field_validator("frontend", "backend", "events_in", "events_out")
     @classmethod
     def _endpoints(cls, value: list[str]) -> list[str]:
-        return _check_endpoints(value)
+        return validate_endpoints(value)
 
     @field_validator("max_message_bytes")
     @classmethod
@@ -133,7 +138,7 @@ class WorkerSettings(_Base, CurvePeerSettings):
     @field_validator("connect")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        return _check_endpoints([value])[0]
+        return validate_endpoint(value)
 
 
 class ClientSettings(_Base, CurvePeerSettings):
@@ -145,4 +150,4 @@ class ClientSettings(_Base, CurvePeerSettings):
     @field_validator("connect")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        return _check_endpoints([value])[0]
+        return validate_endpoint(value)

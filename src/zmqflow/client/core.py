@@ -137,9 +137,10 @@ class ClientCore:
             yield from self.reconnect(until)
             return
         now = time.monotonic()
-        if now - self.last_sent >= self.interval:
-            yield from self.send([_HEARTBEAT])
         session = self.session
+        if now - self.last_sent >= self.interval or session.want_heartbeat:
+            session.want_heartbeat = False  # (the reply tells the forwarder's max_batch)
+            yield from self.send([_HEARTBEAT])
         if now - self.last_heard > self.deadline_s:
             yield from self.reconnect(until)
         elif session.outstanding and now - session.last_progress > 2 * self.deadline_s:

@@ -84,7 +84,14 @@ class _Pending:
 
 @dataclass
 class ClientSession:
-    max_batch: int = 1000
+    # tasks per SUBMIT: the protocol's default until the forwarder's HEARTBEAT
+    # reply says its own (``limits_heard``)
+    max_batch: int = p.MAX_BATCH
+    limits_heard: bool = False
+    # a SUBMIT sent before the forwarder's max_batch was heard came back too_large
+    # as a whole: its tasks wait (unaccepted) for the reply, then go again cut to size
+    held_for_limits: bool = False
+    want_heartbeat: bool = False  # ask the forwarder now (the core sends a HEARTBEAT)
     routing_id: bytes = field(default_factory=lambda: b"c-" + uuid.uuid4().hex.encode())
     pending: dict[str, _Pending] = field(default_factory=dict)
     # recent ids, oldest first; OrderedDict because forgetting the oldest of a
@@ -262,6 +269,8 @@ class ClientSession:
             case p.Refused(ids, code, reason):
                 if not ids:
                     self.errors.append(msg)
+                elif code == "too_large" and self._hold_for_limits(ids):
+                    return
                 for task_id in ids:
                     self._answer(task_id, TaskResult(task_id, False, b"", reason, code))
             case p.Status(info):
@@ -273,8 +282,33 @@ class ClientSession:
                     # progress watchdog would in a few seconds.
                     self.last_progress = -math.inf
                 self.forwarder = forwarder
+                if isinstance(msg, p.HeartbeatReply):  # not: a forwarder from before the key
+                    self.max_batch = msg.max_batch
+                self.limits_heard = True
+                if self.held_for_limits:  # send the held tasks again, cut to size
+                    self.held_for_limits = False
+                    self.last_progress = -math.inf
             case _:
                 pass  # heartbeats: being heard is all they carry
+
+    def _hold_for_limits(self, ids: list[str]) -> bool:
+        """A too_large REFUSED of a whole SUBMIT of ours that was larger than the
+        forwarder's max_batch (or sent before we heard it): its tasks stay
+        pending, to go again cut to size (``resync_frames``); True when held.
+        A refusal of a SUBMIT already cut to the heard limit is a refusal of
+        its tasks (payload too large): False, they surface."""
+        if len(ids) < 2 or (self.limits_heard and len(ids) <= self.max_batch):
+            return False
+        pending = self.pending
+        for task_id in ids:
+            entry = pending.get(task_id)
+            if entry is None or entry.accepted:
+                return False
+        if self.limits_heard:  # heard since that SUBMIT left: resync cuts it now
+            self.last_progress = -math.inf
+        else:
+            self.held_for_limits = self.want_heartbeat = True
+        return True
 
     def _answer(self, task_id: str, result: TaskResult) -> None:
         entry = self.pending.pop(task_id, None)

@@ -50,6 +50,7 @@ from zmqflow import __version__
 from zmqflow import protocol as p
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Answer, Journal, StoredTask
+from zmqflow.limits import ID_RULE, KEY_RULE, SERVICE_RULE, Limits, valid_key
 from zmqflow.repeats import Repeats, since
 
 if TYPE_CHECKING:
@@ -132,18 +133,6 @@ class WorkerEntry:
         return self.credit - len(self.inflight)
 
 
-@dataclass(slots=True)
-class Limits:
-    max_retries: int = 5
-    max_queue: int = 100_000
-    max_queue_bytes: int = 512 * 1024 * 1024
-    max_payload_bytes: int = 1024 * 1024
-    max_batch: int = 1000
-    heartbeat_interval: float = 1.0
-    heartbeat_liveness: int = 3
-    journal_defer_s: float = 0.0
-
-
 class Broker:
     def __init__(
         self,
@@ -168,9 +157,6 @@ class Broker:
         self.paths: dict[str, int] = dict.fromkeys(
             ("submit_usual", "submit_checked", "results_usual", "results_checked"), 0
         )
-        # the HEARTBEAT reply names this instance: a client that sees another
-        # name knows the forwarder restarted and resyncs at once
-        self._heartbeat_reply = p.encode(p.Heartbeat(forwarder_id))
         self.limits = limits
         self.events: EventSink = events or (lambda kind, data: None)
         # Per-task events cost a dict each: built only while somebody subscribes
@@ -255,7 +241,15 @@ class Broker:
             msg = p.decode_request(frames)
             match msg:
                 case p.Heartbeat():
-                    self.outbox_clients.send(rid, self._heartbeat_reply)
+                    # names this instance (a client that hears another name knows the
+                    # forwarder restarted and resyncs at once) and its max_batch
+                    forwarder_id = self._identity["id"]
+                    reply = (
+                        p.HeartbeatReply(forwarder_id, self.limits.max_batch)
+                        if forwarder_id
+                        else p.Heartbeat()
+                    )
+                    self.outbox_clients.send(rid, p.encode(reply))
                 case p.Collect(ids):
                     self._collect(rid, ids)
                 case p.StatusRequest():
@@ -379,12 +373,12 @@ class Broker:
         has a problem, as each rule is "every one passes"). Ids are strs (the
         decoders saw to it)."""
         if not p.valid_ids(ids):
-            return ("malformed", "task id must be 1-64 characters of [A-Za-z0-9._:-]")
+            return ("malformed", f"task id must be {ID_RULE}")
         known = self.known_services
         if not known.issuperset(services):  # known ones were checked at READY
             service = next(s for s in services if s not in known)
             if not p.valid_service(service):
-                return ("malformed", "service name must be 1-64 characters of [A-Za-z0-9._-]")
+                return ("malformed", f"service name must be {SERVICE_RULE}")
             return ("unknown_service", f"no worker has ever offered service {service!r}")
         largest = max(map(len, payloads))
         if largest > self.limits.max_payload_bytes:
@@ -392,8 +386,8 @@ class Broker:
                 "too_large",
                 f"payload of {largest} bytes exceeds {self.limits.max_payload_bytes}",
             )
-        if key is not None and not 0 < len(key.encode()) <= 256:
-            return ("malformed", "idempotency key must be 1-256 bytes")
+        if key is not None and not valid_key(key):
+            return ("malformed", f"idempotency key must be {KEY_RULE}")
         return None
 
     def _room(self, count: int, size: int) -> tuple[str, str] | None:

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zmqflow.events import EventEncoder, new_source
-from zmqflow.forwarder.broker import Broker, Limits
+from zmqflow.forwarder.broker import Broker
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Journal
+from zmqflow.limits import Limits
 from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
 from zmqflow.settings import ForwarderSettings
 from zmqflow.transport import recv_frames, send_frames
@@ -62,16 +63,7 @@ class Forwarder:
         self.journal = Journal(settings.journal, settings.journal_sync)
         self.broker = Broker(
             self.journal,
-            Limits(
-                max_retries=settings.max_retries,
-                max_queue=settings.max_queue,
-                max_queue_bytes=settings.max_queue_bytes,
-                max_payload_bytes=settings.max_payload_bytes,
-                max_batch=settings.max_batch,
-                heartbeat_interval=settings.heartbeat_interval,
-                heartbeat_liveness=settings.heartbeat_liveness,
-                journal_defer_s=settings.journal_defer_ms / 1000,
-            ),
+            Limits.of(settings),
             self._publish,
             forwarder_id=self.source,
             env=settings.env,

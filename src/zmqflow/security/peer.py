@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils import z85
 
+from zmqflow.limits import curve_pair_rule
 from zmqflow.security.keys import KeyFileError, load_public, load_secret
 
 __all__ = ["CurveKeys", "KeyFileError", "resolve"]
@@ -114,12 +115,7 @@ def resolve(
         where = ("ZMQFLOW_CURVE_SECRET", "ZMQFLOW_CURVE_SERVER")
     else:
         where = ("curve_secret (--curve-secret)", "curve_server (--curve-server)")
-    if secret_file is None and server_file is None:
+    if not curve_pair_rule(secret_file, server_file, where):
         return None
-    if secret_file is None or server_file is None:
-        given, missing = where if secret_file is not None else where[::-1]
-        raise ValueError(
-            f"{given} is set but {missing} is not: CURVE needs our secret key file and "
-            f"the forwarder's public key file"
-        )
+    assert secret_file is not None and server_file is not None
     return CurveKeys.from_files(secret_file, server_file)
