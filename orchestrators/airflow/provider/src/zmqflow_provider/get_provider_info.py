@@ -3,7 +3,8 @@
 Contract: ``get_provider_info()`` returns the dictionary Airflow's
 ProvidersManager reads: ``package-name`` equals the distribution name, the
 ``zmqflow`` connection type maps to ZmqflowHook, and ``queues`` registers the
-``zmq`` scheme for common-messaging's MessageQueueTrigger.
+``zmq`` scheme for common-messaging's MessageQueueTrigger, and ``executors``
+lists ZmqflowExecutor.
 """
 
 from __future__ import annotations
@@ -78,4 +79,5 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "queues": ["zmqflow_provider.queues.zmq.ZmqMessageQueueProvider"],
+        "executors": ["zmqflow_provider.executors.executor.ZmqflowExecutor"],
     }
