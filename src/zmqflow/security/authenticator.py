@@ -11,7 +11,13 @@ folder whose contents changed (``force``: every folder); every refused
 handshake is logged at WARNING naming the key (Z85, as in its .key file),
 the peer address and the domain, at most once a minute per key, address and
 domain (with the count since); accepted ones at DEBUG; ``accepted`` and
-``refused`` count them per domain.
+``refused`` count them per domain. An accepted peer's connection carries its
+key name (the allow-list file's name without ``.key``) as the ZAP metadata
+property ``X-Key-Name`` (``KEY_NAME``): every message it sends has it,
+``frame.get(KEY_NAME)`` on a frame received with ``copy=False``, routing id
+frame included. The ZAP User-Id stays the key's Z85 text (pyzmq's default).
+``watched`` are refreshed with the folders (the permissions file,
+permissions/watch.py): on the same timer and the same SIGHUP.
 
 ``ThreadRoleAuthenticator`` runs it in a thread the way pyzmq's
 ``ThreadAuthenticator`` does, and looks at the folders every
@@ -25,11 +31,12 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -44,6 +51,26 @@ log = logging.getLogger("zmqflow.security")
 
 
 Snapshot = tuple[tuple[str, int, int, int], ...] | None
+
+KEY_NAME = "X-Key-Name"  # ZAP metadata: the allow-list file name of the peer's key
+
+
+class Refreshable(Protocol):
+    def refresh(self, force: bool = False) -> object: ...
+
+
+def key_name(file_name: str) -> str:
+    """A key's name: its allow-list file name without ``.key``."""
+    return file_name.removesuffix(PUBLIC_SUFFIX)
+
+
+def zap_metadata(properties: Mapping[str, str]) -> bytes:
+    """ZAP reply metadata (ZMTP property format: name length, name, value length, value)."""
+    out = bytearray()
+    for name, value in properties.items():
+        raw_name, raw_value = name.encode(), value.encode()
+        out += bytes([len(raw_name)]) + raw_name + struct.pack(">I", len(raw_value)) + raw_value
+    return bytes(out)
 
 
 def folder_snapshot(folder: Path) -> Snapshot:
@@ -90,9 +117,12 @@ class RoleAuthenticator(Authenticator):
         self,
         roles: Mapping[str, str | os.PathLike[str]],
         context: zmq.Context | None = None,
+        watched: Sequence[Refreshable] = (),
     ) -> None:
         super().__init__(context, log=logging.getLogger("zmqflow.security.zap"))
         self.roles = {domain: Path(folder) for domain, folder in roles.items()}
+        self.watched = list(watched)
+        self._name = ""  # the key name of the request being answered, once allowed
         self.names: dict[str, dict[bytes, str]] = {}  # domain -> key -> file name
         self.accepted: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -133,6 +163,8 @@ class RoleAuthenticator(Authenticator):
         for domain, folder in self.roles.items():
             if force or folder_snapshot(folder) != self._snapshots.get(domain):
                 self.configure_curve(domain, folder)
+        for item in self.watched:
+            item.refresh(force)
 
     def domain_of(self, key: bytes) -> list[str]:
         """The domains whose allow-list holds this Z85 key."""
@@ -147,19 +179,44 @@ class RoleAuthenticator(Authenticator):
             self._send_zap_reply(msg[1], b"400", b"CURVE only")
             return
         self._peer = msg[3].decode("utf-8", "replace") if len(msg) >= 6 else "?"
+        self._name = ""
         await super().handle_zap_message(msg)
+
+    def _send_zap_reply(
+        self,
+        request_id: bytes,
+        status_code: bytes,
+        status_text: bytes,
+        user_id: str = "anonymous",
+    ) -> None:
+        if status_code != b"200" or not self._name:
+            super()._send_zap_reply(request_id, status_code, status_text, user_id)
+            return
+        # pyzmq's reply, with the key name as metadata the connection then carries
+        self.zap_socket.send_multipart(
+            [
+                VERSION,
+                request_id,
+                status_code,
+                status_text,
+                user_id.encode(self.encoding, "replace"),
+                zap_metadata({KEY_NAME: self._name}),
+            ]
+        )
 
     async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
         allowed, reason = await super()._authenticate_curve(domain, client_key)
         key = z85.encode(client_key)
         if allowed:
             self.accepted[domain] += 1
+            file_name = self.names.get(domain, {}).get(key, "")
+            self._name = key_name(file_name)
             log.debug(
                 "CURVE key %s from %s accepted for %s (%s)",
                 key.decode(),
                 self._peer,
                 domain,
-                self.names.get(domain, {}).get(key, "?"),
+                file_name or "?",
             )
         else:
             elsewhere = [d for d in self.domain_of(key) if d != domain]
@@ -239,8 +296,9 @@ class ThreadRoleAuthenticator(RoleAuthenticator):
         roles: Mapping[str, str | os.PathLike[str]],
         context: zmq.Context | None = None,
         check_interval: float = 1.0,
+        watched: Sequence[Refreshable] = (),
     ) -> None:
-        super().__init__(roles, context)
+        super().__init__(roles, context, watched)
         self.check_interval = check_interval
         self.pipe: Any = None
         self.thread: _Thread | None = None
@@ -260,7 +318,7 @@ class ThreadRoleAuthenticator(RoleAuthenticator):
             raise RuntimeError("ZAP thread failed to start")
 
     def reload(self) -> None:
-        """Reload every allow-list now (from the thread that called ``start``)."""
+        """Reload every allow-list (and ``watched``) now (from the thread that called ``start``)."""
         if self.pipe is not None:
             self.pipe.send(b"RELOAD")
 

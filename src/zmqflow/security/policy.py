@@ -21,6 +21,14 @@ says what to give instead, before anything binds:
 and group; never other users). ``watch(sockets)`` starts the handshake
 monitor (CURVE, or plain at DEBUG). ``reload()`` re-reads the allow-lists
 now (SIGHUP); they are also re-read within ``check_interval`` of a change.
+
+Permissions (``permissions`` setting, a file: security/permissions/): read
+once here (a file that cannot be used stops the forwarder, naming its
+line), then re-read by the ZAP thread with the allow-lists, on change and
+on SIGHUP. They need CURVE (a plain peer has no key name): a file without
+``curve_secret`` is an error. ``rules()`` is the ``Permissions`` in force
+now (``Permissions.open()``, everything allowed, without a file); a peer's
+key name is its messages' ``X-Key-Name`` property (authenticator.KEY_NAME).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import zmq
 from zmqflow.security.authenticator import ThreadRoleAuthenticator
 from zmqflow.security.keys import load_secret
 from zmqflow.security.monitor import HandshakeMonitor
+from zmqflow.security.permissions import Permissions, PermissionsFile
 from zmqflow.settings import ForwarderSettings
 
 log = logging.getLogger("zmqflow.security")
@@ -96,11 +105,21 @@ class ForwarderSecurity:
         keys: tuple[bytes, bytes] | None = None,
         roles: dict[str, Path] | None = None,
         check_interval: float = 1.0,
+        permissions: PermissionsFile | None = None,
     ) -> None:
         self.ctx = ctx
         self.keys = keys
-        self.auth = ThreadRoleAuthenticator(roles or {}, ctx, check_interval) if keys else None
+        self.permissions = permissions
+        watched = [permissions] if permissions is not None else []
+        self.auth = (
+            ThreadRoleAuthenticator(roles or {}, ctx, check_interval, watched) if keys else None
+        )
         self.monitor: HandshakeMonitor | None = None
+        self._open = Permissions.open()
+
+    def rules(self) -> Permissions:
+        """The permissions in force now (everything allowed without a file)."""
+        return self.permissions.current if self.permissions is not None else self._open
 
     @property
     def curve(self) -> bool:
@@ -108,7 +127,15 @@ class ForwarderSecurity:
 
     @classmethod
     def from_settings(cls, s: ForwarderSettings, ctx: zmq.Context) -> ForwarderSecurity:
+        # getattr: the setting arrives with the broker's wiring (docs/security.md#permissions)
+        permissions_path = getattr(s, "permissions", None)
         if s.curve_secret is None:
+            if permissions_path is not None:
+                raise SecurityConfigError(
+                    f"--permissions {permissions_path} given without --curve-secret "
+                    "(ZMQFLOW_CURVE_SECRET): permissions grant key names, and only CURVE "
+                    "peers have one"
+                )
             cls._check_plain(s)
             return cls(ctx)
         if s.insecure:
@@ -124,7 +151,15 @@ class ForwarderSecurity:
             roles[CLIENTS],
             roles[WORKERS],
         )
-        return cls(ctx, keys, roles)
+        permissions = None
+        if permissions_path is not None:
+            permissions = PermissionsFile(permissions_path)  # PermissionsError: file and line
+        elif "permissions" in type(s).model_fields:
+            log.warning(
+                "no --permissions file: every client key may submit to every service, collect "
+                "any task and read every topic, and every worker key may serve any service"
+            )
+        return cls(ctx, keys, roles, permissions=permissions)
 
     @staticmethod
     def _check_plain(s: ForwarderSettings) -> None:
