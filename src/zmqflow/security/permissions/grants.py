@@ -85,24 +85,25 @@ def render(name: str, entry: dict[str, Any]) -> str:
 def set_key(text: str, name: str, entry: dict[str, Any], source: str = "permissions") -> str:
     if not _NAME.match(name):
         raise PermissionsError(f"{name!r} is not a key name: letters, digits and ._@+-")
-    parse(text, source)  # the file as it is must load: never build on a broken one
+    existing = parse(text, source)  # the file as it is must load: never build on a broken one
     found = Lines(text)
     old = text.splitlines(keepends=True)
     start = found.at.get(("keys", name))
-    if start is None and any(k[:2] == ("keys", name) for k in found.at):
-        raise PermissionsError(f"{source}: key {name!r} is not a [keys.{name}] table: edit by hand")
+    if name in existing.keys and (start is None or not _TABLE.match(old[start - 1])):
+        raise PermissionsError(
+            f"{source}: key {name!r} is not written as a [keys.{name}] table "
+            "(an inline table or dotted keys): edit it by hand"
+        )
     if start is not None:
-        if not _TABLE.match(old[start - 1]):
-            raise PermissionsError(
-                f"{source}:{start}: key {name!r} is an inline table: edit by hand"
-            )
         end = next(
             (i for i in range(start, len(old)) if _TABLE.match(old[i]) or old[i].startswith("[[")),
             len(old),
         )
-        while end > start and not old[end - 1].strip():  # keep the blank line before the next
+        # blank lines and comments just above the next table belong to it
+        while end > start and (not old[end - 1].strip() or old[end - 1].lstrip().startswith("#")):
             end -= 1
-        new = "".join(old[: start - 1]) + render(name, entry) + "".join(old[end:])
+        rest = "".join(old[end:]).lstrip("\n")
+        new = "".join(old[: start - 1]) + render(name, entry) + ("\n" + rest if rest else "")
     else:
         body = text if not text or text.endswith("\n") else text + "\n"
         new = body + ("\n" if body.strip() else "") + render(name, entry)

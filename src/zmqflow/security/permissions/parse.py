@@ -98,8 +98,9 @@ def parse(text: str, source: str = "permissions.toml") -> Permissions:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = re.search(r"\(at line (\d+)", str(exc))
-        where = f"{source}:{line.group(1)}" if line else source
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        at_end = "(at end of document)" in str(exc)
+        where = _at(source, int(line.group(1)) if line else len(lines.text) if at_end else None)
+        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise PermissionsError(f"{where}: not valid TOML: {message}") from None
     try:
         model = PermissionsModel.model_validate(data)
@@ -209,6 +210,9 @@ class Lines:
         from its list's line on, so one pattern per line is found on its own.
         """
         names = tuple(str(p) for p in loc if not isinstance(p, int))
+        below = [n for path, n in self.at.items() if path[: len(names)] == names]
+        if names and names not in self.at and below:  # [keyz.a] for an unknown "keyz"
+            return min(below)
         while names and names not in self.at:
             names = names[:-1]
         if not names:
