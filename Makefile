@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up keys client-key down ps logs scale images test test-rust test-fast test-integration test-prefect lint chaos soak bench bench-core bench-prefect bench-airflow clean
+.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect lint chaos soak bench bench-core bench-prefect bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ up: venv ## build what is missing, start the stack, wait until healthy (PROFILE=
 keys: ## the stack's CURVE keys, once, into its key volumes (make up does it too); lists the public keys
 	bash scripts/compose.sh run --rm --no-deps keys
 
-client-key: venv ## a client key for a program on the host, let in without restarts: make client-key NAME=myapp [DIR=...]
-	bash scripts/client-key.sh $(if $(NAME),$(NAME),$(error NAME=... is required)) $(DIR)
+client-key: venv ## a client key for a program on the host, let in without restarts: make client-key NAME=myapp [DIR=...] [GRANTS="submit=airflow.> ..."]
+	GRANTS='$(GRANTS)' bash scripts/client-key.sh $(if $(NAME),$(NAME),$(error NAME=... is required)) $(DIR)
+
+rotate-forwarder-key: venv ## a new forwarder key pair, taken by every service and DIR's host keys (restarts them; the journal keeps every task)
+	bash scripts/rotate-forwarder-key.sh $(DIR)
 
 down: ## stop the stack (volumes kept; `make down V=1` drops them)
 	bash scripts/stack-down.sh $(if $(V),--volumes,)
