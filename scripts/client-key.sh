@@ -30,6 +30,14 @@ name=${1:?usage: scripts/client-key.sh NAME [DIR]}
 dir=${2:-${HOME}/.config/zmqflow/keys}
 log() { echo "[client-key] $*" >&2; }
 
+python=${VENV:-.venv}/bin/python
+[[ -x $python ]] || python=python3
+perm_old=$(mktemp) perm_new=$(mktemp)
+trap 'rm -f "$perm_old" "$perm_new"' EXIT
+# a bad GRANTS (or NAME) stops here, before anything is made: tried on the repository's file
+"$python" -m zmqflow.security.permissions.grants services/forwarder/permissions.toml \
+    "$name" "${GRANTS:-}" >/dev/null || exit 2
+
 zmqflow=${VENV:-.venv}/bin/zmqflow
 [[ -x $zmqflow ]] || zmqflow=zmqflow
 if [[ -s $dir/$name.key_secret ]]; then
@@ -41,13 +49,6 @@ fi
 compose() { bash scripts/compose.sh "$@"; }
 
 # The grants first: the key must not get in before its rules are there.
-python=${VENV:-.venv}/bin/python
-[[ -x $python ]] || python=python3
-perm_old=$(mktemp) perm_new=$(mktemp)
-trap 'rm -f "$perm_old" "$perm_new"' EXIT
-# a bad GRANTS (or NAME) stops here, before anything changes: tried on the repository's file
-"$python" -m zmqflow.security.permissions.grants services/forwarder/permissions.toml \
-    "$name" "${GRANTS:-}" >/dev/null || exit 2
 status=0
 compose run --rm --no-deps -T keys bash -euc '
         [[ -d /keys/permissions ]] || exit 3

@@ -59,8 +59,8 @@ new_key=$(compose run --rm --no-deps -T -e ROLLBACK="${ROLLBACK:-}" keys bash -e
     done
     chown -R 10001:10001 /keys
     chmod 0600 forwarder.key_secret forwarder.key_secret.old
-    sed -n "s/^ *public-key = //p" forwarder.key')
-log "new forwarder public key: $new_key"
+    sed -n "s/^ *public-key = \"\(.*\)\"/\1/p" forwarder.key')
+log "the forwarder's public key is now $new_key${ROLLBACK:+ (rolled back)}"
 
 # 2. the forwarder, with its journal, on the new key
 compose restart forwarder >&2
