@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect lint chaos soak bench bench-core bench-prefect bench-airflow clean
+.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect test-airflow lint chaos soak bench bench-core bench-prefect bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,7 +68,11 @@ test-prefect: ## the Prefect package's fast tests, in .venv-prefect (Prefect apa
 	PYTHON=$(PYTHON) bash scripts/prefect-venv.sh
 	.venv-prefect/bin/pytest -q -p no:cacheprovider orchestrators/prefect/tests
 
-test: test-rust test-fast test-integration test-prefect ## everything CI runs
+test-airflow: ## the Airflow provider's tests that need Airflow (ZmqflowExecutor, worker handler), in .venv-airflow
+	PYTHON=$(PYTHON) bash scripts/airflow-venv.sh
+	.venv-airflow/bin/pytest -q -p no:cacheprovider orchestrators/airflow/tests/test_executor_airflow.py
+
+test: test-rust test-fast test-integration test-prefect test-airflow ## everything CI runs
 
 chaos: venv ## kill, freeze, cut off and scale peers under load; a table per scenario
 	bash scripts/chaos.sh
@@ -89,4 +93,4 @@ bench-airflow: venv ## 10,000 items: deferrable operator vs dynamic task mapping
 	$(BIN)/python scripts/bench_airflow.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-prefect .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-prefect .venv-airflow .pytest_cache .ruff_cache

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["AsyncClient", "Client", "Refused", "TaskResult", "__version__"]
+__all__ = ["AsyncClient", "Client", "Refused", "TaskRefused", "TaskResult", "__version__"]
 
 if TYPE_CHECKING:
-    from zmqflow.client import AsyncClient, Client, Refused, TaskResult
+    from zmqflow.client import AsyncClient, Client, Refused, TaskRefused, TaskResult
 
 
 def __getattr__(name: str) -> Any:

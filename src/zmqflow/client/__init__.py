@@ -9,7 +9,7 @@ DEALER socket, one with blocking calls, one with awaits.
 from zmqflow.client.aio import AsyncClient
 from zmqflow.client.blocking import Client
 from zmqflow.client.core import ForwarderRefused, ForwarderUnreachable
-from zmqflow.client.session import Refused, TaskResult
+from zmqflow.client.session import Refused, TaskRefused, TaskResult
 from zmqflow.security.peer import CurveKeys
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "ForwarderRefused",
     "ForwarderUnreachable",
     "Refused",
+    "TaskRefused",
     "TaskResult",
 ]

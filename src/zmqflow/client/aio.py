@@ -21,7 +21,7 @@ import zmq.asyncio
 from zmqflow import protocol as p
 from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, ClientCore, Op, Steps
 from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeWatch, Refusal
+from zmqflow.security.handshake import HandshakeRefusal, HandshakeWatch
 from zmqflow.security.peer import CurveKeys, resolve
 
 T = TypeVar("T")
@@ -115,7 +115,9 @@ class AsyncClient:
                 refusal = await self._watch.aread() if self._watch is not None else None
                 if refusal is None:  # not read yet from the monitor: fewer details
                     key = None if self.curve is None else self.curve.public_text
-                    refusal = Refusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
+                    refusal = HandshakeRefusal(
+                        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key
+                    )
                 return refusal
         elif op == REOPEN:
             self._close_watch()

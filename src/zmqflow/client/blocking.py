@@ -39,7 +39,7 @@ from zmqflow.client.core import (
     Steps,
 )
 from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeWatch, Refusal
+from zmqflow.security.handshake import HandshakeRefusal, HandshakeWatch
 from zmqflow.security.peer import CurveKeys, resolve
 from zmqflow.transport import recv_frames, send_frames
 
@@ -99,11 +99,11 @@ class Client:
         sock.connect(self.endpoint)
         return sock
 
-    def _refusal(self) -> Refusal:
+    def _refusal(self) -> HandshakeRefusal:
         refusal = self._watch.read() if self._watch is not None else None
         if refusal is None:  # not read yet from the monitor: the same fact, fewer details
             key = None if self.curve is None else self.curve.public_text
-            refusal = Refusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
+            refusal = HandshakeRefusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
         return refusal
 
     def _close_watch(self) -> None:

@@ -12,11 +12,11 @@ Requests, as ``(op, argument)`` tuples (plain tuples: the pump runs per
 message batch on the hot path):
 
 - ``(SEND, [frames, ...])`` -> None: send these messages in order, or a
-  Refusal when the socket takes none: a DEALER refused at the handshake has
+  HandshakeRefusal when the socket takes none: a DEALER refused at the handshake has
   no pipe left, and a blocking send on it would never return;
-- ``(RECV, seconds)`` -> bool or Refusal: wait up to ``seconds`` for input,
+- ``(RECV, seconds)`` -> bool or HandshakeRefusal: wait up to ``seconds`` for input,
   hand every message waiting to ``session.on_message``; True when anything
-  came; a ``security.handshake.Refusal`` (falsy) as soon as the socket's
+  came; a ``security.handshake.HandshakeRefusal`` (falsy) as soon as the socket's
   monitor says the forwarder refused our handshake;
 - ``(REOPEN, None)`` -> None: close the socket, open a new one with the
   session's routing id and CURVE keys, connected to the same endpoint;
@@ -25,7 +25,7 @@ message batch on the hot path):
   in ``session.ready``, oldest first, one at a time. Results the caller did
   not take (it stopped iterating) stay in ``ready``.
 
-A refused handshake is never retried by libzmq: the core answers a Refusal
+A refused handshake is never retried by libzmq: the core answers a HandshakeRefusal
 (logged at WARNING, naming our key and the endpoint) with the reconnection
 path a silent forwarder gets, new sockets with tenacity's backoff, so a key
 allowed later gets in without a restart; one-off questions (status, retry)
@@ -47,8 +47,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from zmqflow import protocol as p
 from zmqflow.client.ids import new_id
-from zmqflow.client.session import ClientSession, Refused, TaskResult
-from zmqflow.security.handshake import Refusal
+from zmqflow.client.session import ClientSession, TaskRefused, TaskResult
+from zmqflow.security.handshake import HandshakeRefusal
 
 log = logging.getLogger("zmqflow.client")
 
@@ -89,7 +89,7 @@ class ClientCore:
         self.reconnects = 0
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
-        self.refused: Refusal | None = None  # the current socket was refused: never heard
+        self.refused: HandshakeRefusal | None = None  # the current socket was refused: never heard
 
     def _until(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -110,7 +110,7 @@ class ClientCore:
             self.last_sent = time.monotonic()
 
     def recv(self, wait_s: float) -> Steps[bool]:
-        heard: bool | Refusal = yield (RECV, wait_s)
+        heard: bool | HandshakeRefusal = yield (RECV, wait_s)
         if heard is True:
             self.last_heard = time.monotonic()
             return True
@@ -202,7 +202,7 @@ class ClientCore:
                 if self.refused is not None:
                     raise ForwarderRefused(self.refused.message)
 
-    def fresh(self, until: float) -> Steps[None]:
+    def renew_refused(self, until: float) -> Steps[None]:
         """A refused socket never gets in: before a one-off question, a new one."""
         if self.refused is not None:
             yield from self.reconnect(until)
@@ -243,7 +243,7 @@ class ClientCore:
         for result in ready:
             if result.task_id == task_id and result.refused:
                 ready.remove(result)
-                raise Refused(result.code or "", result.error or "", [task_id])
+                raise TaskRefused(result.code or "", result.error or "", [task_id])
         return task_id
 
     def collect(self, ids: Iterable[str]) -> Steps[None]:
@@ -341,7 +341,7 @@ class ClientCore:
 
     def status(self, timeout: float) -> Steps[dict[str, Any]]:
         session = self.session
-        yield from self.fresh(self._until(timeout))
+        yield from self.renew_refused(self._until(timeout))
         session.status = None
         yield from self.send([_STATUS_REQUEST])
         yield from self.wait(lambda: session.status is not None, "status", timeout, False)
@@ -365,7 +365,7 @@ class ClientCore:
 
     def _retry(self, ids: list[str], timeout: float) -> Steps[list[str]]:
         session = self.session
-        yield from self.fresh(self._until(timeout))
+        yield from self.renew_refused(self._until(timeout))
         session.accepted_ids.clear()
         requests = session.retry_frames(ids)
         yield from self.send(requests)

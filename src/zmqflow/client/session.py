@@ -65,14 +65,18 @@ class TaskResult:
         return self.code in REFUSAL_CODES
 
 
-class Refused(Exception):
-    """The forwarder refused a task (unknown service, too large, queue full...)."""
+class TaskRefused(Exception):
+    """The forwarder refused a task (unknown service, too large, queue full...);
+    not ``protocol.Refused``, the REFUSED message that says so."""
 
     def __init__(self, code: str, reason: str, ids: list[str]) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
         self.ids = ids
+
+
+Refused = TaskRefused  # its first name: ``from zmqflow import Refused``
 
 
 @dataclass(slots=True)

@@ -66,6 +66,9 @@ _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
 _W_RESULT = bytes([p.Command.W_RESULT])
 _SUBMIT = bytes([p.Command.SUBMIT])
 _next_arrival = itertools.count().__next__  # orders tasks taken into memory, oldest first
+# where a SUBMIT item's fields stand (its field table: protocol/items.py)
+_SUBMIT_FIELDS = p.SUBMIT_ITEM.positions("id", "service", "payload", "key", "headers", "retries")
+_ID, _SERVICE, _PAYLOAD = _SUBMIT_FIELDS[:3]
 
 
 def _worker_fields(event: str, worker_id: str, language: str) -> dict[str, str]:
@@ -175,7 +178,7 @@ class Broker:
         self.workers: dict[bytes, WorkerEntry] = {}
         self.by_service: dict[str, list[WorkerEntry]] = {}
         self.known_services = journal.known_services()
-        self.dirty: set[str] = set()  # services that may be able to dispatch
+        self.to_dispatch: set[str] = set()  # services whose queue may now go to a worker
         self.outbox_clients = ClientOutbox(limits.max_batch)
         self.outbox_workers = WorkerOutbox(limits.max_batch)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -208,7 +211,7 @@ class Broker:
     def _hold(self, entries: list[TaskEntry]) -> None:
         """The one way tasks enter memory (new, restored, or retried): held by
         id and key, queued at the back of their service's queue."""
-        tasks, keys, queues, dirty = self.tasks, self.keys, self.queues, self.dirty
+        tasks, keys, queues, to_dispatch = self.tasks, self.keys, self.queues, self.to_dispatch
         size = 0
         for task in entries:
             tasks[task.id] = task
@@ -218,7 +221,7 @@ class Broker:
             if queue is None:
                 queue = queues[task.service] = deque()
             queue.append(task)
-            dirty.add(task.service)
+            to_dispatch.add(task.service)
             size += len(task.payload)
         self.queued_bytes += size
 
@@ -230,7 +233,7 @@ class Broker:
             queue = self.queues[task.service] = deque()
         queue.appendleft(task)
         self.queued_bytes += len(task.payload)
-        self.dirty.add(task.service)
+        self.to_dispatch.add(task.service)
 
     # ------------------------------------------------------ client side
     def on_client(self, rid: bytes, frames: Frames) -> None:
@@ -299,12 +302,12 @@ class Broker:
         once for the whole message (its batch form), not once per task."""
         if not (p.usual_tasks(items) and p.all_fresh(items)):  # not fresh: may have an answer
             return False
-        ids = [item[0] for item in items]
-        payloads = [item[2] for item in items]
+        ids = [item[_ID] for item in items]
+        payloads = [item[_PAYLOAD] for item in items]
         new = set(ids)
         if (
             len(new) < len(ids)  # an id twice in one message
-            or self._problem(ids, {item[1] for item in items}, payloads, None) is not None
+            or self._problem(ids, {item[_SERVICE] for item in items}, payloads, None) is not None
             or self._held(new)
             or self._room(len(items), sum(map(len, payloads))) is not None
         ):
@@ -439,26 +442,24 @@ class Broker:
         full = self._room(1, len(task.payload))
         if full is not None:
             return full
-        self._admit(
-            rid, [[task.id, task.service, task.payload, task.key, task.headers, task.retries]], now
-        )
+        self._admit(rid, [p.SUBMIT_ITEM.as_array(task)], now)
         return None
 
     def _admit(self, rid: bytes, items: list[Any], now: float) -> None:
-        """The one admission of new tasks, given as SUBMIT item arrays (``id``,
-        ``service``, ``payload``, ``key``, ``headers``, ``retries``) that passed
+        """The one admission of new tasks, given as SUBMIT item arrays that passed
         the rules above: held, queued, and journaled by ``journal_due`` (or
         written once finished). One call per message: calls per task cost."""
         default, unjournaled, arrival = self.limits.max_retries, self.unjournaled, _next_arrival
+        i_id, i_service, i_payload, i_key, i_headers, i_retries = _SUBMIT_FIELDS
         entries: list[TaskEntry] = []
         for item in items:
-            retries = item[5]
+            retries = item[i_retries]
             entry = TaskEntry(
-                item[0],
-                item[1],
-                item[3],
-                item[4],
-                item[2],
+                item[i_id],
+                item[i_service],
+                item[i_key],
+                item[i_headers],
+                item[i_payload],
                 default if retries is None else retries,
                 0,
                 rid,
@@ -655,7 +656,7 @@ class Broker:
         """After a worker's answers: its services may dispatch again; an unknown
         worker is told to go (it announces itself anew)."""
         if worker is not None:
-            self.dirty.update(worker.services)
+            self.to_dispatch.update(worker.services)
         else:
             self._disown(rid)
 
@@ -706,7 +707,7 @@ class Broker:
             if service not in self.known_services:
                 self.known_services.add(service)
                 self.journal.add_service(service)
-            self.dirty.add(service)
+            self.to_dispatch.add(service)
 
     def _unlist(self, worker: WorkerEntry) -> None:
         for service in worker.services:
@@ -814,8 +815,8 @@ class Broker:
         """Hand queued tasks to workers with free credit, one each per round; a
         worker alone in its round takes every task it has room for at once
         (the tasks the rounds would give it, in one go)."""
-        while self.dirty:
-            service = self.dirty.pop()
+        while self.to_dispatch:
+            service = self.to_dispatch.pop()
             queue = self.queues.get(service)
             peers = self.by_service.get(service)
             if not queue or not peers:

@@ -36,6 +36,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from zmqflow import protocol as p
 from zmqflow.histogram import Buckets
 from zmqflow.security.metrics import SecurityCollector
 
@@ -49,6 +50,7 @@ BOUNDS = (
     *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
     *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+(_SERVICE,) = p.SUBMIT_ITEM.positions("service")  # in the SUBMIT item arrays ``accepted`` gets
 COMMIT_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -92,13 +94,14 @@ class Recorder:
 
     # ----------------------------------------------------------- loop side
     def accepted(self, items: list[Any]) -> None:
-        """New tasks taken, as SUBMIT item arrays (``item[1]`` is the service):
-        counted per run of one service (a SUBMIT usually holds one)."""
-        service, count = items[0][1] if items else "", 0
+        """New tasks taken, as SUBMIT item arrays: counted per run of one
+        service (a SUBMIT usually holds one)."""
+        at = _SERVICE
+        service, count = items[0][at] if items else "", 0
         for item in items:
-            if item[1] != service:
+            if item[at] != service:
                 self.service(service).accepted += count
-                service, count = item[1], 0
+                service, count = item[at], 0
             count += 1
         if count:
             self.service(service).accepted += count

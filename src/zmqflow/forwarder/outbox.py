@@ -102,14 +102,12 @@ class ClientOutbox(_Outbox):
         """Queue FAILED items (``protocol.failed_item``) for client ``rid``."""
         _queue(self._failures, rid, items)
 
-    def answer(self, rid: bytes, answer: p.Result | p.Failed) -> None:
+    def answer(self, rid: bytes, answer: p.ResultItem | p.FailureItem) -> None:
         """Queue either kind of answer, given as its object."""
-        if isinstance(answer, p.Result):
-            a = answer
-            self.results(rid, [p.result_item(a.id, a.worker, a.attempts, a.cached, a.payload)])
+        if isinstance(answer, p.ResultItem):
+            self.results(rid, [p.RESULT_ITEM.as_array(answer)])
         else:
-            f = answer
-            self.failures(rid, [p.failed_item(f.id, f.code, f.error, f.worker, f.attempts)])
+            self.failures(rid, [p.FAILURE_ITEM.as_array(answer)])
 
     def take(self) -> list[tuple[bytes, Frames]]:
         out = self._take_control()

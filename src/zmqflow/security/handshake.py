@@ -6,7 +6,7 @@ try that socket again once the forwarder allows it: the only sign is an
 event on the socket monitor. ``HandshakeWatch(sock, keys)`` watches a socket
 from its creation, before it connects, for HANDSHAKE_FAILED_AUTH,
 HANDSHAKE_FAILED_PROTOCOL and HANDSHAKE_FAILED_NO_DETAIL; ``refusal(frames)``
-turns one monitor message into a ``Refusal`` whose ``message`` names our
+turns one monitor message into a ``HandshakeRefusal`` whose ``message`` names our
 key (Z85, as in its .key file) and the endpoint; ``read()`` takes every
 waiting message without blocking (``aread()`` on asyncio sockets). What to
 do about a refusal (a new socket after a backoff) is the caller's rule:
@@ -14,7 +14,7 @@ do about a refusal (a new socket after a backoff) is the caller's rule:
 
 The watch costs only while the socket has not yet heard the forwarder:
 callers ``close()`` it at the first message, so that the hot path polls one
-socket as before. A ``Refusal`` is falsy: for code asking "did anything
+socket as before. A ``HandshakeRefusal`` is falsy: for code asking "did anything
 arrive?" a refusal is "no".
 """
 
@@ -38,7 +38,7 @@ _watches = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class HandshakeRefusal:
     """One refused handshake: what happened, where, with which of our keys."""
 
     event: int
@@ -88,19 +88,19 @@ class HandshakeWatch:
             REFUSED, f"inproc://zmqflow-handshake-{id(sock):x}-{next(_watches)}"
         )
 
-    def refusal(self, frames: list[bytes]) -> Refusal | None:
+    def refusal(self, frames: list[bytes]) -> HandshakeRefusal | None:
         try:
             event = parse_monitor_message(frames)
         except RuntimeError:
             return None
-        return Refusal(
+        return HandshakeRefusal(
             int(event["event"]),
             int(event["value"]),
             event["endpoint"].decode(errors="replace"),
             self.key,
         )
 
-    def read(self) -> Refusal | None:
+    def read(self) -> HandshakeRefusal | None:
         """The last refusal waiting on a sync monitor socket, without blocking."""
         found = None
         while True:
@@ -109,10 +109,10 @@ class HandshakeWatch:
             except zmq.Again:
                 return found
             refusal = self.refusal(frames)
-            if refusal is not None:  # a Refusal is falsy: no `or` here
+            if refusal is not None:  # a HandshakeRefusal is falsy: no `or` here
                 found = refusal
 
-    async def aread(self) -> Refusal | None:
+    async def aread(self) -> HandshakeRefusal | None:
         """``read`` for a watch made on an asyncio socket (its monitor is one too)."""
         found = None
         while True:
@@ -129,3 +129,6 @@ class HandshakeWatch:
         if not self._sock.closed:
             self._sock.disable_monitor()
         self.socket.close(linger=0)
+
+
+Refusal = HandshakeRefusal  # its first name, kept for importers
