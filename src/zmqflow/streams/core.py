@@ -69,6 +69,9 @@ class StreamsCore:
         self.refused: dict[str, int] = {}  # by code
         self._warned = Repeats()
         self._now = 0.0
+        # every durable subscriber in memory (detached): LIST and metrics read no file
+        for record in store.subscribers():
+            self.subscriptions[(record.stream, record.name)] = Subscription(record, True)
 
     # ------------------------------------------------------------ messages
     def on_message(self, peer: bytes, frames: list[bytes], now: float) -> None:
@@ -345,32 +348,26 @@ class StreamsCore:
         return {"device": self.device_id, "streams": streams, "subscribers": self.subscribers()}
 
     def subscribers(self) -> list[dict[str, Any]]:
-        """Every durable subscriber (those in memory as they are now), then ephemeral ones."""
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for record in self.store.subscribers():
-            rows[(record.stream, record.name)] = _row(record, None, True, 0, False)
-        for key, sub in self.subscriptions.items():
-            rows[key] = _row(sub.record(), sub, sub.durable, len(sub.inflight), True)
-        for row in rows.values():
-            state = self.store.streams.get(row["stream"])
-            row["lag"] = max(0, state.committed - row["position"]) if state else 0
-        return list(rows.values())
-
-
-def _row(
-    record: SubscriberRecord, sub: Subscription | None, durable: bool, inflight: int, loaded: bool
-) -> dict[str, Any]:
-    return {
-        "stream": record.stream,
-        "name": record.name if durable else None,
-        "topic": record.topic,
-        "position": record.position,
-        "in_flight": inflight,
-        "redeliveries": record.redeliveries,
-        "missed": record.missed,
-        "delivered": record.delivered,
-        "connected": sub is not None and sub.peer is not None,
-    }
+        """Every durable subscriber and every attached ephemeral one, from memory
+        only (a metrics scrape calls this from its own thread: copies first)."""
+        rows = []
+        for sub in list(self.subscriptions.values()):
+            state = self.store.streams.get(sub.stream)
+            rows.append(
+                {
+                    "stream": sub.stream,
+                    "name": sub.name if sub.durable else None,
+                    "topic": sub.topic,
+                    "position": sub.position,
+                    "lag": max(0, state.committed - sub.position) if state else 0,
+                    "in_flight": len(sub.inflight),
+                    "redeliveries": sub.redeliveries,
+                    "missed": sub.missed,
+                    "delivered": sub.delivered,
+                    "connected": sub.peer is not None,
+                }
+            )
+        return sorted(rows, key=lambda r: (r["stream"], r["name"] or ""))
 
 
 def encode_events(entries: list[InFlight]) -> list[bytes]:

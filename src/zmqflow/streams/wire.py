@@ -21,15 +21,17 @@ from typing import Any
 
 import msgpack
 
-from zmqflow.protocol import (
+from zmqflow.limits import (
+    ID_RULE,
     MAX_MAP_BYTES,
     MAX_MESSAGE_BYTES,
-    ProtocolError,
+    SERVICE_RULE,
     uint,
     uints,
     valid_id,
     valid_service,
 )
+from zmqflow.protocol import ProtocolError
 
 SIGNATURE = b"ZFS1"
 MAX_TOPIC_BYTES = 256
@@ -380,7 +382,7 @@ def publish_item(item: Any) -> PublishItem:
         raise ProtocolError("malformed", "PUBLISH item must be an array [id, topic, data]")
     event_id, topic, data = item[:3]
     if not valid_id(event_id):
-        raise ProtocolError("malformed", "PUBLISH item id must be 1-64 of [A-Za-z0-9._:-]")
+        raise ProtocolError("malformed", f"PUBLISH item id must be {ID_RULE}")
     if not valid_topic(topic):
         raise ProtocolError(
             "malformed",
@@ -420,10 +422,10 @@ def _subscribe(body: dict[str, Any]) -> Subscribe:
     name = "SUBSCRIBE"
     stream = _get(body, name, "stream", str)
     if not valid_name(stream):
-        raise ProtocolError("malformed", "SUBSCRIBE stream must be 1-64 of [A-Za-z0-9._-]")
+        raise ProtocolError("malformed", f"SUBSCRIBE stream must be {SERVICE_RULE}")
     durable = body.get("name")
     if durable is not None and not valid_name(durable):
-        raise ProtocolError("malformed", "SUBSCRIBE name must be nil or 1-64 of [A-Za-z0-9._-]")
+        raise ProtocolError("malformed", f"SUBSCRIBE name must be nil or {SERVICE_RULE}")
     start = body.get("start", "new")
     if start not in START_POSITIONS:
         raise ProtocolError("malformed", f"SUBSCRIBE start must be one of {START_POSITIONS}")

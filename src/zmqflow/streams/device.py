@@ -1,0 +1,200 @@
+"""The streams device: a ROUTER around the streams core, with the forwarder's security.
+
+Contract: ``StreamDevice(fields, env=..., security=..., ctx=...)`` opens the
+store and binds one ROUTER on every endpoint of ``fields.streams`` (tcp and
+ipc at once), made a CURVE server in the clients' ZAP domain by the
+``ForwarderSecurity`` given (security/policy.py): inside the forwarder, the
+forwarder's own (same context, same ZAP handler, same allow-list); alone,
+``standalone(settings)`` builds one from the same settings the forwarder
+reads. ``run()`` serves until ``stop()`` (from any thread; the loop wakes
+at least every ``tick_s``); ``start_thread()`` runs it in a thread.
+
+Each loop turn: read what clients sent (up to 2000 messages), handle it in
+the core, ``commit()`` the store once (group commit, fsynced when it holds
+new events), then deliver stored events to subscribers and send every reply.
+So STORED follows the commit that holds the events. A peer the ROUTER
+cannot reach (gone: ROUTER_MANDATORY) is detached from its subscription; a
+full send queue drops that message (an EVENT comes again after the ack
+wait, a lost STORED makes the publisher send again, stored once by id).
+Every socket has ZMQ_MAXMSGSIZE = ``max_message_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import zmq
+
+from zmqflow.events import new_source
+from zmqflow.security.policy import CLIENTS, ForwarderSecurity
+from zmqflow.streams.core import CoreLimits, StreamsCore
+from zmqflow.streams.settings import StreamDeviceSettings, StreamFields
+from zmqflow.streams.store import StreamStore
+from zmqflow.transport import recv_frames, send_frames
+
+log = logging.getLogger("zmqflow.streams")
+
+_DRAIN_LIMIT = 2000
+_EXPIRE_EVERY_S = 1.0
+
+
+class StreamDevice:
+    def __init__(
+        self,
+        fields: StreamFields,
+        *,
+        env: str,
+        security: ForwarderSecurity,
+        ctx: zmq.Context | None = None,
+        max_message_bytes: int = 64 << 20,
+        tick_s: float = 0.1,
+    ) -> None:
+        self.fields = fields
+        self.ctx = ctx or zmq.Context.instance()
+        self.security = security
+        self.tick_s = tick_s
+        self.device_id = new_source("streams")
+        self.store = StreamStore(
+            fields.streams_store,
+            fields.stream_configs(env),
+            fields.stream_dedup_window_s,
+            fields.streams_sync,
+        )
+        self.core = StreamsCore(
+            self.store,
+            self.device_id,
+            CoreLimits(
+                max_event_bytes=fields.stream_max_event_bytes,
+                max_publish_bytes=max_message_bytes,
+            ),
+        )
+        self.dropped_sends = 0  # replies or events dropped on a full send queue
+        self._running = False
+        self._thread: threading.Thread | None = None
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone peer is an error, not a silent drop
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its routing id
+        sock.sndhwm = sock.rcvhwm = 100_000
+        try:
+            security.secure(sock, CLIENTS)  # CURVE server in the clients' domain, or plain
+            for endpoint in fields.streams:
+                security.bind(sock, endpoint)
+        except BaseException:
+            sock.close(linger=0)
+            self.store.close()
+            raise
+        self.sock = sock
+
+    # ------------------------------------------------------------- loop
+    def stop(self) -> None:
+        self._running = False
+
+    def start_thread(self) -> threading.Thread:
+        """Serve in a daemon thread (the forwarder's way); ``stop()`` then ``join()``."""
+        self._thread = threading.Thread(target=self.run, name="zmqflow-streams", daemon=True)
+        self._running = True
+        self._thread.start()
+        return self._thread
+
+    def run(self) -> None:
+        log.info(
+            "streams device %s: %s, store %s, streams %s",
+            self.device_id,
+            ",".join(self.fields.streams),
+            self.fields.streams_store,
+            ", ".join(f"{s.name}={s.prefix}*" for s in self.store.streams.values()),
+        )
+        core, store, sock = self.core, self.store, self.sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        next_expire = time.monotonic()
+        self._running = True
+        try:
+            while self._running:
+                wake = time.monotonic() + self.tick_s
+                deadline = core.next_deadline()
+                if deadline is not None:
+                    wake = min(wake, deadline)
+                timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+                ready = dict(poller.poll(timeout_ms))
+                now = time.monotonic()
+                if sock in ready:
+                    self._drain(now)
+                core.tick(now)
+                if now >= next_expire:
+                    for name, dropped in core.expire().items():
+                        log.info("stream %s: retention dropped %d events", name, dropped)
+                    next_expire = now + _EXPIRE_EVERY_S
+                for name, dropped in store.commit().items():
+                    log.info("stream %s: retention dropped %d events", name, dropped)
+                core.deliver(now)
+                self._flush()
+        finally:
+            self.close()
+
+    def _drain(self, now: float) -> None:
+        on_message = self.core.on_message
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                frames = recv_frames(self.sock)
+            except zmq.Again:
+                return
+            on_message(frames[0], frames[1:], now)
+
+    def _flush(self) -> None:
+        for peer, frames in self.core.take():
+            try:
+                send_frames(self.sock, [peer, *frames])
+            except zmq.Again:
+                self.dropped_sends += 1
+            except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone
+                log.debug("streams: send to %s failed: %s", peer.hex(), exc)
+                self.core.unreachable(peer)
+
+    def close(self) -> None:
+        if self.sock.closed:
+            return
+        self.sock.close(linger=0)
+        self.store.close()
+
+
+def standalone(settings: StreamDeviceSettings, ctx: zmq.Context | None = None) -> StreamDevice:
+    """The device on its own, secured by the forwarder's policy from these settings.
+
+    The policy is the forwarder's (``ForwarderSecurity.from_settings``): CURVE
+    with the clients' allow-list when a secret key is given, else plain, and
+    then only on loopback and ipc unless ``insecure``.
+    """
+    from zmqflow.settings import ForwarderSettings
+
+    ctx = ctx or zmq.Context.instance()
+    as_forwarder = ForwarderSettings(
+        frontend=settings.streams,
+        backend=[],
+        events_in=[],
+        events_out=[],
+        curve_secret=settings.curve_secret,
+        allow_clients=settings.allow_clients,
+        # the device has no workers' side; the policy wants a folder for it
+        allow_workers=settings.allow_clients,
+        insecure=settings.insecure,
+    )
+    security = ForwarderSecurity.from_settings(as_forwarder, ctx)
+    security.start()  # the ZAP handler before any CURVE socket binds
+    try:
+        device = StreamDevice(
+            settings,
+            env=settings.env,
+            security=security,
+            ctx=ctx,
+            max_message_bytes=settings.max_message_bytes,
+        )
+    except BaseException:
+        security.stop()
+        raise
+    security.watch({"streams": device.sock})
+    return device
