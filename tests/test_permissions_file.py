@@ -19,7 +19,8 @@ from zmqflow.security.keys import load_secret
 from zmqflow.security.permissions import PermissionsError, PermissionsFile, load, parse
 from zmqflow.security.permissions.grants import main as grants_main
 from zmqflow.security.permissions.grants import parse_spec, set_key
-from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
+from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity, SecurityConfigError
+from zmqflow.settings import ForwarderSettings
 
 STACK_FILE = Path(__file__).parent.parent / "services" / "forwarder" / "permissions.toml"
 
@@ -246,4 +247,42 @@ def test_a_curve_connection_carries_its_key_name_on_every_message(keys: Keys) ->
         for sock in (*peers, router):
             sock.close(linger=0)
         security.stop()
+        ctx.term()
+
+
+# ------------------------------------------------------------- the forwarder's policy
+class _WiredSettings(ForwarderSettings):
+    """ForwarderSettings with the ``permissions`` field the broker wiring adds."""
+
+    permissions: str | None = None
+
+
+def test_the_policy_reads_the_file_once_wired_and_refuses_it_without_curve(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "permissions.toml"
+    path.write_text('[keys.client]\nsubmit = ["echo"]\n')
+    ctx = zmq.Context()
+    try:
+        with pytest.raises(SecurityConfigError, match="without --curve-secret"):
+            ForwarderSecurity.from_settings(
+                _WiredSettings(frontend=["ipc:///tmp/x"], permissions=str(path)), ctx
+            )
+        curve = {
+            "curve_secret": str(keys.secret("forwarder")),
+            "allow_clients": str(keys.allow_clients),
+            "allow_workers": str(keys.allow_workers),
+        }
+        secured = ForwarderSecurity.from_settings(
+            _WiredSettings(**curve, permissions=str(path)), ctx
+        )
+        assert secured.rules().enforcing and secured.rules().may_submit("client", "echo")
+        assert not secured.rules().may_submit("client", "sleep")
+        with caplog.at_level(logging.WARNING, "zmqflow.security"):
+            open_ = ForwarderSecurity.from_settings(_WiredSettings(**curve), ctx)
+        assert not open_.rules().enforcing and "no --permissions file" in caplog.text
+        path.write_text('[keys.client]\nsubmit = ["echo"\n')
+        with pytest.raises(PermissionsError, match=r"permissions\.toml:2"):
+            ForwarderSecurity.from_settings(_WiredSettings(**curve, permissions=str(path)), ctx)
+    finally:
         ctx.term()

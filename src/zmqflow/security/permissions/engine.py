@@ -138,13 +138,22 @@ class Permissions:
 
     # ------------------------------------------------------------ questions
     def may_submit(self, key: str, service: str) -> Decision:
-        return self._decide("submit", key, service, Pattern.matches)
+        cached = self._cache.get(("submit", key, service))  # the hot path: one lookup
+        return (
+            cached if cached is not None else self._decide("submit", key, service, Pattern.matches)
+        )
 
     def may_serve(self, key: str, service: str) -> Decision:
-        return self._decide("serve", key, service, Pattern.matches)
+        cached = self._cache.get(("serve", key, service))  # the hot path: one lookup
+        return (
+            cached if cached is not None else self._decide("serve", key, service, Pattern.matches)
+        )
 
     def may_publish(self, key: str, topic: str) -> Decision:
-        return self._decide("publish", key, topic, Pattern.matches)
+        cached = self._cache.get(("publish", key, topic))  # the hot path: one lookup
+        return (
+            cached if cached is not None else self._decide("publish", key, topic, Pattern.matches)
+        )
 
     def may_subscribe(self, key: str, prefix: str) -> Decision:
         return self._decide("subscribe", key, prefix, Pattern.covers_prefix)
@@ -191,14 +200,14 @@ class Permissions:
 
     # ------------------------------------------------------------ the rule
     def _decide(self, right: str, key: str, name: str, test) -> Decision:  # type: ignore[no-untyped-def]
-        if not self.enforcing:
-            return self._open(right, key, name)
         cache_key = (right, key, name)
         decision = self._cache.get(cache_key)
         if decision is not None:
             return decision
         rights = self.keys.get(key)
-        if rights is None:
+        if not self.enforcing:
+            decision = self._open(right, key, name)
+        elif rights is None:
             decision = Decision(
                 False,
                 right,
