@@ -42,6 +42,7 @@ Right = Literal["submit", "serve", "publish", "subscribe", "collect"]
 RIGHTS: tuple[Right, ...] = ("submit", "serve", "publish", "subscribe", "collect")
 Flag = Literal["status", "admin"]
 FLAGS: tuple[Flag, ...] = ("status", "admin")
+_FLAG_WORDS = {"status": "see the full STATUS", "admin": "administer (every dead letter, RETRY)"}
 _CACHE_LIMIT = 50_000  # decisions kept; topics are chosen by peers, so it is bounded
 
 
@@ -82,7 +83,8 @@ class Decision:
     def reason(self) -> str:
         target = f" {self.name!r}" if self.name else ""
         verdict = "may" if self.allowed else "may not"
-        return f"key {self.key!r} {verdict} {self.right}{target}: {self.rule}"
+        what = _FLAG_WORDS.get(self.right, self.right)
+        return f"key {self.key!r} {verdict} {what}{target}: {self.rule}"
 
 
 @dataclass(frozen=True, slots=True)
