@@ -112,6 +112,11 @@ def test_a_changed_file_is_taken_and_a_broken_one_keeps_the_rules(
         assert watched.refresh()
     assert watched.current.may_submit("b", "echo")
     assert "changed: b" in caplog.text
+    caplog.clear()
+    _write(path, '# moved down a line\n[keys.a]\nsubmit = ["echo"]\n[keys.b]\nsubmit = ["echo"]\n')
+    with caplog.at_level(logging.INFO, "zmqflow.security"):
+        assert watched.refresh()
+    assert "changed: nothing" in caplog.text
     _write(path, '[keys.a]\nsubmit = ["echo"\n')  # a half-saved edit
     with caplog.at_level(logging.ERROR, "zmqflow.security"):
         assert not watched.refresh()

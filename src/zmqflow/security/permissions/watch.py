@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-from zmqflow.security.permissions.engine import Permissions
+from zmqflow.security.permissions.engine import KeyRights, Permissions
 from zmqflow.security.permissions.parse import PermissionsError, load
 
 log = logging.getLogger("zmqflow.security")
@@ -37,6 +37,16 @@ def file_snapshot(path: Path) -> FileSnapshot:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _meaning(rights: KeyRights | None) -> object:
+    """What a key's grants allow, whatever lines they stand on (for the reload's log)."""
+    if rights is None:
+        return None
+    return {
+        right: tuple((g.holder, g.pattern.text if g.pattern else None) for g in grants)
+        for right, grants in rights.grants.items()
+    }
 
 
 class PermissionsFile:
@@ -68,7 +78,7 @@ class PermissionsFile:
         changed = sorted(
             name
             for name in rules.keys.keys() | self.current.keys.keys()
-            if rules.keys.get(name) != self.current.keys.get(name)
+            if _meaning(rules.keys.get(name)) != _meaning(self.current.keys.get(name))
         )
         self.current = rules
         self.reloads += 1
