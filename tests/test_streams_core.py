@@ -191,7 +191,7 @@ def test_a_durable_subscriber_gets_events_in_order_and_resumes_after_its_last_ac
     got = events_of(h.publish_n(3), b"s1")
     assert [d.seq for d in got] == [1, 2, 3]
     h.send(b"s1", wire.Ack([1, 2]))
-    h.core.unreachable(b"s1")  # the subscriber went away before acking 3
+    h.core.unreachable(b"s1", -1.0)  # the subscriber went away before acking 3
     h.publish_n(100, start=3)
     replies = h.send(b"s2", sub("airflow", "all"))
     (subscribed,) = only(replies, wire.Subscribed)
@@ -205,6 +205,18 @@ def test_a_durable_subscriber_gets_events_in_order_and_resumes_after_its_last_ac
     seqs = [d.seq for d in received]
     assert seqs == list(range(3, 104))  # 3 again (not acked), then the 100: none twice
     assert received[0].attempt == 2  # the redelivery says so
+
+
+def test_events_sent_to_a_peer_that_was_gone_do_not_count_as_attempts(h):
+    h.send(b"s1", sub("n", "all"))
+    h.core.on_message(b"p", wire.encode(wire.Publish([wire.PublishItem("a", "dev.x")])), h.clock)
+    h.store.commit()
+    h.core.deliver(h.clock)
+    h.core.take()
+    h.core.unreachable(b"s1", h.clock)  # that EVENT could not be sent: s1 was gone
+    (again,) = events_of(h.send(b"s2", sub("n", "all")), b"s2")
+    assert (again.id, again.attempt) == ("a", 1)
+    assert h.core.subscriptions[("events", "n")].redeliveries == 0
 
 
 def test_start_positions_new_all_seq_and_time(h):
@@ -284,7 +296,7 @@ def test_a_second_connection_takes_a_durable_name_over_and_gets_the_events_in_fl
 def test_an_ephemeral_subscriber_leaves_no_record(h):
     h.send(b"s", sub(None, "all"))
     h.publish_n(1)
-    h.core.unreachable(b"s")
+    h.core.unreachable(b"s", -1.0)
     assert h.store.subscribers() == []
     assert h.core.subscriptions == {}
 
@@ -304,7 +316,7 @@ def test_retention_drops_the_oldest_counts_them_and_a_resuming_subscriber_is_tol
     h.send(b"s", sub("n", "all"))
     h.publish_n(3)
     h.send(b"s", wire.Ack([1, 2, 3]))
-    h.core.unreachable(b"s")
+    h.core.unreachable(b"s", -1.0)
     h.publish_n(25, start=3)  # "dev.data.ready", "e-NNN" and {"n": "e-NNN"}: 28 bytes each
     state = h.store.streams["events"]
     assert (state.events, state.first, state.last, state.dropped_events) == (10, 19, 28, 18)
@@ -361,3 +373,25 @@ def test_list_shows_streams_and_durable_subscribers_with_their_lag(h):
 def test_a_heartbeat_is_answered_with_the_device_id(h):
     (beat,) = only(h.send(b"c", wire.Heartbeat()), wire.Heartbeat)
     assert beat.device == "dev-1"
+
+
+def test_a_gap_told_to_a_peer_that_was_gone_is_told_again_until_an_event_after_it_is_acked(
+    tmp_path,
+):
+    h = Harness(tmp_path / "s.db", Limits(max_events=2))
+    h.send(b"old", sub("n", "all"))
+    h.core.on_message(
+        b"p",
+        wire.encode(wire.Publish([wire.PublishItem(f"e{k}", "dev.x") for k in range(5)])),
+        h.clock,
+    )
+    h.store.commit()  # 1..3 dropped at once: the attached peer is told, but it is gone
+    h.core.deliver(h.clock)
+    h.core.take()
+    h.core.unreachable(b"old", h.clock)
+    h.restart()
+    replies = h.send(b"new", sub("n", "all"))
+    (gap,) = only(replies, wire.Gap)
+    assert (gap.missed, gap.first, gap.last) == (3, 1, 3)
+    h.send(b"new", wire.Ack([d.seq for d in events_of(replies, b"new")]))
+    assert only(h.send(b"newer", sub("n", "all")), wire.Gap) == []  # known told now

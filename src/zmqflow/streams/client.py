@@ -756,9 +756,13 @@ class Subscriber(_SubscriberBase):
             core.on_message(msg, now)
 
     def get(self, timeout: float | None = None) -> StreamEvent | None:
-        """The next event, or None after ``timeout`` seconds without one."""
+        """The next event, or None after ``timeout`` seconds without one. Acks
+        waiting go out first: an acknowledged event is not delivered again even
+        if this process dies during the next handler."""
         until = None if timeout is None else _now() + timeout
         while True:
+            if self.core.acks:
+                self._pump(0.0)
             event = self.core.take()
             if event is not None:
                 return event
@@ -891,8 +895,11 @@ class AsyncSubscriber(_SubscriberBase):
             core.on_message(msg, now)
 
     async def get(self, timeout: float | None = None) -> StreamEvent | None:
+        """``Subscriber.get`` on asyncio."""
         until = None if timeout is None else _now() + timeout
         while True:
+            if self.core.acks:
+                await self._pump(0.0)
             event = self.core.take()
             if event is not None:
                 return event

@@ -9,8 +9,9 @@ ahead of it on the same connection are durable, and an EVENT never carries
 an event that is not stored. ``tick(now)`` delivers again what waited
 longer than its subscriber's ack wait and drops ephemeral subscribers whose
 peer went silent; ``expire()`` applies the streams' retention.
-``unreachable(peer)`` detaches a peer the socket could not reach (gone):
-its durable subscriber keeps its events in flight until it is back.
+``unreachable(peer, now)`` detaches a peer the socket could not reach
+(gone): its durable subscriber keeps its events in flight until it is back,
+and what could not be sent does not count as a delivery attempt.
 
 Bad input is answered REFUSED with a code (``malformed``, ``too_large``,
 ``unknown_stream``, ``unknown_command``, ``bad_version``,
@@ -211,7 +212,6 @@ class StreamsCore:
         sub.window, sub.ack_wait = msg.window, msg.ack_wait_ms / 1000
         sub.peer, sub.last_heard = peer, now
         self.by_peer[peer] = sub
-        lo = sub.cursor + 1
         gap = sub.skip_to(state.first)
         self._send(
             peer,
@@ -226,7 +226,8 @@ class StreamsCore:
             ),
         )
         if gap:
-            self._gap(sub, gap, lo, state.first - 1)
+            self._log_gap(sub, gap)
+        self._tell_gap(sub)
         self._deliver(sub, sub.resend_all(now))
         self._save(sub)
 
@@ -243,24 +244,28 @@ class StreamsCore:
     def _skip(self, sub: Subscription, state: StreamState) -> int:
         """Pass ``sub`` over the events that fell out of retention before it got
         them, and tell it (GAP) exactly how many it missed."""
-        lo = sub.cursor + 1
         missed = sub.skip_to(state.first)
         if missed:
-            self._gap(sub, missed, lo, state.first - 1)
+            self._log_gap(sub, missed)
+            self._tell_gap(sub)
         return missed
 
-    def _gap(self, sub: Subscription, missed: int, first: int, last: int) -> None:
+    @staticmethod
+    def _log_gap(sub: Subscription, missed: int) -> None:
         log.warning(
             "streams: subscriber %s of %s missed %d events: they fell out of retention",
             sub.name,
             sub.stream,
             missed,
         )
-        if sub.peer is not None:
-            self._send(
-                sub.peer,
-                wire.Gap(sub.stream, sub.name if sub.durable else None, missed, first, last),
-            )
+
+    def _tell_gap(self, sub: Subscription) -> None:
+        """GAP with every miss not yet known told (see Subscription.untold)."""
+        if sub.untold and sub.peer is not None:
+            missed, first, last = sub.untold
+            name = sub.name if sub.durable else None
+            self._send(sub.peer, wire.Gap(sub.stream, name, missed, first, last))
+            sub.told_at = sub.cursor
 
     def _detach(self, sub: Subscription) -> None:
         if sub.peer is not None:
@@ -269,10 +274,11 @@ class StreamsCore:
         if not sub.durable:  # an ephemeral subscriber ends with its connection
             self.subscriptions.pop((sub.stream, sub.name), None)
 
-    def unreachable(self, peer: bytes) -> None:
-        """The socket could not send to ``peer``: it is gone."""
+    def unreachable(self, peer: bytes, now: float) -> None:
+        """The socket could not send to ``peer`` (gone) what was made at ``now``."""
         sub = self.by_peer.get(peer)
         if sub is not None:
+            sub.not_sent(now)
             self._detach(sub)
 
     def _save(self, sub: Subscription) -> None:

@@ -132,7 +132,7 @@ class StreamDevice:
                 for name, dropped in store.commit().items():
                     log.info("stream %s: retention dropped %d events", name, dropped)
                 core.deliver(now)
-                self._flush()
+                self._flush(now)
         finally:
             self.close()
 
@@ -145,7 +145,7 @@ class StreamDevice:
                 return
             on_message(frames[0], frames[1:], now)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> None:
         for peer, frames in self.core.take():
             try:
                 send_frames(self.sock, [peer, *frames])
@@ -153,7 +153,7 @@ class StreamDevice:
                 self.dropped_sends += 1
             except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone
                 log.debug("streams: send to %s failed: %s", peer.hex(), exc)
-                self.core.unreachable(peer)
+                self.core.unreachable(peer, now)
 
     def close(self) -> None:
         if self.sock.closed:

@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS subscribers (
     acked BLOB NOT NULL,        -- msgpack array: acknowledged sequence numbers above position
     redeliveries INTEGER NOT NULL,
     missed INTEGER NOT NULL,
+    untold BLOB NOT NULL,       -- msgpack [missed, first, last] not yet known told, or []
     delivered INTEGER NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (stream, name)
@@ -131,8 +133,26 @@ class SubscriberRecord:
     acked: list[int] = field(default_factory=list)
     redeliveries: int = 0
     missed: int = 0
+    untold: list[int] = field(default_factory=list)  # [missed, first, last] or []
     delivered: int = 0
     created_at: float = 0.0
+
+
+def _record(row: tuple[Any, ...]) -> SubscriberRecord:
+    """A subscribers row (stream, name, topic, position, acked, redeliveries,
+    missed, untold, delivered, created_at) as a record."""
+    return SubscriberRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        msgpack.unpackb(row[4]),
+        row[5],
+        row[6],
+        msgpack.unpackb(row[7]),
+        row[8],
+        row[9],
+    )
 
 
 def event_size(event_id: str, topic: str, data: bytes) -> int:
@@ -291,25 +311,19 @@ class StreamStore:
         if pending is not None:
             return pending
         row = self._db.execute(
-            "SELECT topic, position, acked, redeliveries, missed, delivered, created_at "
-            "FROM subscribers WHERE stream=? AND name=?",
+            "SELECT stream, name, topic, position, acked, redeliveries, missed, untold, "
+            "delivered, created_at FROM subscribers WHERE stream=? AND name=?",
             (stream, name),
         ).fetchone()
-        if row is None:
-            return None
-        return SubscriberRecord(
-            stream, name, row[0], row[1], msgpack.unpackb(row[2]), row[3], row[4], row[5], row[6]
-        )
+        return None if row is None else _record(row)
 
     def subscribers(self) -> list[SubscriberRecord]:
         """Every durable subscriber, as last saved (buffered saves included)."""
         stored = {
-            (r[0], r[1]): SubscriberRecord(
-                r[0], r[1], r[2], r[3], msgpack.unpackb(r[4]), r[5], r[6], r[7], r[8]
-            )
+            (r[0], r[1]): _record(r)
             for r in self._db.execute(
-                "SELECT stream, name, topic, position, acked, redeliveries, missed, delivered, "
-                "created_at FROM subscribers ORDER BY stream, name"
+                "SELECT stream, name, topic, position, acked, redeliveries, missed, untold, "
+                "delivered, created_at FROM subscribers ORDER BY stream, name"
             )
         }
         stored.update(self._subscribers)
@@ -363,7 +377,8 @@ class StreamStore:
             if self._subscribers:
                 db.executemany(
                     "INSERT OR REPLACE INTO subscribers(stream, name, topic, position, acked, "
-                    "redeliveries, missed, delivered, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "redeliveries, missed, untold, delivered, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
                     [
                         (
                             r.stream,
@@ -373,6 +388,7 @@ class StreamStore:
                             msgpack.packb(r.acked),
                             r.redeliveries,
                             r.missed,
+                            msgpack.packb(r.untold),
                             r.delivered,
                             r.created_at,
                         )

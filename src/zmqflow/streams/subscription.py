@@ -16,10 +16,16 @@ Contract (socket-free; ``now`` is the caller's monotonic clock):
 - ``ack(seqs)``: handled; an ack of an event not in flight is ignored.
 - ``due(now)``: events in flight past their deadline, delivered again with
   ``attempt`` + 1 (``redeliveries`` counts them); ``resend_all(now)`` does
-  it for every event in flight (the subscriber came back on a new connection).
+  it for every event in flight (the subscriber came back on a new connection);
+  ``not_sent(now)`` takes back the attempts of what was sent at ``now`` to
+  a peer that turned out to be gone.
 - ``skip_to(first)``: the stream's oldest retained event is ``first``: the
   events between ``cursor`` and it fell out of retention before delivery;
   returns exactly how many (``missed`` adds them up) and marks them handled.
+  ``untold`` holds the gaps (merged: missed, first, last) until the
+  subscriber acknowledges an event sent after the GAP that told it
+  (``told_at``): a GAP sent to a peer that was gone is told again at the
+  next attach, across device restarts too.
 - ``record()``: the ``SubscriberRecord`` to persist (position and runs).
 """
 
@@ -36,6 +42,7 @@ class InFlight:
     event: StoredEvent
     attempt: int
     deadline: float
+    sent_at: float
 
 
 def _normalise(runs: list[list[int]]) -> list[list[int]]:
@@ -71,6 +78,8 @@ class Subscription:
         self.inflight: dict[int, InFlight] = {}
         self.redeliveries = record.redeliveries
         self.missed = record.missed
+        self.untold = list(record.untold)  # [missed, first, last] not known told, or []
+        self.told_at: int | None = None  # cursor when a GAP last went out
         self.delivered = record.delivered
         self.created_at = record.created_at
         self.peer: bytes | None = None
@@ -103,7 +112,7 @@ class Subscription:
             if not event.topic.startswith(self.topic):
                 skipped.append([event.seq, event.seq])
                 continue
-            entry = InFlight(event, 1, now + self.ack_wait)
+            entry = InFlight(event, 1, now + self.ack_wait, now)
             self.inflight[event.seq] = entry
             out.append(entry)
         self.delivered += len(out)
@@ -115,6 +124,10 @@ class Subscription:
     def ack(self, seqs: list[int]) -> int:
         """Mark these events handled; how many were in flight."""
         runs = [[s, s] for s in seqs if self.inflight.pop(s, None) is not None]
+        if self.untold and self.told_at is not None and any(s > self.told_at for s, _ in runs):
+            # an event sent after the GAP came back acknowledged: the GAP arrived too
+            self.untold = []
+            self.changed = True
         if runs:
             self._add(runs)
         return len(runs)
@@ -131,10 +144,25 @@ class Subscription:
         for entry in entries:
             entry.attempt += 1
             entry.deadline = now + self.ack_wait
+            entry.sent_at = now
+            if entry.attempt > 1:
+                self.redeliveries += 1
+            else:  # its first send never left (not_sent)
+                self.delivered += 1
         if entries:
-            self.redeliveries += len(entries)
             self.changed = True
         return entries
+
+    def not_sent(self, now: float) -> None:
+        """What went out at ``now`` never left (the peer was gone): those
+        deliveries do not count as attempts; they go with the next attach."""
+        for entry in self.inflight.values():
+            if entry.sent_at == now:
+                if entry.attempt > 1:
+                    self.redeliveries -= 1
+                entry.attempt -= 1
+                if entry.attempt == 0:
+                    self.delivered -= 1
 
     def next_deadline(self) -> float | None:
         return min((f.deadline for f in self.inflight.values()), default=None)
@@ -155,6 +183,9 @@ class Subscription:
         self.cursor = hi
         self._add([[lo, hi]])
         self.missed += missed
+        if missed:
+            told = self.untold
+            self.untold = [missed + told[0], told[1], hi] if told else [missed, lo, hi]
         self.changed = True
         return missed
 
@@ -179,6 +210,7 @@ class Subscription:
             [n for run in self.acked for n in run],
             self.redeliveries,
             self.missed,
+            list(self.untold),
             self.delivered,
             self.created_at,
         )
