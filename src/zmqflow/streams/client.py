@@ -141,7 +141,7 @@ def publish_steps(
 ) -> Steps[list[Confirmation]]:
     """Send ``items`` until each is STORED or refused; resend the unanswered ones
     on a new connection every ``attempt_s``; give up after ``timeout``."""
-    frames = wire.encode(wire.Publish(items))
+    frames = wire.encode(wire.Publish(items))  # sent as is the first time
     size = sum(len(f) for f in frames)
     if size > wire.MAX_MESSAGE_BYTES:
         raise StreamRefused(
@@ -154,7 +154,7 @@ def publish_steps(
     refused: list[wire.Refused] = []
     deadline = time.monotonic() + timeout
     while True:
-        yield (SEND, [wire.encode(wire.Publish(list(pending.values())))])
+        yield (SEND, [frames])
         attempt_end = min(deadline, time.monotonic() + attempt_s)
         while pending and (left := attempt_end - time.monotonic()) > 0:
             got = yield (RECV, left)
@@ -180,6 +180,7 @@ def publish_steps(
                 "right? (publishing again with the same ids stores them once)"
             )
         yield (REOPEN, None)  # a new connection; the same ids: stored once
+        frames = wire.encode(wire.Publish(list(pending.values())))
     if refused:
         first = refused[0]
         ids = [i for r in refused for i in r.ids]
@@ -541,6 +542,13 @@ class SubscriberCore:
             self._next_beat = now + self.interval
         return out
 
+    def ack_message(self) -> list[bytes]:
+        """An ACK of every ack waiting (there must be some), counted as sent."""
+        frames = wire.encode(wire.Ack(self.acks))
+        self._sent += self.acks
+        self.acks = []
+        return frames
+
     def flush_request(self) -> list[list[bytes]]:
         """Acks to send now and a heartbeat whose reply says they are stored (close)."""
         self._next_beat = 0.0
@@ -755,6 +763,11 @@ class Subscriber(_SubscriberBase):
         for msg in got:
             core.on_message(msg, now)
 
+    def _send_acks(self) -> None:
+        refusal = self._io.send([self.core.ack_message()])
+        if refusal is not None:
+            raise StreamRefused("handshake", refusal.message)
+
     def get(self, timeout: float | None = None) -> StreamEvent | None:
         """The next event, or None after ``timeout`` seconds without one. Acks
         waiting go out first: an acknowledged event is not delivered again even
@@ -762,7 +775,7 @@ class Subscriber(_SubscriberBase):
         until = None if timeout is None else _now() + timeout
         while True:
             if self.core.acks:
-                self._pump(0.0)
+                self._send_acks()
             event = self.core.take()
             if event is not None:
                 return event
@@ -894,12 +907,17 @@ class AsyncSubscriber(_SubscriberBase):
         for msg in got:
             core.on_message(msg, now)
 
+    async def _send_acks(self) -> None:
+        refusal = await self._io.send([self.core.ack_message()])
+        if refusal is not None:
+            raise StreamRefused("handshake", refusal.message)
+
     async def get(self, timeout: float | None = None) -> StreamEvent | None:
         """``Subscriber.get`` on asyncio."""
         until = None if timeout is None else _now() + timeout
         while True:
             if self.core.acks:
-                await self._pump(0.0)
+                await self._send_acks()
             event = self.core.take()
             if event is not None:
                 return event

@@ -7,7 +7,8 @@ ipc at once), made a CURVE server in the clients' ZAP domain by the
 forwarder's own (same context, same ZAP handler, same allow-list); alone,
 ``standalone(settings)`` builds one from the same settings the forwarder
 reads. ``run()`` serves until ``stop()`` (from any thread; the loop wakes
-at least every ``tick_s``); ``start_thread()`` runs it in a thread.
+at least every ``tick_s``, which is also how late past its ack wait an
+event may be delivered again); ``start_thread()`` runs it in a thread.
 
 Each loop turn: read what clients sent (up to 2000 messages), handle it in
 the core, ``commit()`` the store once (group commit, fsynced when it holds
@@ -111,20 +112,18 @@ class StreamDevice:
         core, store, sock = self.core, self.store, self.sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        next_expire = time.monotonic()
+        next_expire = next_tick = time.monotonic()
         self._running = True
         try:
             while self._running:
-                wake = time.monotonic() + self.tick_s
-                deadline = core.next_deadline()
-                if deadline is not None:
-                    wake = min(wake, deadline)
-                timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+                timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
                 now = time.monotonic()
                 if sock in ready:
                     self._drain(now)
-                core.tick(now)
+                if now >= next_tick:  # redelivery deadlines are kept to tick_s
+                    core.tick(now)
+                    next_tick = now + self.tick_s
                 if now >= next_expire:
                     for name, dropped in core.expire().items():
                         log.info("stream %s: retention dropped %d events", name, dropped)
