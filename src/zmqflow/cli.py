@@ -155,7 +155,6 @@ def forwarder(settings: ForwarderSettings) -> None:
     """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
     _logging(settings)
     from zmqflow.forwarder import Forwarder
-    from zmqflow.forwarder.metrics import serve
     from zmqflow.journal import JournalVersionError
     from zmqflow.security.keys import KeyFileError
     from zmqflow.security.policy import SecurityConfigError
@@ -173,7 +172,7 @@ def forwarder(settings: ForwarderSettings) -> None:
         raise typer.Exit(2) from None
     if settings.metrics_port:
         try:
-            serve(device, settings.metrics_port)
+            device.serve_metrics(settings.metrics_port)
         except OSError as exc:
             err.print(f"[red]cannot serve metrics on port {settings.metrics_port}:[/] {exc}")
             raise typer.Exit(1) from None

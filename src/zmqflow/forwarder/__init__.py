@@ -1,8 +1,13 @@
 """The forwarder: a ZeroMQ device that journals, routes and tracks tasks.
 
-``broker`` holds the tables and the routing rules without sockets;
-``device`` owns the sockets and the loop; ``metrics`` exports Prometheus
-figures.
+``device`` owns the sockets and the loop; ``broker`` routes each message,
+without sockets, to the module that owns its rule: ``tasks`` (the task
+table), ``admission``, ``deferral`` (journaling late), ``aliases`` (stored
+answers, COLLECT, RETRY), ``workers`` (liveness), ``completion`` and
+``status`` (the snapshot behind STATUS and the metrics), each a mixin over
+the tables of ``state`` (``entries``: a task's and a worker's record);
+``outbox`` groups replies per destination; ``metrics`` exports Prometheus
+figures from the snapshot.
 """
 
 from zmqflow.forwarder.broker import Broker, Limits

@@ -140,6 +140,21 @@ class Forwarder:
         )
 
     # ------------------------------------------------------------- loop
+    def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Count, and answer Prometheus scrapes on ``port`` (a thread of this
+        process): one ``Recorder`` for the broker and the loop; the collectors
+        read the broker's ``snapshot()`` and the security counters."""
+        from prometheus_client import REGISTRY, start_http_server
+
+        from zmqflow.forwarder.metrics import BrokerCollector, Recorder
+        from zmqflow.security.metrics import SecurityCollector
+
+        recorder = self.broker.stats = self.stats = Recorder()
+        REGISTRY.register(BrokerCollector(self.broker, recorder))
+        # handshakes, and events refused for their topic
+        REGISTRY.register(SecurityCollector(self.security, lambda: self.events_refused))
+        start_http_server(port, addr)
+
     def stop(self) -> None:
         self._running = False
 

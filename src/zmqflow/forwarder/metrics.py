@@ -1,9 +1,11 @@
 """Prometheus metrics of the forwarder: counted cheaply on the loop, read at scrape time.
 
-Contract: ``serve(forwarder, port)`` installs a ``Recorder`` on the broker
-(``broker.stats``) and the device (``forwarder.stats``) and starts
-prometheus-client's HTTP server in a thread. With metrics off nothing is
-installed, and the loop pays one ``is None`` test per message.
+Contract: ``Forwarder.serve_metrics(port)`` (device.py) installs a
+``Recorder`` on the broker (``broker.stats``) and the device
+(``forwarder.stats``), registers ``BrokerCollector`` and the security
+collector, and starts prometheus-client's HTTP server in a thread. With
+metrics off nothing is installed, and the loop pays one ``is None`` test
+per message.
 
 On the loop the recorder only adds to plain ints and lists: per service
 counters, and histograms kept as bucket counts (histogram.Buckets:
@@ -11,9 +13,9 @@ counters, and histograms kept as bucket counts (histogram.Buckets:
 with its lock per observation. The three task histograms are observed when
 a worker's answer arrives, from the broker's ``accepted_at`` and
 ``dispatched_at`` stamps. ``BrokerCollector`` turns those numbers and the
-broker's own tables (queues, workers, counters) into metric families when
-Prometheus scrapes; it copies what it reads (``list(...)``, atomic under the
-GIL) and never touches the journal's database.
+broker's ``snapshot()`` (status.py: queues, workers, counters, copied out of
+the tables) into metric families when Prometheus scrapes; it reads nothing
+else of the broker and never touches the journal's database.
 
 docs/observability.md lists every metric.
 """
@@ -25,11 +27,9 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import start_http_server
 from prometheus_client.core import (
-    REGISTRY,
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
@@ -38,12 +38,16 @@ from prometheus_client.registry import Collector
 
 from zmqflow import protocol as p
 from zmqflow.histogram import Buckets
-from zmqflow.security.metrics import SecurityCollector
 
 if TYPE_CHECKING:
-    from zmqflow.forwarder.broker import Broker, TaskEntry
-    from zmqflow.forwarder.device import Forwarder
+    from zmqflow.forwarder.entries import TaskEntry
+    from zmqflow.forwarder.snapshot import Snapshot
     from zmqflow.journal import Journal
+
+
+class HasSnapshot(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
 
 #: histogram bucket upper bounds in seconds (``le``); one more bucket holds the rest (+Inf)
 BOUNDS = (
@@ -204,18 +208,14 @@ def journal_bytes(path: str) -> int:
 class BrokerCollector(Collector):
     """The forwarder's metric families, built at scrape time (docs/observability.md)."""
 
-    def __init__(self, broker: Broker, recorder: Recorder) -> None:
-        self.broker = broker
+    def __init__(self, source: HasSnapshot, recorder: Recorder) -> None:
+        self.source = source  # the broker: its ``snapshot()``, nothing else
         self.recorder = recorder
 
     def collect(self) -> Iterator[Any]:
-        broker, rec = self.broker, self.recorder
-        queued: dict[str, int] = {}
-        inflight: dict[str, int] = {}
-        for task in list(broker.tasks.values()):
-            table = queued if task.worker is None else inflight
-            table[task.service] = table.get(task.service, 0) + 1
-        services = sorted({*broker.known_services, *rec.services})
+        snap, rec = self.source.snapshot(), self.recorder
+        queued, inflight = snap.queues, snap.inflight_by_service
+        services = sorted({*snap.services, *rec.services})
         for name, doc, table in (
             ("zmqflow_queue_depth", "Tasks queued for a worker, per service", queued),
             ("zmqflow_tasks_in_flight", "Tasks running on a worker, per service", inflight),
@@ -225,12 +225,12 @@ class BrokerCollector(Collector):
                 family.add_metric([service], table.get(service, 0))
             yield family
 
-        workers = list(broker.workers.values())
+        workers = snap.workers
         alive: dict[tuple[str, str], int] = {}
         by_language: dict[str, int] = {}
         for worker in workers:
             by_language[worker.language] = by_language.get(worker.language, 0) + 1
-            for service in list(worker.services):
+            for service in worker.services:
                 alive[(service, worker.language)] = alive.get((service, worker.language), 0) + 1
         family = GaugeMetricFamily(
             "zmqflow_workers_alive",
@@ -267,7 +267,7 @@ class BrokerCollector(Collector):
         yield _counter(
             "zmqflow_tasks_refused", "Tasks refused, per refusal code", "code", dict(rec.refused)
         )
-        counters = dict(broker.counters)
+        counters = snap.counters
         for name, key, doc in (
             ("zmqflow_workers_lost", "workers_lost", "Workers declared dead"),
             ("zmqflow_late_results", "late_results", "Answers for tasks already answered"),
@@ -280,7 +280,7 @@ class BrokerCollector(Collector):
             "zmqflow_heartbeat_misses",
             "Heartbeat ticks at which a worker had been silent for over two intervals",
         )
-        family.add_metric([], broker.heartbeat_misses)
+        family.add_metric([], snap.heartbeat_misses)
         yield family
         family = CounterMetricFamily(
             "zmqflow_event_bus_messages", "Event-bus messages, in and out", labels=["direction"]
@@ -309,27 +309,10 @@ class BrokerCollector(Collector):
         family = GaugeMetricFamily(
             "zmqflow_journal_size_bytes", "The journal's database and write-ahead log on disk"
         )
-        family.add_metric([], journal_bytes(broker.journal.path))
+        family.add_metric([], journal_bytes(snap.forwarder["journal"]))
         yield family
         family = GaugeMetricFamily(
             "zmqflow_forwarder_info", "The forwarder's id and version", labels=["id", "version"]
         )
-        identity = broker._identity
-        family.add_metric([identity["id"], identity["version"]], 1)
+        family.add_metric([snap.forwarder["id"], snap.forwarder["version"]], 1)
         yield family
-
-
-def install(forwarder: Forwarder) -> Recorder:
-    """Turn the loop's counting on: one ``Recorder`` for the broker and the device."""
-    recorder = Recorder()
-    forwarder.broker.stats = recorder
-    forwarder.stats = recorder
-    return recorder
-
-
-def serve(forwarder: Forwarder, port: int, addr: str = "0.0.0.0") -> None:
-    """Count, and answer Prometheus scrapes on ``port`` (a thread of this process)."""
-    recorder = install(forwarder)
-    REGISTRY.register(BrokerCollector(forwarder.broker, recorder))
-    REGISTRY.register(SecurityCollector(forwarder))  # handshakes, refused events
-    start_http_server(port, addr)

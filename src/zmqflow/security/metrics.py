@@ -1,6 +1,6 @@
 """Prometheus figures of the forwarder's security, read at scrape time.
 
-Contract: ``SecurityCollector(forwarder)`` yields, from counters the ZAP
+Contract: ``SecurityCollector(security, events_refused)`` yields, from counters the ZAP
 handler, the handshake monitor and the event bus keep anyway (nothing
 counted per message for it):
 
@@ -14,22 +14,23 @@ counted per message for it):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from zmqflow.forwarder.device import Forwarder
+    from zmqflow.security.policy import ForwarderSecurity
 
 
 class SecurityCollector(Collector):
-    def __init__(self, forwarder: Forwarder) -> None:
-        self.forwarder = forwarder
+    def __init__(self, security: ForwarderSecurity, events_refused: Callable[[], int]) -> None:
+        self.security = security
+        self.events_refused = events_refused  # the device's count, read at scrape time
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        security = self.forwarder.security
+        security = self.security
         auth = security.auth
         family = CounterMetricFamily(
             "zmqflow_handshakes",
@@ -49,5 +50,5 @@ class SecurityCollector(Collector):
         family = CounterMetricFamily(
             "zmqflow_events_refused", "Published events dropped: topic outside <env>."
         )
-        family.add_metric([], self.forwarder.events_refused)
+        family.add_metric([], self.events_refused())
         yield family
