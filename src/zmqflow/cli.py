@@ -18,7 +18,7 @@ import types
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
 
 import typer
 import zmq
@@ -30,7 +30,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from zmqflow import events
-from zmqflow.settings import ClientSettings, CurvePeerSettings, ForwarderSettings, WorkerSettings
+from zmqflow.settings import (
+    ClientSettings,
+    CurvePeerSettings,
+    ForwarderSettings,
+    UnusableSetting,
+    WorkerSettings,
+    key_file_setting,
+)
 
 if TYPE_CHECKING:
     from zmqflow.client import Client
@@ -115,13 +122,22 @@ def _settings(cls: type[Any], **options: Any) -> Any:
 
 def _curve(settings: CurvePeerSettings) -> CurveKeys | None:
     """The peer's CURVE keys from --curve-secret/--curve-server; exit 2 naming a bad file."""
+    from zmqflow.security.keys import KeyFileError
     from zmqflow.security.peer import resolve
 
     try:
         return resolve(None, settings.curve_secret, settings.curve_server)
-    except ValueError as exc:  # KeyFileError names the file
+    except KeyFileError as exc:
+        _unusable(UnusableSetting(key_file_setting(settings, exc.path), exc.path, str(exc)))
+    except ValueError as exc:  # the pair rule
         err.print(f"[red]bad CURVE keys:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+def _unusable(exc: UnusableSetting) -> NoReturn:
+    """The one way a setting that cannot be used ends the process: exit 2, one line."""
+    err.print(f"[red]not started:[/] {escape(exc.line())}")
+    raise typer.Exit(2) from None
 
 
 def _client(settings: ClientSettings, timeout: float) -> Client:
@@ -155,27 +171,21 @@ def forwarder(settings: ForwarderSettings) -> None:
     """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
     _logging(settings)
     from zmqflow.forwarder import Forwarder
-    from zmqflow.journal import JournalVersionError
     from zmqflow.security.keys import KeyFileError
     from zmqflow.security.policy import SecurityConfigError
 
     try:
         device = Forwarder(settings)
+        if settings.metrics_port:
+            device.serve_metrics(settings.metrics_port)
+    except UnusableSetting as exc:
+        _unusable(exc)
     except (SecurityConfigError, KeyFileError) as exc:
         err.print(f"[red]not started:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except zmq.ZMQError as exc:
         err.print(f"[red]cannot bind:[/] {exc}")
         raise typer.Exit(1) from None
-    except JournalVersionError as exc:
-        err.print(f"[red]cannot open the journal:[/] {exc}")
-        raise typer.Exit(2) from None
-    if settings.metrics_port:
-        try:
-            device.serve_metrics(settings.metrics_port)
-        except OSError as exc:
-            err.print(f"[red]cannot serve metrics on port {settings.metrics_port}:[/] {exc}")
-            raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
     signal.signal(signal.SIGINT, lambda *_: device.stop())
     signal.signal(signal.SIGHUP, lambda *_: device.security.reload())  # re-read the allow-lists
@@ -187,19 +197,21 @@ def forwarder(settings: ForwarderSettings) -> None:
 def worker(settings: WorkerSettings) -> None:
     """Serve tasks from a forwarder; SIGTERM drains (finish what is held, then leave)."""
     _logging(settings)
+    from zmqflow.security.keys import KeyFileError
     from zmqflow.worker import Worker, resolve_handlers
 
     try:
         handlers = resolve_handlers(settings.service, settings.handler)
         runtime = Worker(settings, handlers)
+    except KeyFileError as exc:
+        _unusable(UnusableSetting(key_file_setting(settings, exc.path), exc.path, str(exc)))
     except ValueError as exc:
         err.print(f"[red]bad worker setup:[/] {exc}")
         raise typer.Exit(2) from None
     try:
         runtime.start_metrics()
     except OSError as exc:
-        err.print(f"[red]cannot serve metrics on port {settings.metrics_port}:[/] {exc}")
-        raise typer.Exit(1) from None
+        _unusable(UnusableSetting("metrics_port", settings.metrics_port, f"cannot serve: {exc}"))
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     signal.signal(signal.SIGINT, lambda *_: runtime.stop())
     # Handlers run on threads: with the default 5 ms GIL switch interval the socket

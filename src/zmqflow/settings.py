@@ -27,6 +27,36 @@ from zmqflow.limits import (
 EndpointList = Annotated[list[str], NoDecode]
 
 
+class UnusableSetting(ValueError):
+    """A setting that parses but cannot be used: a journal path that cannot be
+    opened or created, a key file that cannot be read, a port in use. The
+    CLI ends the process with exit 2 and ``line()``, never a traceback."""
+
+    def __init__(self, setting: str, value: object, cause: str) -> None:
+        super().__init__(f"{setting} = {value}: {cause}")
+        self.setting, self.value, self.cause = setting, value, cause
+
+    def line(self) -> str:
+        option = self.setting.replace("_", "-")
+        return (
+            f"cannot use setting {self.setting} (--{option}, ZMQFLOW_{self.setting.upper()}) "
+            f"= {self.value}: {self.cause}"
+        )
+
+
+def key_file_setting(settings: object, path: str | None) -> str:
+    """The setting of ``settings`` that named the key file ``path`` (the key
+    file settings, then the allow-list folders holding it)."""
+    for name in ("curve_secret", "curve_server"):
+        if path is not None and getattr(settings, name, None) == path:
+            return name
+    for name in ("allow_clients", "allow_workers"):
+        folder = getattr(settings, name, None)
+        if path is not None and folder and path.startswith(folder.rstrip("/") + "/"):
+            return name
+    return "curve_secret"
+
+
 def _split(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]

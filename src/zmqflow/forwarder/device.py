@@ -30,10 +30,11 @@ import zmq
 from zmqflow.events import EventEncoder, new_source
 from zmqflow.forwarder.broker import Broker
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
-from zmqflow.journal import Journal
+from zmqflow.journal import Journal, JournalOpenError, JournalVersionError
 from zmqflow.limits import Limits
+from zmqflow.security.keys import KeyFileError
 from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
-from zmqflow.settings import ForwarderSettings
+from zmqflow.settings import ForwarderSettings, UnusableSetting, key_file_setting
 from zmqflow.transport import recv_frames, send_frames
 
 if TYPE_CHECKING:
@@ -54,13 +55,23 @@ class Forwarder:
         self.events = EventEncoder(settings.env, self.source)
         self._subscriptions: dict[bytes, int] = {}
         # before the journal opens: settings that would leave the forwarder open stop here
-        self.security = ForwarderSecurity.from_settings(settings, self.ctx)
+        try:
+            self.security = ForwarderSecurity.from_settings(settings, self.ctx)
+        except KeyFileError as exc:
+            setting = key_file_setting(settings, exc.path)
+            raise UnusableSetting(setting, exc.path, str(exc)) from None
         self._env_prefix = f"{settings.env}.".encode()
         self.events_refused = 0  # events dropped: topic outside this forwarder's env
         self._refused_publishers: set[str] = set()
         if settings.journal == ":memory:":
             log.warning("journal in memory: accepted tasks are lost if the forwarder dies")
-        self.journal = Journal(settings.journal, settings.journal_sync)
+        try:
+            self.journal = Journal(settings.journal, settings.journal_sync)
+        except JournalOpenError as exc:
+            raise UnusableSetting("journal", settings.journal, str(exc)) from None
+        except JournalVersionError as exc:
+            cause = f"cannot open the journal: {exc}"
+            raise UnusableSetting("journal", settings.journal, cause) from None
         self.broker = Broker(
             self.journal,
             Limits.of(settings),
@@ -74,10 +85,10 @@ class Forwarder:
         self.started = time.monotonic()
         self.security.start()  # the ZAP handler runs before any CURVE socket binds
         try:
-            self.frontend = self._bind(zmq.ROUTER, settings.frontend, CLIENTS, client_facing=True)
-            self.backend = self._bind(zmq.ROUTER, settings.backend, WORKERS)
-            self.xsub = self._bind(zmq.XSUB, settings.events_in, CLIENTS)
-            self.xpub = self._bind(zmq.XPUB, settings.events_out, CLIENTS)
+            self.frontend = self._bind(zmq.ROUTER, "frontend", CLIENTS, client_facing=True)
+            self.backend = self._bind(zmq.ROUTER, "backend", WORKERS)
+            self.xsub = self._bind(zmq.XSUB, "events_in", CLIENTS)
+            self.xpub = self._bind(zmq.XPUB, "events_out", CLIENTS)
         except BaseException:
             self.security.stop()
             raise
@@ -98,8 +109,11 @@ class Forwarder:
         )
 
     def _bind(
-        self, kind: int, endpoints: list[str], domain: str, client_facing: bool = False
+        self, kind: int, setting: str, domain: str, client_facing: bool = False
     ) -> zmq.Socket:
+        """A socket of ``kind`` bound to every endpoint of ``setting``; one that
+        cannot bind (a port in use, an ipc folder missing) is an ``UnusableSetting``."""
+        endpoints: list[str] = getattr(self.settings, setting)
         sock = self.ctx.socket(kind)
         sock.linger = 0
         # a larger frame drops its sender's connection in libzmq, before Python sees it
@@ -111,7 +125,11 @@ class Forwarder:
                 sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
         self.security.secure(sock, domain)  # CURVE server in its role's ZAP domain, or plain
         for endpoint in endpoints:
-            self.security.bind(sock, endpoint)  # ipc socket files rw for owner and group only
+            try:
+                self.security.bind(sock, endpoint)  # ipc socket files rw for owner and group only
+            except zmq.ZMQError as exc:
+                sock.close(0)
+                raise UnusableSetting(setting, endpoint, f"cannot bind: {exc}") from None
         return sock
 
     # ----------------------------------------------------------- events
@@ -149,11 +167,14 @@ class Forwarder:
         from zmqflow.forwarder.metrics import BrokerCollector, Recorder
         from zmqflow.security.metrics import SecurityCollector
 
+        try:
+            start_http_server(port, addr)
+        except OSError as exc:
+            raise UnusableSetting("metrics_port", port, f"cannot serve: {exc}") from None
         recorder = self.broker.stats = self.stats = Recorder()
         REGISTRY.register(BrokerCollector(self.broker, recorder))
         # handshakes, and events refused for their topic
         REGISTRY.register(SecurityCollector(self.security, lambda: self.events_refused))
-        start_http_server(port, addr)
 
     def stop(self) -> None:
         self._running = False

@@ -70,17 +70,17 @@ class Journal:
         self.path = path
         # wall-clock seconds for accepted_at / finished_at and the purge cutoff
         self.clock = clock
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as exc:
-            raise JournalOpenError(f"cannot open or create {path}: {exc}") from None
         self._fsync_new_tasks = sync == "full"
         self._synchronous = ""
-        self._set_synchronous("NORMAL")
-        self._check_version()
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:  # a path in no folder, a folder, a file that is no database, no write access
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._set_synchronous("NORMAL")
+            self._check_version()
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise JournalOpenError(f"cannot open or create the journal: {exc}") from None
         self.tasks = TaskStore(self._db, clock)
         self.log = AnswerLog(self._db, clock)
         # the stores' writes and reads, under the journal's names

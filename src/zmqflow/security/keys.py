@@ -25,7 +25,10 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 class KeyFileError(ValueError):
-    """A key file that cannot be used; the message names the file and the fault."""
+    """A key file that cannot be used; the message names the file and the fault,
+    ``path`` is the file as it was given (the CLI names the setting that gave it)."""
+
+    path: str | None = None
 
 
 def _check_name(name: str) -> None:
@@ -59,7 +62,14 @@ def generate(directory: str | os.PathLike[str], *names: str, force: bool = False
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
-    file = Path(path)
+    try:
+        return _read_file(Path(path))
+    except KeyFileError as exc:
+        exc.path = os.fspath(path)
+        raise
+
+
+def _read_file(file: Path) -> tuple[bytes, bytes | None]:
     if not file.is_file():
         raise KeyFileError(f"key file {file}: missing" + (" (a folder)" if file.is_dir() else ""))
     try:
@@ -89,10 +99,12 @@ def load_secret(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
     """``(public, secret)`` Z85 keys from a ``NAME.key_secret`` file."""
     public, secret = _read(path)
     if secret is None:
-        raise KeyFileError(
+        error = KeyFileError(
             f"key file {path}: no secret-key line (a public .key file? "
             f"give the {SECRET_SUFFIX} file)"
         )
+        error.path = os.fspath(path)
+        raise error
     return public, secret
 
 
