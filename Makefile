@@ -12,16 +12,19 @@ N ?= 2
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# No apt for the venv: pyzmq's wheels bundle libzmq. Only a Python without
+# venv support (Debian's python3.x-venv) sends us to system-deps.
 $(BIN)/zmqflow: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || PYTHON=$(PYTHON) bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -e '.[test,integration,bench]'
 	@touch $@
 
-system-deps: ## Debian packages the builds need (libzmq3-dev, pkg-config, cc): apt-get when missing
+system-deps: ## Debian packages the Rust worker's build needs (libzmq3-dev, pkg-config, cc): apt-get when missing
 	PYTHON=$(PYTHON) bash scripts/system-deps.sh
 
-venv: system-deps $(BIN)/zmqflow ## create .venv with zmqflow and the test tools
+venv: $(BIN)/zmqflow ## create .venv with zmqflow and the test tools (no apt)
 
 images: ## build every image we run (no registry needed)
 	bash scripts/build-images.sh
@@ -54,12 +57,17 @@ lint: venv ## ruff
 	$(BIN)/ruff check src tests integration_tests scripts orchestrators
 	$(BIN)/ruff format --check src tests integration_tests scripts orchestrators
 
-test-fast: venv ## fast tests: no Docker, real processes on loopback
-	$(BIN)/pytest -q tests orchestrators/airflow/tests
+# The tests that build and run the Rust worker need its system packages: they
+# run in test-rust, so that test-fast needs no apt.
+RUST_WORKER_TESTS := $(sort $(wildcard tests/test_rust_worker*.py))
 
-test-rust: ## the Rust worker: protocol and service vectors, unit tests, clippy
+test-fast: venv ## fast tests: no Docker, real processes on loopback (the Rust worker's: test-rust)
+	$(BIN)/pytest -q tests orchestrators/airflow/tests $(addprefix --ignore=,$(RUST_WORKER_TESTS))
+
+test-rust: venv ## the Rust worker: protocol and service vectors, unit tests, clippy, its tests in tests/
 	PYTHON=$(PYTHON) NEED_CARGO=1 bash scripts/system-deps.sh
 	cd services/worker-rust && cargo test --locked --quiet && cargo clippy --locked --quiet --all-targets -- -D warnings
+	$(BIN)/pytest -q $(RUST_WORKER_TESTS)
 
 test-integration: venv ## integration tests against the running stack (testcontainers)
 	bash scripts/run-integration-tests.sh
@@ -80,10 +88,10 @@ chaos: venv ## kill, freeze, cut off and scale peers under load; a table per sce
 soak: venv ## the chaos suite, longer (SOAK_MINUTES=10 by default)
 	bash scripts/chaos.sh --soak
 
-bench: venv ## zmqflow vs raw ZeroMQ, Celery, NATS, JetStream: one run, table, plot (ARGS=--quick)
+bench: venv system-deps ## zmqflow vs raw ZeroMQ, Celery, NATS, JetStream: one run, table, plot (ARGS=--quick)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
-bench-core: venv ## forwarder round trips vs raw pyzmq echo, same run
+bench-core: venv system-deps ## forwarder round trips vs raw pyzmq echo, same run
 	$(BIN)/python scripts/bench_core.py
 
 bench-prefect: venv ## 10,000 items: fabric from one Prefect flow vs 10,000 .map tasks (needs `make up`)
