@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect test-airflow lint chaos soak bench bench-core bench-prefect bench-airflow clean
+.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect test-airflow lint chaos soak bench bench-core bench-prefect bench-prefect-runner bench-airflow clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -96,6 +96,10 @@ bench-core: venv system-deps ## forwarder round trips vs raw pyzmq echo, same ru
 
 bench-prefect: venv ## 10,000 items: fabric from one Prefect flow vs 10,000 .map tasks (needs `make up`)
 	$(BIN)/python scripts/bench_prefect.py
+
+bench-prefect-runner: ## 1,000 tasks: ThreadPool vs DaskTaskRunner vs ZmqflowTaskRunner, same slots (needs `make up`)
+	PYTHON=$(PYTHON) BENCH=1 bash scripts/prefect-venv.sh
+	.venv-prefect/bin/python scripts/bench_prefect_runner.py
 
 bench-airflow: venv ## 10,000 items: deferrable operator vs dynamic task mapping (needs `make up`; ARGS=--mapped 1024)
 	$(BIN)/python scripts/bench_airflow.py $(ARGS)

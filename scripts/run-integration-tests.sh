@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 PY=${VENV:-.venv}/bin
 
 bash scripts/install-compose-v2.sh
+# test_ui_browser.py opens the web UIs in Debian's chromium (apt-get when missing)
+NEED_BROWSER=1 bash scripts/system-deps.sh
 bash scripts/build-images.sh
 bash scripts/build-images.sh prometheus   # test_monitoring's (compose profile monitoring)
 

@@ -6,7 +6,9 @@
 # linker), python3-venv (ensurepip for `python -m venv`). Installs with apt-get
 # as root (or through passwordless sudo); never asks for a password. Cargo is
 # not a Debian package we can rely on (bookworm's is too old): when missing,
-# the message points at rustup.
+# the message points at rustup. With NEED_BROWSER=1 (the integration tests'
+# browser test): Debian's chromium and chromium-driver (/usr/bin/chromedriver)
+# too; `make lint` and `make venv` never ask for them.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3.11}
@@ -16,6 +18,10 @@ pkg-config --exists libzmq 2>/dev/null || missing+=(libzmq3-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v "$PYTHON" >/dev/null 2>&1 || missing+=("$(basename "$PYTHON")")
 "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing+=("$(basename "$PYTHON")-venv")
+if [[ ${NEED_BROWSER:-0} == 1 ]]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+fi
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
