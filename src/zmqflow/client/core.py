@@ -31,8 +31,10 @@ path a silent forwarder gets, new sockets with tenacity's backoff, so a key
 allowed later gets in without a restart; one-off questions (status, retry)
 raise ``ForwarderRefused`` instead, and the next call starts on a new socket.
 
-The same pattern as pyzmq's ``zmq.auth``: the logic in one base, thin thread
-and asyncio wrappers around it.
+The connection rules (heartbeats, backoff, refusals, ``ForwarderRefused``)
+are zmqflow.connection's, shared with the worker. The same pattern as
+pyzmq's ``zmq.auth``: the logic in one base, thin thread and asyncio
+wrappers around it.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay
 
 from zmqflow import protocol as p
 from zmqflow.client.ids import new_id
 from zmqflow.client.session import ClientSession, TaskRefused, TaskResult
+from zmqflow.connection import BACKOFF, ForwarderRefused, ForwarderUnreachable
 from zmqflow.security.handshake import HandshakeRefusal
 
 log = logging.getLogger("zmqflow.client")
@@ -60,14 +63,6 @@ Steps = Generator[Op, Any, T]
 _DELIVER: Op = (DELIVER, None)
 _HEARTBEAT = p.encode(p.Heartbeat())
 _STATUS_REQUEST = p.encode(p.StatusRequest())
-
-
-class ForwarderUnreachable(TimeoutError):
-    """The forwarder did not answer within the time given."""
-
-
-class ForwarderRefused(ForwarderUnreachable):
-    """The forwarder refused our handshake (key not allowed, plain peer, wrong server key)."""
 
 
 class ClientCore:
@@ -158,7 +153,7 @@ class ClientCore:
         delays: list[float] = []  # tenacity's backoff, slept by the front end
         for attempt in Retrying(
             retry=retry_if_exception_type(ForwarderUnreachable),
-            wait=wait_exponential(multiplier=0.1, min=0.1, max=5),
+            wait=BACKOFF,
             stop=stop_after_delay(max(0.0, until - time.monotonic())),
             sleep=delays.append,
             reraise=True,

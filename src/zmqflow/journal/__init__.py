@@ -81,8 +81,9 @@ class Journal:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise JournalOpenError(f"cannot open or create the journal: {exc}") from None
-        self.tasks = TaskStore(self._db, clock)
-        self.log = AnswerLog(self._db, clock)
+        # the stores read the journal's clock, which a test may replace
+        self.tasks = TaskStore(self._db, self._now)
+        self.log = AnswerLog(self._db, self._now)
         # the stores' writes and reads, under the journal's names
         self.record_accepted = self.tasks.record_accepted
         self.record_alias = self.tasks.record_alias
@@ -96,6 +97,9 @@ class Journal:
         self.answer_for_key = self.tasks.answer_for_key
         self.dead_letter_summaries = self.tasks.dead_letter_summaries
         self.count_dead = self.tasks.count_dead
+
+    def _now(self) -> float:
+        return self.clock()
 
     def _check_version(self) -> None:
         """Refuse, before writing anything, a journal of an unknown schema version."""

@@ -28,6 +28,12 @@ monitor while the new socket waits to hear the forwarder
 and answered like a silent forwarder: a new socket after tenacity's
 backoff, so a key allowed later registers without a restart.
 
+This module is the I/O shell: sockets, the poll loop, handler threads.
+What must survive a socket (running tasks, answers held and unconfirmed,
+the READY) is the socket-free ``WorkerCore`` (core.py); the connection
+rules (heartbeats, backoff, ``ForwarderRefused``) are zmqflow.connection's,
+shared with the clients.
+
 Handler threads pull tasks from a queue rather than going through
 ``concurrent.futures``: a Future and a wake-up per task cost more than a
 short handler itself. A thread wakes the loop only when no wake-up is
@@ -52,37 +58,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from zmqflow import __version__
 from zmqflow import protocol as p
+from zmqflow.connection import BACKOFF, ForwarderRefused, ForwarderUnreachable
 from zmqflow.handlers import BUILTIN
 from zmqflow.security.handshake import HandshakeWatch
 from zmqflow.security.peer import resolve
 from zmqflow.settings import WorkerSettings
 from zmqflow.transport import recv_frames, send_frames
+from zmqflow.worker.core import Answer, Item, WorkerCore
 
 if TYPE_CHECKING:
     from zmqflow.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("zmqflow.worker")
 
-Answer = tuple[str, bytes | None, str | None]  # task id, output, error
-Item = list[Any]  # a RESULT item [id, output] or a FAILED item [id, error]
+__all__ = ["Answer", "ForwarderRefused", "ForwarderSilent", "Item", "Worker", "run_in_thread"]
+
 Handler = Callable[[bytes, Mapping[str, Any]], bytes]
 
 # a draining worker cut off from the forwarder gives up here, to be gone within 5 s
 _DRAIN_GIVE_UP_S = 4.0
-_BACKOFF = wait_exponential(multiplier=0.1, min=0.1, max=5)
 _TASK_COMMAND = bytes([p.Command.W_TASK])
 
 
-class ForwarderSilent(Exception):
-    """No answer from the forwarder within the heartbeat deadline."""
-
-
-class ForwarderRefused(ForwarderSilent):
-    """The forwarder refused our handshake: a new socket may get in later."""
+# no answer from the forwarder within the heartbeat deadline (the connection's name)
+ForwarderSilent = ForwarderUnreachable
 
 
 def load_handler(spec: str) -> Handler:
@@ -134,7 +137,15 @@ class Worker:
         self.id = settings.worker_id or (
             f"py-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         )
-        self.credit = settings.credit or 2 * settings.concurrency
+        self.core = WorkerCore(
+            self.id,
+            self.handlers,
+            settings.credit or 2 * settings.concurrency,
+            settings.heartbeat_interval,
+            settings.heartbeat_liveness,
+        )
+        # silence counts from the start (reset when a socket opens), not from boot
+        self.core.liveness.last_heard = time.monotonic()
         self.curve = resolve(None, settings.curve_secret, settings.curve_server)
         self._watch: HandshakeWatch | None = None  # the new socket's, until it hears us
         self._todo: queue.SimpleQueue[tuple[Handler, p.Dispatch] | None] = queue.SimpleQueue()
@@ -149,20 +160,32 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
-        self._running: set[str] = set()
-        # answers not sent yet, and answers sent since the forwarder was last
-        # heard: RESULT items and FAILED items, oldest first
-        self._outbox: tuple[list[Item], list[Item]] = ([], [])
-        self._unconfirmed: tuple[list[Item], list[Item]] = ([], [])
         self._draining = False
         self._drain_deadline = math.inf  # when a drain gives up on an unreachable forwarder
         self._sock: zmq.Socket | None = None
-        self._last_heard = time.monotonic()  # reset when a socket opens
-        self._ever_heard = False
         self._told_held = False  # "answers held" logged once per socket
         self._health_touched = 0.0
-        self.completed = 0
         self.metrics: WorkerMetrics | None = None  # see start_metrics
+
+    @property
+    def credit(self) -> int:
+        return self.core.credit
+
+    @property
+    def completed(self) -> int:
+        return self.core.completed
+
+    @property
+    def _running(self) -> set[str]:
+        return self.core.running
+
+    @property
+    def _last_heard(self) -> float:
+        return self.core.liveness.last_heard
+
+    @property
+    def _ever_heard(self) -> bool:
+        return self.core.ever_heard
 
     def start_metrics(self) -> None:
         """Serve Prometheus metrics on ``settings.metrics_port`` (OSError if it is taken);
@@ -179,7 +202,7 @@ class Worker:
         """Drain and leave (safe to call from a signal handler or another thread)."""
         if not self._draining:
             self._drain_deadline = time.monotonic() + _DRAIN_GIVE_UP_S
-        self._draining = True
+        self._draining = self.core.draining = True
         self._wake()
 
     def run(self) -> None:
@@ -225,21 +248,10 @@ class Worker:
     # ------------------------------------------------------- connection
     @property
     def _deadline(self) -> float:
-        return self.settings.heartbeat_interval * self.settings.heartbeat_liveness
+        return self.core.liveness.deadline
 
     def _ready(self) -> p.Ready:
-        # inflight: running tasks and answers not yet delivered (sent after the READY)
-        held = self._running.union(item[0] for items in self._outbox for item in items)
-        return p.Ready(
-            self.id,
-            "python",
-            list(self.handlers),
-            0 if self._draining else self.credit,
-            sorted(held),
-            __version__,
-            os.getpid(),
-            socket.gethostname(),
-        )
+        return self.core.ready()
 
     def _handshake(self) -> None:
         """New socket, READY, and wait to hear the forwarder; ForwarderSilent if not.
@@ -250,9 +262,7 @@ class Worker:
         self._close_watch()
         if self._sock is not None:
             self._sock.close(linger=0)
-        for outbox, unconfirmed in zip(self._outbox, self._unconfirmed, strict=True):
-            outbox[:0] = unconfirmed
-            unconfirmed.clear()
+        self.core.new_socket(time.monotonic())
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
@@ -265,7 +275,7 @@ class Worker:
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._poller.register(watch.socket, zmq.POLLIN)
-        self._last_heard = time.monotonic()  # the silence clock starts with the socket
+        self.core.liveness.last_heard = time.monotonic()  # the silence clock starts now
         self._told_held = False
         for frames in p.encode_split(self._ready()):
             sock.send_multipart(frames)
@@ -286,7 +296,7 @@ class Worker:
                 raise ForwarderSilent(f"no answer from {self.settings.connect}")
         self._poller.unregister(watch.socket)  # heard: the loop polls as before
         self._close_watch()
-        self._last_heard = time.monotonic()
+        self.core.liveness.last_heard = time.monotonic()
         self._flush()  # answers held while the forwarder was away, right after READY
 
     def _close_watch(self) -> None:
@@ -295,10 +305,10 @@ class Worker:
             self._watch = None
 
     def _nothing_held(self) -> bool:
-        return not self._running and self._done.empty() and not self._held_answers()
+        return self.core.nothing_held(not self._done.empty())
 
     def _held_answers(self) -> int:
-        return sum(map(len, self._outbox)) + sum(map(len, self._unconfirmed))
+        return self.core.held_answers()
 
     def _connect_with_backoff(self) -> None:
         for attempt in Retrying(
@@ -328,7 +338,7 @@ class Worker:
 
     def _backoff(self, state: RetryCallState) -> float:
         """0.1 s doubling to 5 s; while draining, never past the drain's deadline."""
-        delay = _BACKOFF(state)
+        delay = BACKOFF(state)
         return min(delay, max(0.0, self._drain_deadline - time.monotonic()))
 
     def _sleep(self, seconds: float) -> None:
@@ -375,7 +385,8 @@ class Worker:
                 log.info("draining: %d tasks to finish", len(self._running))
             # Leave only once the forwarder was heard after that READY: a TASK it
             # sent before reading it arrives first (ZeroMQ keeps order per peer).
-            if announced_drain and self._last_heard > announced_drain and self._nothing_held():
+            last_heard = self.core.liveness.last_heard
+            if announced_drain and last_heard > announced_drain and self._nothing_held():
                 sock.send_multipart(p.encode(p.Disconnect("drained")))
                 log.info(
                     "worker %s drained and left (%d tasks done)",
@@ -385,18 +396,17 @@ class Worker:
                 )
                 return
             now = time.monotonic()
-            if now >= self._drain_deadline and now - self._last_heard > 2 * interval:
+            last_heard = self.core.liveness.last_heard
+            if now >= self._drain_deadline and now - last_heard > 2 * interval:
                 # the forwarder requeues what we hold once it finds us silent
                 raise ForwarderSilent("draining, forwarder unreachable")
             if now >= next_beat:
                 with contextlib.suppress(zmq.Again):  # the silence check below handles it
                     send_frames(sock, p.encode(p.WorkerHeartbeat()))
                 next_beat = now + interval
-                if now - self._last_heard > self._deadline:
-                    if self._ever_heard:
-                        log.warning(
-                            "forwarder silent for %.1fs: reconnecting", now - self._last_heard
-                        )
+                if self.core.liveness.silent(now):
+                    if self.core.ever_heard:
+                        log.warning("forwarder silent for %.1fs: reconnecting", now - last_heard)
                     else:
                         log.warning("forwarder never answered: reconnecting")
                     self._connect_with_backoff()
@@ -444,12 +454,7 @@ class Worker:
 
     def _heard(self) -> None:
         now = time.monotonic()
-        self._last_heard = now
-        self._ever_heard = True
-        done, failed = self._unconfirmed
-        if done or failed:  # the forwarder is alive past them: they arrived
-            done.clear()
-            failed.clear()
+        self.core.heard(now)
         path = self.settings.health_file
         if path and now - self._health_touched > 0.5:
             Path(path).touch()
@@ -523,21 +528,15 @@ class Worker:
 
     def _send_answers(self) -> None:
         """Send what finished since the last call as one RESULT and one FAILED (split if huge)."""
-        done, errors = self._outbox  # RESULT items: id, output; FAILED items: id, error
-        get, running = self._done.get_nowait, self._running
-        count = 0
+        get = self._done.get_nowait
+        answers: list[Answer] = []
         while True:
             try:
-                task_id, out, error = get()
+                answers.append(get())
             except queue.Empty:
                 break
-            running.discard(task_id)
-            count += 1
-            if out is not None:
-                done.append([task_id, out])
-            else:
-                errors.append([task_id, error])
-        self.completed += count
+        self.core.take_answers(answers)
+        done, errors = self.core.outbox
         if done or errors:
             self._flush()
 
@@ -546,38 +545,21 @@ class Worker:
         sock = self._sock
         if sock is None:
             return
-        for kind, items, sent in (
-            (p.WorkerResults, self._outbox[0], self._unconfirmed[0]),
-            (p.WorkerFailures, self._outbox[1], self._unconfirmed[1]),
-        ):
-            if not items:
-                continue
-            taken = 0
-            for frames in p.encode_items(kind, items):
-                try:
-                    send_frames(sock, frames)
-                except zmq.Again:
-                    if not self._told_held:
-                        log.warning("answers held: forwarder not reachable, sent when it is")
-                        self._told_held = True
-                    break
-                taken += _item_count(frames[-1])
-            sent.extend(items[:taken])
-            del items[:taken]
+
+        def send(frames: list[bytes]) -> bool:
+            try:
+                send_frames(sock, frames)
+            except zmq.Again:
+                return False
+            return True
+
+        if not self.core.flush(send) and not self._told_held:
+            log.warning("answers held: forwarder not reachable, sent when it is")
+            self._told_held = True
 
 
 def _failure(state: RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome else None
-
-
-def _item_count(body: bytes) -> int:
-    """Items in a batch body: the length of its msgpack array header."""
-    head = body[0]
-    if head & 0xF0 == 0x90:  # fixarray
-        return head & 0x0F
-    if head == 0xDC:  # array 16
-        return int.from_bytes(body[1:3], "big")
-    return int.from_bytes(body[1:5], "big")  # array 32
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:
