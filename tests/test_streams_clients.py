@@ -45,8 +45,7 @@ class ThreadDevice:
     def stop(self) -> None:
         if self.device is not None:
             self.device.stop()
-            assert self.device._thread is not None
-            self.device._thread.join(10)
+            self.device.join(10)
             self.device.security.stop()
             self.device = None
 

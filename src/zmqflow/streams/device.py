@@ -8,7 +8,9 @@ forwarder's own (same context, same ZAP handler, same allow-list); alone,
 ``standalone(settings)`` builds one from the same settings the forwarder
 reads. ``run()`` serves until ``stop()`` (from any thread; the loop wakes
 at least every ``tick_s``, which is also how late past its ack wait an
-event may be delivered again); ``start_thread()`` runs it in a thread.
+event may be delivered again); ``start_thread()`` runs it in a thread
+(``stop()`` then ``join()``); ``step(now, readable)`` is one turn, for a
+host loop that polls ``sock`` itself.
 
 Each loop turn: read what clients sent (up to 2000 messages), handle it in
 the core, ``commit()`` the store once (group commit, fsynced when it holds
@@ -72,7 +74,8 @@ class StreamDevice:
             ),
         )
         self.dropped_sends = 0  # replies or events dropped on a full send queue
-        self._running = False
+        self._next_tick = self._next_expire = time.monotonic()
+        self._stop = threading.Event()  # stop() from any thread, even before run() starts
         self._thread: threading.Thread | None = None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -92,12 +95,11 @@ class StreamDevice:
 
     # ------------------------------------------------------------- loop
     def stop(self) -> None:
-        self._running = False
+        self._stop.set()
 
     def start_thread(self) -> threading.Thread:
         """Serve in a daemon thread (the forwarder's way); ``stop()`` then ``join()``."""
         self._thread = threading.Thread(target=self.run, name="zmqflow-streams", daemon=True)
-        self._running = True
         self._thread.start()
         return self._thread
 
@@ -109,31 +111,35 @@ class StreamDevice:
             self.fields.streams_store,
             ", ".join(f"{s.name}={s.prefix}*" for s in self.store.streams.values()),
         )
-        core, store, sock = self.core, self.store, self.sock
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        next_expire = next_tick = time.monotonic()
-        self._running = True
+        poller.register(self.sock, zmq.POLLIN)
         try:
-            while self._running:
-                timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
+            while not self._stop.is_set():
+                timeout_ms = max(0, int((self._next_tick - time.monotonic()) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
-                now = time.monotonic()
-                if sock in ready:
-                    self._drain(now)
-                if now >= next_tick:  # redelivery deadlines are kept to tick_s
-                    core.tick(now)
-                    next_tick = now + self.tick_s
-                if now >= next_expire:
-                    for name, dropped in core.expire().items():
-                        log.info("stream %s: retention dropped %d events", name, dropped)
-                    next_expire = now + _EXPIRE_EVERY_S
-                for name, dropped in store.commit().items():
-                    log.info("stream %s: retention dropped %d events", name, dropped)
-                core.deliver(now)
-                self._flush(now)
+                self.step(time.monotonic(), self.sock in ready)
         finally:
             self.close()
+
+    def step(self, now: float, readable: bool) -> None:
+        """One loop turn: read (when the socket is readable), tick, commit, deliver,
+        send. For a host loop that polls ``sock`` itself (the forwarder's, say)
+        instead of running ``run()`` in a thread: call it each turn, and wake at
+        least every ``tick_s``."""
+        core, store = self.core, self.store
+        if readable:
+            self._drain(now)
+        if now >= self._next_tick:  # redelivery deadlines are kept to tick_s
+            core.tick(now)
+            self._next_tick = now + self.tick_s
+        if now >= self._next_expire:
+            for name, dropped in core.expire().items():
+                log.info("stream %s: retention dropped %d events", name, dropped)
+            self._next_expire = now + _EXPIRE_EVERY_S
+        for name, dropped in store.commit().items():
+            log.info("stream %s: retention dropped %d events", name, dropped)
+        core.deliver(now)
+        self._flush(now)
 
     def _drain(self, now: float) -> None:
         on_message = self.core.on_message
@@ -153,6 +159,11 @@ class StreamDevice:
             except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone
                 log.debug("streams: send to %s failed: %s", peer.hex(), exc)
                 self.core.unreachable(peer, now)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread of ``start_thread()`` to end (after ``stop()``)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def close(self) -> None:
         if self.sock.closed:
