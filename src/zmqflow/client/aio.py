@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
 
 from zmqflow import protocol as p
-from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, ClientCore, Op, Steps
-from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeRefusal, HandshakeWatch
-from zmqflow.security.peer import CurveKeys, resolve
+from zmqflow.client.core import DELIVER, RECV, REOPEN, SEND, SLEEP, Op, Steps
+from zmqflow.client.frontend import FrontEnd
+from zmqflow.client.session import TaskResult
+from zmqflow.security.peer import CurveKeys
 
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(FrontEnd):
     def __init__(
         self,
         endpoint: str = "tcp://127.0.0.1:5555",
@@ -40,48 +40,28 @@ class AsyncClient:
         curve_secret: str | os.PathLike[str] | None = None,
         curve_server: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.curve = resolve(curve, curve_secret, curve_server)
-        self.core = ClientCore(
+        super().__init__(
             endpoint,
             timeout=timeout,
             heartbeat_interval=heartbeat_interval,
             heartbeat_liveness=heartbeat_liveness,
+            curve=curve,
+            curve_secret=curve_secret,
+            curve_server=curve_server,
         )
-        self.endpoint = endpoint
-        self.timeout = timeout
         self.ctx = ctx or zmq.asyncio.Context.instance()
-        self._watch: HandshakeWatch | None = None
         self._poller = zmq.asyncio.Poller()
         self._sock = self._new_socket()
 
-    @property
-    def session(self) -> ClientSession:
-        return self.core.session
-
-    @property
-    def reconnects(self) -> int:
-        return self.core.reconnects
-
     # ---------------------------------------------------------- plumbing
     def _new_socket(self) -> zmq.asyncio.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = self.core.session.routing_id
-        sock.sndhwm = sock.rcvhwm = 0  # a client holds what it submitted anyway
-        sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
-        if self.curve is not None:
-            self.curve.apply(sock)
-        self._watch = HandshakeWatch(sock, self.curve)
+        sock = self.dealer(self.ctx)
+        assert self._watch is not None
         self._poller = zmq.asyncio.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._watch.socket, zmq.POLLIN)
         sock.connect(self.endpoint)
         return sock
-
-    def _close_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
 
     async def _io(self, op: int, arg: Any) -> Any:
         if op == RECV:
@@ -113,12 +93,7 @@ class AsyncClient:
                     await sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:  # no pipe: the handshake was refused (HWM is unlimited)
                 refusal = await self._watch.aread() if self._watch is not None else None
-                if refusal is None:  # not read yet from the monitor: fewer details
-                    key = None if self.curve is None else self.curve.public_text
-                    refusal = HandshakeRefusal(
-                        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key
-                    )
-                return refusal
+                return refusal if refusal is not None else self.fallback_refusal()
         elif op == REOPEN:
             self._close_watch()
             self._sock.close(linger=0)
@@ -151,20 +126,6 @@ class AsyncClient:
                 reply = None
             else:
                 reply = await io(*op)
-
-    async def _send(self, frames: list[bytes]) -> None:
-        """Send one message (kept for callers that drive the session themselves)."""
-        await self._run(self.core.send([frames]))
-
-    async def _wait(
-        self,
-        done: Callable[[], bool],
-        what: str,
-        timeout: float | None = None,
-        reconnect: bool = True,
-    ) -> None:
-        """Pump until ``done()`` (kept for callers that drive the session themselves)."""
-        await self._run(self.core.wait(done, what, timeout, reconnect))
 
     # --------------------------------------------------------------- API
     async def submit_many(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import zmq
@@ -33,14 +33,14 @@ from zmqflow.client.core import (
     REOPEN,
     SEND,
     SLEEP,
-    ClientCore,
     ForwarderUnreachable,
     Op,
     Steps,
 )
-from zmqflow.client.session import ClientSession, TaskResult
-from zmqflow.security.handshake import HandshakeRefusal, HandshakeWatch
-from zmqflow.security.peer import CurveKeys, resolve
+from zmqflow.client.frontend import FrontEnd
+from zmqflow.client.session import TaskResult
+from zmqflow.security.handshake import HandshakeRefusal
+from zmqflow.security.peer import CurveKeys
 from zmqflow.transport import recv_frames, send_frames
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ T = TypeVar("T")
 __all__ = ["Client", "ForwarderUnreachable"]
 
 
-class Client:
+class Client(FrontEnd):
     def __init__(
         self,
         endpoint: str = "tcp://127.0.0.1:5555",
@@ -61,38 +61,23 @@ class Client:
         curve_secret: str | os.PathLike[str] | None = None,
         curve_server: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.curve = resolve(curve, curve_secret, curve_server)
-        self.core = ClientCore(
+        super().__init__(
             endpoint,
             timeout=timeout,
             heartbeat_interval=heartbeat_interval,
             heartbeat_liveness=heartbeat_liveness,
+            curve=curve,
+            curve_secret=curve_secret,
+            curve_server=curve_server,
         )
-        self.endpoint = endpoint
-        self.timeout = timeout
         self.ctx = ctx or zmq.Context.instance()
-        self._watch: HandshakeWatch | None = None
         self._poller = zmq.Poller()
         self._sock = self._new_socket()
 
-    @property
-    def session(self) -> ClientSession:
-        return self.core.session
-
-    @property
-    def reconnects(self) -> int:
-        return self.core.reconnects
-
     # ---------------------------------------------------------- plumbing
     def _new_socket(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = self.core.session.routing_id
-        sock.sndhwm = sock.rcvhwm = 0  # a client holds what it submitted anyway
-        sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)
-        if self.curve is not None:
-            self.curve.apply(sock)
-        self._watch = HandshakeWatch(sock, self.curve)
+        sock = self.dealer(self.ctx)
+        assert self._watch is not None
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._watch.socket, zmq.POLLIN)
@@ -101,15 +86,7 @@ class Client:
 
     def _refusal(self) -> HandshakeRefusal:
         refusal = self._watch.read() if self._watch is not None else None
-        if refusal is None:  # not read yet from the monitor: the same fact, fewer details
-            key = None if self.curve is None else self.curve.public_text
-            refusal = HandshakeRefusal(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0, self.endpoint, key)
-        return refusal
-
-    def _close_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        return refusal if refusal is not None else self.fallback_refusal()
 
     def _io(self, op: int, arg: Any) -> Any:
         if op == RECV:
@@ -172,20 +149,6 @@ class Client:
                 reply = None
             else:
                 reply = io(*op)
-
-    def _send(self, frames: list[bytes]) -> None:
-        """Send one message (kept for callers that drive the session themselves)."""
-        self._run(self.core.send([frames]))
-
-    def _wait(
-        self,
-        done: Callable[[], bool],
-        what: str,
-        timeout: float | None = None,
-        reconnect: bool = True,
-    ) -> None:
-        """Pump until ``done()`` (kept for callers that drive the session themselves)."""
-        self._run(self.core.wait(done, what, timeout, reconnect))
 
     # --------------------------------------------------------------- API
     def submit_many(
