@@ -205,7 +205,7 @@ class ClientSession:
             if items is not None:
                 now = self.last_progress = time.monotonic()
                 pending, answered, ready = self.pending, self.answered, self.ready
-                for item in items:  # _answer, inlined: a few µs per task add up here
+                for item in items:  # _answer, inlined: a call per task adds up here
                     task_id = item[0]
                     entry = pending.pop(task_id, None)
                     if entry is None:

@@ -32,6 +32,7 @@ from zmqflow.forwarder.broker import Broker
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
 from zmqflow.journal import Journal, JournalOpenError, JournalVersionError
 from zmqflow.limits import Limits
+from zmqflow.repeats import Repeats, since
 from zmqflow.security.keys import KeyFileError
 from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
 from zmqflow.settings import ForwarderSettings, UnusableSetting, key_file_setting
@@ -44,7 +45,7 @@ log = logging.getLogger("zmqflow.forwarder")
 
 _DRAIN_LIMIT = 2000  # messages read from one socket per loop turn, for fairness
 _PURGE_EVERY_S = 60.0
-_PURGE_CHUNK = 10_000  # expired answers deleted per tick at most: ~50 ms of the loop
+_PURGE_CHUNK = 10_000  # expired answers deleted per tick at most: the loop goes on between
 
 
 class Forwarder:
@@ -62,7 +63,7 @@ class Forwarder:
             raise UnusableSetting(setting, exc.path, str(exc)) from None
         self._env_prefix = f"{settings.env}.".encode()
         self.events_refused = 0  # events dropped: topic outside this forwarder's env
-        self._refused_publishers: set[str] = set()
+        self._repeats = Repeats()  # warnings a publisher can cause
         if settings.journal == ":memory:":
             log.warning("journal in memory: accepted tasks are lost if the forwarder dies")
         try:
@@ -247,15 +248,16 @@ class Forwarder:
             return
         self.events_refused += 1
         publisher = _peer_of(frames[0])
-        if publisher not in self._refused_publishers:  # once per publisher
-            if len(self._refused_publishers) < 10_000:
-                self._refused_publishers.add(publisher)
+        # the one repeat rule (zmqflow.repeats): once a minute per publisher, counted
+        quiet = self._repeats.due(("event outside env", publisher), time.monotonic())
+        if quiet is not None:
             log.warning(
                 "event bus: dropped an event for topic %r from %s: not under %r; "
-                "this publisher's next ones are dropped and counted, not logged",
+                "this publisher's next ones are dropped and counted (events_refused)%s",
                 frames[0].bytes[:64],
                 publisher,
                 self._env_prefix.decode(),
+                since(quiet),
             )
 
     def _forward_subscription(self, frames: list[bytes]) -> None:

@@ -13,8 +13,8 @@ of ``tasks``.
 
 Two stores share the connection and the transaction: ``TaskStore``
 (tasks.py: the ``tasks`` table) and ``AnswerLog`` (answers.py: most
-answers, one log row per commit, about a third of a ``tasks`` row's cost
-per task); every row written is a ``TaskRow`` or an ``Answer`` (rows.py).
+answers, one log row per commit, much cheaper per task than a ``tasks``
+row: docs/benchmarks.md); every row written is a ``TaskRow`` or an ``Answer`` (rows.py).
 Reads see this turn's writes before the commit.
 
 The file records its schema version (``PRAGMA user_version``,
@@ -196,7 +196,7 @@ class Journal:
         """Forget up to ``limit`` answers (and aliases) finished more than
         ``older_than_s`` ago; returns how many. A call that returns ``limit``
         or more left more: the forwarder calls again on its next tick, so one purge
-        never stalls the loop for long (a few µs an answer)."""
+        never stalls the loop for long."""
         cutoff = self.clock() - older_than_s
         purged = self.log.purge(cutoff, limit)
         return purged + self.tasks.purge(cutoff, max(0, limit - purged))
