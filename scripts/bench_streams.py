@@ -1,6 +1,6 @@
 """Durable events in one run: zmqflow streams vs NATS JetStream, plain PUB/SUB beside.
 
-Contract: ``python scripts/bench_streams.py [--out DIR] [--rounds N] [--quick]``
+Contract: ``python scripts/bench_streams.py [--out DIR] [--rounds N] [--quick | --scale F]``
 measures, for 100 B and 64 KiB events, in the same run on this machine:
 
 - **zmqflow streams**: the streams device (``python -m zmqflow.streams
@@ -324,12 +324,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench-streams")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="fewer events (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the events (smoke run)")
+    parser.add_argument("--scale", type=float, default=1.0, help="events counts times this")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not Path(NATS_SERVER).exists():
         raise SystemExit("bench_streams: nats-server missing: apt-get install -y nats-server")
-    scale = 0.1 if args.quick else 1.0
+    scale = 0.1 if args.quick else args.scale
     plan = {
         100: (int(5000 * scale), 100, int(200 * scale)),
         64 * 1024: (int(1000 * scale), 50, int(100 * scale)),

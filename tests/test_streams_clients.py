@@ -76,6 +76,12 @@ def test_the_sync_iterator_acks_each_event_once_its_body_returned_and_a_break_le
     assert again == [2, 3]
 
 
+def test_publish_many_of_more_than_a_messages_worth_is_stored_whole_in_order(device):
+    with Publisher(device.endpoint) as pub:
+        stored = pub.publish_many([("dev.x", {"n": n}) for n in range(2500)])
+    assert [c.seq for c in stored] == list(range(1, 2501))
+
+
 def test_a_handler_that_raises_gets_its_event_again_after_the_ack_wait(device):
     calls: list[tuple[int, int]] = []
 

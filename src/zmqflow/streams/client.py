@@ -10,7 +10,8 @@ Contract:
   Without a STORED after ``attempt_s`` it sends again on a new connection
   with the same ids, so a publish that reached the device once is stored
   once (the device's dedup window); ``id`` lets a caller retry across
-  processes the same way. ``publish_many`` sends one PUBLISH for many.
+  processes the same way. ``publish_many`` sends many in PUBLISH messages of
+  at most 1,000 events (the device's limit) and about 16 MiB, all at once.
 - ``Subscriber(endpoint, stream, name, start=...)`` is a durable subscriber
   (``name`` given) or an ephemeral one; ``for event in sub:`` yields
   ``StreamEvent``s in order, and an event is acknowledged when the loop asks
@@ -54,6 +55,7 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
+from zmqflow.limits import MAX_BATCH
 from zmqflow.security.handshake import HandshakeWatch, Refusal
 from zmqflow.security.peer import CurveKeys, resolve
 from zmqflow.streams import wire
@@ -66,6 +68,7 @@ T = TypeVar("T")
 Steps = Generator[tuple[int, Any], Any, T]
 
 _HEARTBEAT = wire.encode(wire.Heartbeat())
+_CHUNK_BYTES = 16 << 20  # one PUBLISH holds about this much
 
 
 class StreamError(RuntimeError):
@@ -141,20 +144,13 @@ def publish_steps(
 ) -> Steps[list[Confirmation]]:
     """Send ``items`` until each is STORED or refused; resend the unanswered ones
     on a new connection every ``attempt_s``; give up after ``timeout``."""
-    frames = wire.encode(wire.Publish(items))  # sent as is the first time
-    size = sum(len(f) for f in frames)
-    if size > wire.MAX_MESSAGE_BYTES:
-        raise StreamRefused(
-            "too_large",
-            f"a publish of {size} bytes; one message holds {wire.MAX_MESSAGE_BYTES} at most",
-            [i.id for i in items],
-        )
+    messages = _chunks(items)  # sent as they are the first time
     pending = {i.id: i for i in items}
     stored: dict[str, Confirmation] = {}
     refused: list[wire.Refused] = []
     deadline = time.monotonic() + timeout
     while True:
-        yield (SEND, [frames])
+        yield (SEND, messages)
         attempt_end = min(deadline, time.monotonic() + attempt_s)
         while pending and (left := attempt_end - time.monotonic()) > 0:
             got = yield (RECV, left)
@@ -180,7 +176,7 @@ def publish_steps(
                 "right? (publishing again with the same ids stores them once)"
             )
         yield (REOPEN, None)  # a new connection; the same ids: stored once
-        frames = wire.encode(wire.Publish(list(pending.values())))
+        messages = _chunks(list(pending.values()))
     if refused:
         first = refused[0]
         ids = [i for r in refused for i in r.ids]
@@ -188,6 +184,32 @@ def publish_steps(
             first.code, first.reason, ids, [stored[i.id] for i in items if i.id in stored]
         )
     return [stored[i.id] for i in items]
+
+
+def _chunks(items: list[wire.PublishItem]) -> list[list[bytes]]:
+    """PUBLISH messages of at most MAX_BATCH events and about 16 MiB each (an
+    event larger than that travels alone), in order; ``StreamRefused``
+    ``too_large`` for an event over the 64 MiB message cap."""
+    out: list[list[bytes]] = []
+    chunk: list[wire.PublishItem] = []
+    size = 0
+    for item in items:
+        item_size = len(wire.pack(item.data)) + len(item.id) + len(item.topic) + 16
+        if item_size > wire.MAX_MESSAGE_BYTES - 64:
+            raise StreamRefused(
+                "too_large",
+                f"an event of {item_size} bytes; one message holds "
+                f"{wire.MAX_MESSAGE_BYTES} at most",
+                [item.id],
+            )
+        if chunk and (len(chunk) >= MAX_BATCH or size + item_size > _CHUNK_BYTES):
+            out.append(wire.encode(wire.Publish(chunk)))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        out.append(wire.encode(wire.Publish(chunk)))
+    return out
 
 
 def _items(
