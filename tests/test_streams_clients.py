@@ -4,6 +4,7 @@ against a real device serving in a thread of the test process on loopback."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,25 @@ def test_from_takes_new_all_a_sequence_number_or_a_time(text, parsed):
 def test_a_bad_from_names_what_it_takes(text):
     with pytest.raises(typer.BadParameter, match="new, all, seq:N"):
         parse_start(text)
+
+
+def test_the_device_serves_tcp_and_ipc_at_once(tmp_path):
+    ipc_dir = Path("/tmp") / f"zfs-{free_port()}"  # ipc paths stay under 107 bytes
+    ipc = f"ipc://{ipc_dir}/streams.sock"
+    tcp = f"tcp://127.0.0.1:{free_port()}"
+    settings = StreamDeviceSettings(streams=[tcp, ipc], streams_store=str(tmp_path / "s.db"))
+    ctx = zmq.Context()
+    device = standalone(settings, ctx)
+    device.start_thread()
+    try:
+        with Publisher(ipc) as pub:
+            assert pub.publish("dev.x", {"via": "ipc"}).seq == 1
+        with Subscriber(tcp, name="both", start="all") as sub:
+            assert sub.get(5).data == {"via": "ipc"}
+        assert oct((ipc_dir / "streams.sock").stat().st_mode & 0o777) == "0o660"
+    finally:
+        device.stop()
+        device.join(10)
+        device.security.stop()
+        ctx.term()
+        shutil.rmtree(ipc_dir, ignore_errors=True)
