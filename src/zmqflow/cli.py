@@ -171,6 +171,7 @@ def forwarder(settings: ForwarderSettings) -> None:
     """Run the forwarder device: clients' ROUTER, workers' ROUTER, events XSUB/XPUB."""
     _logging(settings)
     from zmqflow.forwarder import Forwarder
+    from zmqflow.journal import JournalOpenError, JournalVersionError
     from zmqflow.security.keys import KeyFileError
     from zmqflow.security.policy import SecurityConfigError
 
@@ -180,7 +181,13 @@ def forwarder(settings: ForwarderSettings) -> None:
             device.serve_metrics(settings.metrics_port)
     except UnusableSetting as exc:
         _unusable(exc)
-    except (SecurityConfigError, KeyFileError) as exc:
+    except JournalOpenError as exc:
+        _unusable(UnusableSetting("journal", settings.journal, str(exc)))
+    except JournalVersionError as exc:
+        _unusable(UnusableSetting("journal", settings.journal, f"cannot open the journal: {exc}"))
+    except KeyFileError as exc:
+        _unusable(UnusableSetting(key_file_setting(settings, exc.path), exc.path, str(exc)))
+    except SecurityConfigError as exc:
         err.print(f"[red]not started:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except zmq.ZMQError as exc:

@@ -30,12 +30,11 @@ import zmq
 from zmqflow.events import EventEncoder, new_source
 from zmqflow.forwarder.broker import Broker
 from zmqflow.forwarder.outbox import ClientOutbox, WorkerOutbox
-from zmqflow.journal import Journal, JournalOpenError, JournalVersionError
+from zmqflow.journal import Journal
 from zmqflow.limits import Limits
 from zmqflow.repeats import Repeats, since
-from zmqflow.security.keys import KeyFileError
 from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
-from zmqflow.settings import ForwarderSettings, UnusableSetting, key_file_setting
+from zmqflow.settings import ForwarderSettings, UnusableSetting
 from zmqflow.transport import recv_frames, send_frames
 
 if TYPE_CHECKING:
@@ -56,23 +55,14 @@ class Forwarder:
         self.events = EventEncoder(settings.env, self.source)
         self._subscriptions: dict[bytes, int] = {}
         # before the journal opens: settings that would leave the forwarder open stop here
-        try:
-            self.security = ForwarderSecurity.from_settings(settings, self.ctx)
-        except KeyFileError as exc:
-            setting = key_file_setting(settings, exc.path)
-            raise UnusableSetting(setting, exc.path, str(exc)) from None
+        self.security = ForwarderSecurity.from_settings(settings, self.ctx)
         self._env_prefix = f"{settings.env}.".encode()
         self.events_refused = 0  # events dropped: topic outside this forwarder's env
         self._repeats = Repeats()  # warnings a publisher can cause
         if settings.journal == ":memory:":
             log.warning("journal in memory: accepted tasks are lost if the forwarder dies")
-        try:
-            self.journal = Journal(settings.journal, settings.journal_sync)
-        except JournalOpenError as exc:
-            raise UnusableSetting("journal", settings.journal, str(exc)) from None
-        except JournalVersionError as exc:
-            cause = f"cannot open the journal: {exc}"
-            raise UnusableSetting("journal", settings.journal, cause) from None
+        # JournalOpenError, JournalVersionError: the CLI names the setting
+        self.journal = Journal(settings.journal, settings.journal_sync)
         self.broker = Broker(
             self.journal,
             Limits.of(settings),
