@@ -4,28 +4,42 @@
 #   scripts/stack-up.sh [extra `docker compose up` args, e.g. --scale worker-python=3]
 #   COMPOSE_PROFILES=monitoring scripts/stack-up.sh   (make up PROFILE=monitoring)
 #                                also Prometheus (its image is built when asked for)
+#
+# The terminal gets one line per step (per image built, with its time); the
+# full output (image builds, compose) goes to the log named on the first
+# line, .build/logs/up-<UTC time>.log (.build/logs/latest.log: the last one).
+# VERBOSE=1 shows it all on the terminal too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log() { echo "[stack-up] $*" >&2; }
-t0=$(date +%s)
+BUILD_LOG_NAME=up
+source scripts/lib/build-log.sh
+log() { say "[stack-up] $*"; }
+t0=$SECONDS
 
-bash scripts/install-compose-v2.sh
-bash scripts/build-images.sh
+if ! run_logged compose-v2 bash scripts/install-compose-v2.sh; then
+    log "FAILED: installing docker compose v2; its last lines:"
+    log_tail compose-v2
+    exit 1
+fi
 # Images of optional profiles, built only when the profile is asked for.
+optional=()
 profiles=",${COMPOSE_PROFILES:-},"
 if [[ $profiles == *,monitoring,* || $profiles == *,\*,* ]]; then
-    bash scripts/build-images.sh prometheus
+    optional=(--with prometheus)
 fi
+bash scripts/build-images.sh "${optional[@]}"
 compose() { bash scripts/compose.sh "$@"; }
 
-log "starting the stack (docker compose up -d --wait)"
-if ! compose up -d --wait --wait-timeout "${WAIT_TIMEOUT:-180}" --remove-orphans "$@"; then
-    log "the stack did not become healthy; state and recent logs:"
+log "starting the stack: docker compose up -d --wait"
+if ! run_logged compose compose up -d --wait --wait-timeout "${WAIT_TIMEOUT:-300}" --remove-orphans "$@"; then
+    log "the stack did not become healthy; compose said:"
+    log_tail compose 15
+    log "state and recent logs:"
     compose ps -a >&2 || true
     compose logs --tail=40 >&2 || true
     exit 1
 fi
-log "healthy after $(( $(date +%s) - t0 ))s"
+log "healthy after $((SECONDS - t0)) s (full output: $(build_log_name))"
 
 port() { # service container-port -> host:port, or "-"
     compose port "$1" "$2" 2>/dev/null | head -n1 || true
