@@ -31,19 +31,16 @@ exception.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 
 from zmqflow import protocol as p
 from zmqflow.forwarder.admission import Admission
 from zmqflow.forwarder.aliases import StoredAnswers
 from zmqflow.forwarder.entries import TaskEntry, WorkerEntry
 from zmqflow.forwarder.snapshot import Snapshot
-from zmqflow.forwarder.state import BrokerState, EventSink, Frames, worker_fields
+from zmqflow.forwarder.state import Frames, worker_fields
 from zmqflow.forwarder.status import StatusView
-from zmqflow.forwarder.workers import Liveness
-from zmqflow.journal import Journal
+from zmqflow.forwarder.workers import WorkerLiveness
 from zmqflow.limits import Limits
 from zmqflow.repeats import since
 
@@ -55,18 +52,9 @@ _SUBMIT = bytes([p.Command.SUBMIT])
 __all__ = ["Broker", "Limits", "Snapshot", "TaskEntry", "WorkerEntry"]
 
 
-class Broker(Admission, StoredAnswers, Liveness, StatusView):
-    def __init__(
-        self,
-        journal: Journal,
-        limits: Limits,
-        events: EventSink | None = None,
-        forwarder_id: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        env: str = "",
-    ) -> None:
-        BrokerState.__init__(self, journal, limits, events, forwarder_id, clock, env)
-        self._restore()
+class Broker(Admission, StoredAnswers, WorkerLiveness, StatusView):
+    """``Broker(journal, limits, events, forwarder_id, clock, env)``: see state.py;
+    the tables start as the journal left them (``_restore``)."""
 
     # ------------------------------------------------------ client side
     def on_client(self, rid: bytes, frames: Frames) -> None:

@@ -100,6 +100,10 @@ class BrokerState:
             ),
             0,
         )
+        self._restore()
+
+    def _restore(self) -> None:
+        """Take back what the journal holds (tasks.py)."""
 
     def _refuse(self, rid: bytes, ids: list[str], code: str, reason: str) -> None:
         raise NotImplementedError  # broker.py: the one refusal of a client's ids

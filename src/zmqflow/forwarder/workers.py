@@ -25,7 +25,7 @@ log = logging.getLogger("zmqflow.forwarder")
 _HEARTBEAT_TO_WORKER = p.encode(p.WorkerHeartbeat())
 
 
-class Liveness(TaskTable, Completion):
+class WorkerLiveness(TaskTable, Completion):
     def _ready(self, rid: bytes, msg: p.Ready, now: float) -> None:
         msg.services = list(dict.fromkeys(msg.services))  # listed twice, served once
         worker = self.workers.get(rid)

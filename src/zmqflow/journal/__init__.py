@@ -34,6 +34,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from zmqflow.journal.answers import AnswerLog
 from zmqflow.journal.rows import (
@@ -113,25 +114,14 @@ class Journal:
             )
 
     # ------------------------------------------------------------- writes
-    def record_finished_new(
-        self,
-        task: TaskFields,
-        state: str,
-        result: bytes | None,
-        error: str | None,
-        code: str | None,
-        worker: str | None,
-    ) -> None:
-        """A task never journaled, finished already, written once in its final state.
-
-        Without a key, into the answer log. With a key (``answer_for_key``
-        finds it) or dead-lettered, as one ``tasks`` row; a dead letter keeps
-        its payload so that RETRY can run it again.
+    def record_finished_new(self, task: TaskFields, state: str, *outcome: Any) -> None:
+        """A task never journaled, finished already, written once in its final state
+        (``outcome``: result, error, code, worker). Without a key, into the answer
+        log; with a key (``answer_for_key`` finds it) or dead-lettered, as one
+        ``tasks`` row, a dead letter with its payload so that RETRY can run it again.
         """
-        if task.key is None and state != "dead":
-            self.log.record(task, state, result, error, code, worker)
-        else:
-            self.tasks.record_finished_new(task, state, result, error, code, worker)
+        store = self.log if task.key is None and state != "dead" else self.tasks
+        store.record_finished_new(task, state, *outcome)
 
     @property
     def dirty(self) -> bool:

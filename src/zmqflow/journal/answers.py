@@ -28,15 +28,12 @@ class AnswerLog:
         self.clock = clock
         self._logged: dict[str, list[Any]] = {}  # this turn's answers, by id
 
-    def record(
-        self,
-        task: TaskFields,
-        state: str,
-        result: bytes | None,
-        error: str | None,
-        code: str | None,
-        worker: str | None,
+    def record_finished_new(
+        self, task: TaskFields, state: str, *outcome: bytes | str | None
     ) -> None:
+        """A task finished before it was journaled (``outcome``: result, error,
+        code, worker), into this turn's log row."""
+        result, error, code, worker = outcome
         # ANSWER_FIELDS, in their order (a literal: this runs for most tasks)
         self._logged[task.id] = [
             task.id,
