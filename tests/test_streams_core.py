@@ -395,3 +395,38 @@ def test_a_gap_told_to_a_peer_that_was_gone_is_told_again_until_an_event_after_i
     assert (gap.missed, gap.first, gap.last) == (3, 1, 3)
     h.send(b"new", wire.Ack([d.seq for d in events_of(replies, b"new")]))
     assert only(h.send(b"newer", sub("n", "all")), wire.Gap) == []  # known told now
+
+
+# ------------------------------------------------------ the subscriber's core
+
+
+def test_a_subscriber_hears_silence_only_after_asking_not_while_its_handler_ran():
+    from zmqflow.streams.client import SubscriberCore
+
+    core = SubscriberCore(wire.Subscribe("events", "n"), heartbeat_interval=1.0, liveness=3)
+    core.outgoing(0.0)  # SUBSCRIBE and a heartbeat
+    core.on_message(wire.Heartbeat("dev-1"), 0.1)
+    assert not core.silent(100.0)  # a long handler: nobody asked, nobody answered
+    core.outgoing(100.0)  # asks now
+    assert not core.silent(102.9)
+    assert core.silent(103.1)
+
+
+def test_a_subscriber_drops_a_second_delivery_it_holds_and_resends_acks_after_a_restart():
+    from zmqflow.streams.client import SubscriberCore
+
+    core = SubscriberCore(wire.Subscribe("events", "n"), heartbeat_interval=1.0)
+    core.outgoing(0.0)
+    core.on_message(wire.Heartbeat("dev-1"), 0.0)
+    one = wire.Delivery(1, "a", "dev.x", 0.0, {}, 1)
+    core.on_message(wire.Events([one]), 0.1)
+    core.on_message(wire.Events([wire.Delivery(1, "a", "dev.x", 0.0, {}, 2)]), 0.2)
+    event = core.take()
+    assert (event.seq, core.take()) == (1, None)  # the redelivery was dropped
+    core.done(event)
+    sent = core.outgoing(0.3)
+    assert [wire.decode(f) for f in sent] == [wire.Ack([1])]
+    core.on_message(wire.Heartbeat("dev-2"), 5.0)  # another device instance: it restarted
+    again = [wire.decode(f) for f in core.outgoing(5.0)]
+    assert isinstance(again[0], wire.Subscribe)
+    assert wire.Ack([1]) in again  # the ack it may not have stored goes again

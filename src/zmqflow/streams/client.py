@@ -33,7 +33,8 @@ zmqflow.client.core) and ``SubscriberCore`` (a state machine fed messages
 and the time); the sync and asyncio classes only move frames.
 
 A subscriber sends HEARTBEAT every ``heartbeat_interval`` while it waits;
-a device silent for ``liveness`` intervals, or answering with another
+a device silent for ``liveness`` intervals after a heartbeat (time spent in
+a handler, with nobody listening, does not count), or answering with another
 instance id (it restarted), gets a new SUBSCRIBE (on a new connection when
 silent), and acknowledgements the device may not have stored are sent
 again after it.
@@ -546,6 +547,9 @@ class SubscriberCore:
         self._needs_subscribe = True
         self._next_beat = 0.0
         self.last_heard = time.monotonic()
+        # when we first sent a heartbeat that nothing has answered since: silence is
+        # counted from there, so a long handler (nobody listening) is not silence
+        self._asked_at: float | None = None
 
     # ---------------------------------------------------------- outgoing
     def outgoing(self, now: float) -> list[list[bytes]]:
@@ -562,6 +566,8 @@ class SubscriberCore:
             self._awaiting.append(self._sent)
             self._sent = []
             self._next_beat = now + self.interval
+            if self._asked_at is None:
+                self._asked_at = now
         return out
 
     def ack_message(self) -> list[bytes]:
@@ -587,6 +593,7 @@ class SubscriberCore:
     # ---------------------------------------------------------- incoming
     def on_message(self, msg: wire.Message, now: float) -> None:
         self.last_heard = now
+        self._asked_at = None
         match msg:
             case wire.Events(items):
                 stream = self.request.stream
@@ -641,10 +648,12 @@ class SubscriberCore:
         self._next_beat = 0.0
 
     def silent(self, now: float) -> bool:
-        return now - self.last_heard > self.interval * self.liveness
+        """Nothing heard for ``liveness`` intervals since we asked (a heartbeat)."""
+        return self._asked_at is not None and now - self._asked_at > self.interval * self.liveness
 
     def reconnected(self, now: float) -> None:
         self.last_heard = now
+        self._asked_at = None
         self._resubscribe()
 
     # ------------------------------------------------------------ events
