@@ -9,6 +9,7 @@ says which call and what Airflow answered.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -64,8 +65,39 @@ class AirflowApi:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        out = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return out["task_instances"]
+        """Every task instance of the run, mapped ones included (one per map index),
+        page by page (the API gives at most [api] maximum_page_limit, 100, per call)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self._call(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(out)},
+            )["task_instances"]
+            out.extend(page)
+            if len(page) < 100:
+                return out
+
+    def tries(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> list[dict[str, Any]]:
+        """Every try of one task instance (hostname, state, try_number), oldest first."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        path += f"/{map_index}/tries" if map_index >= 0 else "/tries"
+        out = self._call("GET", path)
+        return sorted(out["task_instances"], key=lambda t: t["try_number"])
+
+    def log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> str:
+        """A try's task log as the UI reads it (GET .../logs/{try}), as text."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        params: dict[str, Any] = {"full_content": "true"}
+        if map_index >= 0:
+            params["map_index"] = map_index
+        out = self._call("GET", path, params=params, headers={"Accept": "application/json"})
+        content = out.get("content", out) if isinstance(out, dict) else out
+        return content if isinstance(content, str) else json.dumps(content)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
@@ -82,14 +114,18 @@ class AirflowApi:
         }
         return self._call("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
-        """Wait until the run finishes; fail with the task states when it does not succeed."""
-        run = wait_for(
+    def wait_finished(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
+        """Wait until the run finishes, well or not; the run."""
+        return wait_for(
             lambda: (r := self.run(dag_id, run_id)) and r["state"] in FINISHED and r,
             timeout,
             f"{dag_id} run {run_id} to finish",
             interval=1.0,
         )
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
+        """Wait until the run finishes; fail with the task states when it does not succeed."""
+        run = self.wait_finished(dag_id, run_id, timeout)
         if run["state"] != "success":
             states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
             raise AssertionError(f"{dag_id} run {run_id} ended {run['state']}: tasks {states}")

@@ -80,4 +80,5 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "queues": ["zmqflow_provider.queues.zmq.ZmqMessageQueueProvider"],
         "executors": ["zmqflow_provider.executors.executor.ZmqflowExecutor"],
+        "cli": ["zmqflow_provider.executors.cli.get_cli_commands"],
     }
