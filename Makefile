@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect test-airflow lint chaos soak bench bench-core bench-prefect bench-prefect-runner bench-airflow clean
+.PHONY: help system-deps venv up keys client-key rotate-forwarder-key down ps logs scale images test test-rust test-fast test-integration test-prefect test-airflow lint chaos soak bench bench-core bench-prefect bench-prefect-runner bench-airflow bench-airflow-executor clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench-prefect-runner: ## 1,000 tasks: ThreadPool vs DaskTaskRunner vs ZmqflowTas
 
 bench-airflow: venv ## 10,000 items: deferrable operator vs dynamic task mapping (needs `make up`; ARGS=--mapped 1024)
 	$(BIN)/python scripts/bench_airflow.py $(ARGS)
+
+bench-airflow-executor: venv ## LocalExecutor vs CeleryExecutor (Redis) vs ZmqflowExecutor, 200 mapped tasks, one stack of its own (ARGS=--rounds 2)
+	$(BIN)/python scripts/bench_airflow_executor.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-prefect .venv-airflow .pytest_cache .ruff_cache
