@@ -257,6 +257,8 @@ build_image() { # NAME HASH: prepare, build, check; one line when done
 
 # --- 1. the base image and the wheelhouses, at once ----------------------------
 t0=$SECONDS
+# Interrupted: stop the builds running in the background too.
+trap 'trap - INT TERM; kill $(jobs -p) 2>/dev/null; note "interrupted; full output: $(build_log_name)"; exit 130' INT TERM
 note "full output: $(build_log_name)"
 declare -A prep=() # pid -> what
 bootstrap() {
