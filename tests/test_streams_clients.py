@@ -200,3 +200,18 @@ def test_the_device_serves_tcp_and_ipc_at_once(tmp_path):
         device.security.stop()
         ctx.term()
         shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+def test_an_endpoint_in_use_or_a_store_that_cannot_open_names_its_setting(device, tmp_path):
+    from zmqflow.settings import UnusableSetting
+
+    taken = StreamDeviceSettings(streams=[device.endpoint], streams_store=str(tmp_path / "b.db"))
+    with pytest.raises(UnusableSetting, match="cannot bind") as caught:
+        standalone(taken, zmq.Context.instance())
+    assert caught.value.setting == "streams"
+    unopenable = StreamDeviceSettings(
+        streams=[f"tcp://127.0.0.1:{free_port()}"], streams_store=str(tmp_path / "no" / "s.db")
+    )
+    with pytest.raises(UnusableSetting) as caught:
+        standalone(unopenable, zmq.Context.instance())
+    assert caught.value.setting == "streams_store"

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-import zmq
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -59,6 +58,7 @@ def device(settings: StreamDeviceSettings) -> None:
     from zmqflow.logs import setup
     from zmqflow.security.keys import KeyFileError
     from zmqflow.security.policy import SecurityConfigError
+    from zmqflow.settings import UnusableSetting
     from zmqflow.streams.device import standalone
     from zmqflow.streams.metrics import serve
     from zmqflow.streams.store import StoreVersionError
@@ -66,12 +66,12 @@ def device(settings: StreamDeviceSettings) -> None:
     setup(settings.log_level, settings.log_format)
     try:
         dev = standalone(settings)
+    except UnusableSetting as exc:
+        err.print(f"[red]not started:[/] {escape(exc.line())}")
+        raise typer.Exit(2) from None
     except (SecurityConfigError, KeyFileError, StoreVersionError) as exc:
         err.print(f"[red]not started:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    except zmq.ZMQError as exc:
-        err.print(f"[red]cannot bind:[/] {exc}")
-        raise typer.Exit(1) from None
     if settings.metrics_port:
         try:
             serve(dev, settings.metrics_port)

@@ -19,12 +19,15 @@ So STORED follows the commit that holds the events. A peer the ROUTER
 cannot reach (gone: ROUTER_MANDATORY) is detached from its subscription; a
 full send queue drops that message (an EVENT comes again after the ack
 wait, a lost STORED makes the publisher send again, stored once by id).
-Every socket has ZMQ_MAXMSGSIZE = ``max_message_bytes``.
+Every socket has ZMQ_MAXMSGSIZE = ``max_message_bytes``. A store that
+cannot be opened or an endpoint that cannot be bound is an
+``UnusableSetting`` naming the setting (the CLI's exit 2 and one line).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 
@@ -32,6 +35,7 @@ import zmq
 
 from zmqflow.events import new_source
 from zmqflow.security.policy import CLIENTS, ForwarderSecurity
+from zmqflow.settings import UnusableSetting
 from zmqflow.streams.core import CoreLimits, StreamsCore
 from zmqflow.streams.settings import StreamDeviceSettings, StreamFields
 from zmqflow.streams.store import StreamStore
@@ -59,12 +63,15 @@ class StreamDevice:
         self.security = security
         self.tick_s = tick_s
         self.device_id = new_source("streams")
-        self.store = StreamStore(
-            fields.streams_store,
-            fields.stream_configs(env),
-            fields.stream_dedup_window_s,
-            fields.streams_sync,
-        )
+        try:
+            self.store = StreamStore(
+                fields.streams_store,
+                fields.stream_configs(env),
+                fields.stream_dedup_window_s,
+                fields.streams_sync,
+            )
+        except sqlite3.Error as exc:  # a folder missing, a file not ours: name the setting
+            raise UnusableSetting("streams_store", fields.streams_store, str(exc)) from None
         self.core = StreamsCore(
             self.store,
             self.device_id,
@@ -86,7 +93,10 @@ class StreamDevice:
         try:
             security.secure(sock, CLIENTS)  # CURVE server in the clients' domain, or plain
             for endpoint in fields.streams:
-                security.bind(sock, endpoint)
+                try:
+                    security.bind(sock, endpoint)
+                except zmq.ZMQError as exc:  # a port in use, an ipc folder missing
+                    raise UnusableSetting("streams", endpoint, f"cannot bind: {exc}") from None
         except BaseException:
             sock.close(linger=0)
             self.store.close()
@@ -159,6 +169,11 @@ class StreamDevice:
             except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone
                 log.debug("streams: send to %s failed: %s", peer.hex(), exc)
                 self.core.unreachable(peer, now)
+
+    @property
+    def next_wake(self) -> float:
+        """When a host loop must call ``step`` next, readable or not (monotonic)."""
+        return self._next_tick
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread of ``start_thread()`` to end (after ``stop()``)."""
