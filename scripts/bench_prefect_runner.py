@@ -12,14 +12,15 @@ The flow (orchestrators/prefect/flows/bench_runners.py) maps a tiny task over
   ... --handler prefect_zmqflow.replica:run_task_run --concurrency C``),
 
 so S = replicas x concurrency slots each. All three report to the same
-Prefect server (PREFECT_API_URL, default the `make up` stack's
-http://127.0.0.1:4200/api, on PostgreSQL). Each runner first runs a 20-task
-warm-up flow (imports, connections), then the timed flow: wall time from the
-flow call to its return, tasks per second, and the task-run records the
-server holds for that flow run, right after and once all are there (or
-``--wait`` seconds passed). Every run must return the expected sum. Prints a
-table, writes bench-results/prefect-runner.json and a plot
-bench-results/prefect-runner.png.
+Prefect server: PREFECT_API_URL, default the `make up` stack's
+http://127.0.0.1:4200/api (PostgreSQL); when nothing answers there, a
+temporary server of Prefect's test harness (SQLite), said in the output.
+Each runner first runs a 20-task warm-up flow (imports, connections), then
+the timed flow: wall time from the flow call to its return, tasks per
+second, and the task-run records the server holds for that flow run, right
+after and once all are there (or ``--wait`` seconds passed). Every run must
+return the expected sum. Prints a table, writes
+bench-results/prefect-runner.json and a plot bench-results/prefect-runner.png.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ def local_fabric(replicas: int, concurrency: int, logs: Path) -> Iterator[str]:
 
 def timed(flow: Any, runner: Any, n: int) -> tuple[float, Any]:
     started = time.perf_counter()
-    state = flow.with_options(task_runner=runner)(n=n, return_state=True)
-    return time.perf_counter() - started, state
+    result = flow.with_options(task_runner=runner)(n=n)
+    return time.perf_counter() - started, result
 
 
 def main(
@@ -145,13 +146,22 @@ def main(
         filter(None, [str(FLOWS), os.environ.get("PYTHONPATH")])
     )
     sys.path.insert(0, str(FLOWS))
-    try:
-        api("/health")
-    except OSError as exc:
-        raise SystemExit(
-            f"no Prefect server at {os.environ['PREFECT_API_URL']} ({exc}): `make up` first"
-        ) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            api("/health")
+            server = os.environ["PREFECT_API_URL"]
+        except OSError as exc:
+            from prefect.settings import PREFECT_API_URL
+            from prefect.testing.utilities import prefect_test_harness
 
+            print(f"no Prefect server at {os.environ['PREFECT_API_URL']} ({exc}): a temporary one")
+            stack.enter_context(prefect_test_harness(server_startup_timeout=300))
+            os.environ["PREFECT_API_URL"] = server = str(PREFECT_API_URL.value())
+            server += " (temporary, SQLite)"
+        run(tasks, replicas, concurrency, wait, server)
+
+
+def run(tasks: int, replicas: int, concurrency: int, wait: float, server: str) -> None:
     import bench_runners
     from distributed import LocalCluster
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -177,10 +187,8 @@ def main(
         for name in RUNNERS:
             console.print(f"[bold]{name}[/]: warm-up (20 tasks), then {tasks} tasks")
             timed(bench_runners.bench_runners, makers[name](), 20)
-            wall, state = timed(bench_runners.bench_runners, makers[name](), tasks)
-            result = state.result()
+            wall, (result, flow_run_id) = timed(bench_runners.bench_runners, makers[name](), tasks)
             assert result == bench_runners.expected(tasks), (name, result)
-            flow_run_id = str(state.state_details.flow_run_id)
             first, last = task_runs(flow_run_id, tasks, wait)
             rows.append(
                 {
@@ -210,7 +218,7 @@ def main(
         )  # fmt: skip
     console.print(table)
     OUT.mkdir(exist_ok=True)
-    (OUT / "prefect-runner.json").write_text(json.dumps(rows, indent=2))
+    (OUT / "prefect-runner.json").write_text(json.dumps({"server": server, "rows": rows}, indent=2))
     plot(rows, OUT / "prefect-runner.png", f"{tasks} tasks, {replicas} x {concurrency} slots")
     console.print(f"wrote {OUT / 'prefect-runner.json'} and {OUT / 'prefect-runner.png'}")
 
