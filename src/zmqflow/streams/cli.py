@@ -8,7 +8,9 @@ stored; its last line is one JSON object; exit 1 with the device's refusal
 or silence in words) and ``subscribe --durable NAME --from new|all|seq:N|time:T``
 (one JSON line per event, ``{"missed": N, ...}`` lines for gaps, a summary
 last). ``python -m zmqflow.streams`` runs it. Bad options exit 2 naming
-the option.
+the option. ``confirmed_publish`` and ``durable_subscribe`` are the two
+commands' work as plain functions, for ``zmqflow publish --confirm`` and
+``zmqflow subscribe --durable`` to call.
 """
 
 from __future__ import annotations
@@ -180,11 +182,26 @@ def publish(
     timeout: Annotated[float, typer.Option(help="seconds to wait for STORED")] = 10.0,
 ) -> None:
     """Publish events into a stream and return once they are stored."""
-    from zmqflow.streams.client import Publisher, StreamError, new_event_id
-
     if not confirm:
         err.print("[red]this command always confirms:[/] use `zmqflow publish` for the live bus")
         raise typer.Exit(2)
+    confirmed_publish(_curve(settings), kind, data, connect, env, count, event_id, timeout)
+
+
+def confirmed_publish(
+    keys: CurveKeys | None,
+    kind: str,
+    data: str,
+    connect: str,
+    env: str,
+    count: int = 1,
+    event_id: str | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """``publish --confirm``'s work, for any command to call (``zmqflow publish
+    --confirm``): prints one JSON object; exit 1 naming the refusal or silence."""
+    from zmqflow.streams.client import Publisher, StreamError, new_event_id
+
     body = _json_object(data)
     topic = f"{env}.{kind}"
     if event_id is None:
@@ -192,7 +209,7 @@ def publish(
     else:
         ids = [event_id] if count == 1 else [f"{event_id}-{n}" for n in range(1, count + 1)]
     try:
-        with Publisher(connect, timeout=timeout, curve=_curve(settings)) as pub:
+        with Publisher(connect, timeout=timeout, curve=keys) as pub:
             stored = pub.publish_many([(topic, body, i) for i in ids])
     except StreamError as exc:
         err.print(f"[red]not stored:[/] {escape(str(exc))}")
@@ -265,6 +282,25 @@ def subscribe(
     ] = 30.0,
 ) -> None:
     """Print stored events as JSON lines, acknowledging each once printed."""
+    durable_subscribe(
+        _curve(settings), durable, start, stream, topic, connect, count, timeout, window, ack_wait
+    )
+
+
+def durable_subscribe(
+    keys: CurveKeys | None,
+    durable: str | None,
+    start: str = "new",
+    stream: str = "events",
+    topic: str = "",
+    connect: str = DEFAULT_ENDPOINT,
+    count: int = 0,
+    timeout: float = 0.0,
+    window: int = 100,
+    ack_wait: float = 30.0,
+) -> None:
+    """``subscribe --durable``'s work, for any command to call (``zmqflow
+    subscribe --durable NAME --from ...``): JSON lines, a summary last."""
     from zmqflow.streams.client import StreamError, Subscriber
 
     kind, seq, since = parse_start(start)
@@ -280,7 +316,7 @@ def subscribe(
             topic=topic,
             window=window,
             ack_wait=ack_wait,
-            curve=_curve(settings),
+            curve=keys,
         )
     except ValueError as exc:
         err.print(f"[red]bad option:[/] {exc}")
