@@ -41,6 +41,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -328,6 +329,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the events (smoke run)")
     parser.add_argument("--scale", type=float, default=1.0, help="events counts times this")
     args = parser.parse_args()
+    # a SIGTERM (timeout, Ctrl-C's cousin) unwinds: processes() then kills the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     args.out.mkdir(parents=True, exist_ok=True)
     if not Path(NATS_SERVER).exists():
         raise SystemExit("bench_streams: nats-server missing: apt-get install -y nats-server")
