@@ -204,9 +204,7 @@ def run(tasks: int, replicas: int, concurrency: int, wait: float, server: str) -
             )
             console.print(rows[-1])
     base = {r["runner"]: r for r in rows}
-    table = Table(
-        title=f"{tasks} tasks, {replicas} x {concurrency} slots (make bench-prefect-runner)"
-    )
+    table = Table(title=f"{tasks} tasks, {replicas} x {concurrency} slots; server {server}")
     for col in ("runner", "wall s", "tasks/s", "vs thread pool", "vs Dask", "task runs recorded"):
         table.add_column(col)
     for r in rows:
