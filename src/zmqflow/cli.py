@@ -576,3 +576,10 @@ def keys_generate(
             print(f"{path}  public key {load_public(path).decode()}")
         else:
             print(f"{path}  secret key, mode 0600")
+
+
+# Durable event streams (zmqflow.streams): `zmqflow streams device|events|publish|subscribe`.
+# Imported last: the sub-app uses settings_options from this module.
+from zmqflow.streams.cli import app as streams_app  # noqa: E402
+
+app.add_typer(streams_app, name="streams")

@@ -23,6 +23,7 @@ from zmqflow.limits import (
     validate_endpoint,
     validate_endpoints,
 )
+from zmqflow.streams.settings import StreamFields
 
 EndpointList = Annotated[list[str], NoDecode]
 
@@ -85,7 +86,7 @@ class CurvePeerSettings(BaseSettings):
     curve_server: str | None = Field(None, description="the forwarder's public key file (NAME.key)")
 
 
-class ForwarderSettings(_Base):
+class ForwarderSettings(_Base, StreamFields):
     frontend: EndpointList = Field(["tcp://*:5555"], description="clients' endpoints (ROUTER)")
     backend: EndpointList = Field(["tcp://*:5556"], description="workers' endpoints (ROUTER)")
     # The event bus binds only where asked: a default port on every interface

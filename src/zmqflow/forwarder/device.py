@@ -35,6 +35,7 @@ from zmqflow.limits import Limits
 from zmqflow.repeats import Repeats, since
 from zmqflow.security.policy import CLIENTS, WORKERS, ForwarderSecurity
 from zmqflow.settings import ForwarderSettings, UnusableSetting
+from zmqflow.streams.device import StreamDevice
 from zmqflow.transport import recv_frames, send_frames
 
 if TYPE_CHECKING:
@@ -80,6 +81,18 @@ class Forwarder:
             self.backend = self._bind(zmq.ROUTER, "backend", WORKERS)
             self.xsub = self._bind(zmq.XSUB, "events_in", CLIENTS)
             self.xpub = self._bind(zmq.XPUB, "events_out", CLIENTS)
+            # durable event streams (zmqflow.streams): their own ROUTER, store and thread
+            self.streams = (
+                StreamDevice(
+                    settings,
+                    env=settings.env,
+                    security=self.security,
+                    ctx=self.ctx,
+                    max_message_bytes=settings.max_message_bytes,
+                )
+                if settings.streams
+                else None
+            )
         except BaseException:
             self.security.stop()
             raise
@@ -91,6 +104,7 @@ class Forwarder:
                     ("backend", self.backend, settings.backend),
                     ("events-in", self.xsub, settings.events_in),
                     ("events-out", self.xpub, settings.events_out),
+                    *([("streams", self.streams.sock, settings.streams)] if self.streams else []),
                 )
                 if endpoints
             }
@@ -166,6 +180,10 @@ class Forwarder:
         REGISTRY.register(BrokerCollector(self.broker, recorder))
         # handshakes, and events refused for their topic
         REGISTRY.register(SecurityCollector(self.security, lambda: self.events_refused))
+        if self.streams:
+            from zmqflow.streams.metrics import StreamsCollector
+
+            REGISTRY.register(StreamsCollector(self.streams.core))
 
     def stop(self) -> None:
         self._running = False
@@ -191,6 +209,8 @@ class Forwarder:
         next_reap = math.inf  # when a worker may pass the liveness deadline
         next_purge = time.monotonic() + _PURGE_EVERY_S
         self._running = True
+        if self.streams:
+            self.streams.start_thread()
         while self._running:
             wake = min(next_tick, next_reap, broker.next_journal_due())
             timeout_ms = max(0, math.ceil((wake - time.monotonic()) * 1000))
@@ -276,6 +296,10 @@ class Forwarder:
                 log.debug("send to %s failed: %s", rid.hex(), exc)
 
     def close(self) -> None:
+        if self.streams:
+            self.streams.stop()
+            self.streams.join(5)
+            self.streams.close()
         self.security.stop()
         self.journal.close()
         for sock in (self.frontend, self.backend, self.xsub, self.xpub):

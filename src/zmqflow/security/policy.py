@@ -76,7 +76,7 @@ def tcp_exposure(endpoint: str) -> str:
 
 
 def _endpoints(s: ForwarderSettings) -> list[str]:
-    return [*s.frontend, *s.backend, *s.events_in, *s.events_out]
+    return [*s.frontend, *s.backend, *s.events_in, *s.events_out, *getattr(s, "streams", [])]
 
 
 def _folder(option: str, value: str | None) -> Path:

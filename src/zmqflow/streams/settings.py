@@ -72,7 +72,7 @@ class StreamFields(BaseSettings):
         1 << 20, ge=256, le=MAX_MESSAGE_BYTES - MAX_MAP_BYTES, description="one event at most"
     )
 
-    _split_lists = field_validator("streams", "stream", mode="before")(_split)
+    _split_stream_lists = field_validator("streams", "stream", mode="before")(_split)
 
     @field_validator("streams")
     @classmethod
