@@ -84,6 +84,7 @@ FABRIC_PORTS = (
     "ZMQFLOW_PUBLISH_EVENTS_IN_PORT",
     "ZMQFLOW_PUBLISH_EVENTS_OUT_PORT",
     "ZMQFLOW_PUBLISH_METRICS_PORT",
+    "ZMQFLOW_PUBLISH_STREAMS_PORT",
 )
 IMAGES = ("postgres", "forwarder", "worker-python", "worker-rust")
 # Images of optional compose profiles (scripts/build-images.sh builds them when named).
@@ -446,6 +447,10 @@ class ComposeProject:
     @property
     def events_out(self) -> str:
         return self.endpoint("ZMQFLOW_PUBLISH_EVENTS_OUT_PORT")
+
+    @property
+    def streams(self) -> str:
+        return self.endpoint("ZMQFLOW_PUBLISH_STREAMS_PORT")
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """Run the host's zmqflow CLI (from this venv)."""

@@ -502,8 +502,10 @@ def list_streams(
     curve: CurveKeys | None = None,
     ctx: zmq.Context | None = None,
 ) -> dict[str, Any]:
-    """The device's streams and subscribers (LIST): ``{device, streams, subscribers}``."""
-    conn = _Connection(endpoint, curve, ctx or zmq.Context.instance())
+    """The device's streams and subscribers (LIST): ``{device, streams, subscribers}``.
+
+    Without ``curve``, the keys ZMQFLOW_CURVE_SECRET/SERVER name, as every client reads."""
+    conn = _Connection(endpoint, _keys(curve, None, None), ctx or zmq.Context.instance())
     try:
         return _SyncIO(conn).run(list_steps(timeout))
     finally:
