@@ -1040,6 +1040,19 @@ def test_after_a_restart_ready_with_inflight_keeps_a_task_from_running_twice(fil
     assert items(fwd.turn().to(b"c1"), p.Results)[0].id == "t-1"
 
 
+def test_a_task_run_on_ready_then_requeued_is_dispatched_once_and_its_bytes_counted_once(fwd):
+    # hypothesis found it (test_broker_paths): the queue held the task twice
+    fwd.ready(b"w0", credit=0)  # makes echo known, takes nothing
+    fwd.submit(b"c1", task("t-1", payload=b"\x00"))
+    fwd.turn()
+    fwd.ready(b"w1", credit=0, inflight=["t-1"])  # it says it runs t-1: t-1 is in flight there
+    fwd.worker(b"w1", p.Disconnect("drained"))  # gone before answering: t-1 queued again
+    fwd.ready(b"w1", credit=3)
+
+    assert fwd.turn().task_ids(b"w1") == ["t-1"]
+    assert fwd.broker.queued_bytes == 0
+
+
 # --------------------------------------------------------- repeated submits
 
 

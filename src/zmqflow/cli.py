@@ -578,8 +578,7 @@ def keys_generate(
             print(f"{path}  secret key, mode 0600")
 
 
-# Durable event streams (zmqflow.streams): `zmqflow streams device|events|publish|subscribe`.
-# Imported last: the sub-app uses settings_options from this module.
-from zmqflow.streams.cli import app as streams_app  # noqa: E402
-
-app.add_typer(streams_app, name="streams")
+# Durable event streams: `zmqflow streams device|events|publish|subscribe`. The
+# sub-app mounts itself into ``app`` at the end of zmqflow.streams.cli (it uses
+# settings_options from here), so either module may be imported first.
+import zmqflow.streams.cli  # noqa: E402, F401

@@ -73,12 +73,15 @@ class TaskTable(BrokerState):
 
     def _next(self, queue: deque[TaskEntry], count: int) -> list[TaskEntry]:
         """Up to ``count`` tasks from the front of ``queue``, skipping the copies
-        left there by tasks finished or run meanwhile."""
+        left there by tasks finished or run meanwhile. A task run on a worker's
+        READY and then requeued is in the queue twice: it is taken once."""
         tasks = self.tasks
         taken: list[TaskEntry] = []
+        ids: set[str] = set()
         while queue and len(taken) < count:
             task = queue.popleft()
-            if task.worker is None and tasks.get(task.id) is task:
+            if task.worker is None and tasks.get(task.id) is task and task.id not in ids:
+                ids.add(task.id)
                 taken.append(task)
         return taken
 

@@ -357,3 +357,14 @@ def durable_subscribe(
     summary = {"received": received, "missed": sub.missed, "redelivered": sub.core.redelivered}
     print(json.dumps(summary), flush=True)
     sys.stdout.flush()
+
+
+def _mount() -> None:
+    """``zmqflow streams ...``: this sub-app under the main CLI, once."""
+    from zmqflow import cli as root
+
+    if not any(group.name == "streams" for group in root.app.registered_groups):
+        root.app.add_typer(app, name="streams")
+
+
+_mount()
